@@ -1,0 +1,25 @@
+"""Test configuration: float64 JAX, the shared third-party data directory, markers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Third-party data lives beside the clone (CI has ../shared); never inside the project.
+SHARED_DATA = Path(os.environ.get("TWIN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(
+            f"third-party data directory {SHARED_DATA} is missing: clone the project beside "
+            "'shared/' or set TWIN_SHARED_DATA"
+        )
+    return SHARED_DATA

@@ -1,0 +1,64 @@
+"""The one pint UnitRegistry of the project and helpers that convert boundary quantities to SI.
+
+Physics code is SI only (K, Pa, kg, s, W, m); pint appears only at the boundaries (TOML specs,
+files, CLI, UI).  Temperatures inside ``physics`` are absolute, in kelvin.
+"""
+
+from __future__ import annotations
+
+import pint
+
+ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+ureg.define("percent = 0.01 = pct")
+Q_ = ureg.Quantity
+
+#: Offset between degree Celsius and kelvin [K].
+ZERO_CELSIUS_K = 273.15
+
+
+class SpecError(ValueError):
+    """A bad value in a facility spec or other user input.
+
+    The message always names the field path, the value received and what was expected.
+    """
+
+    def __init__(self, path: str, value: object, expected: str):
+        self.path = path
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{path}: got {value!r}; expected {expected}")
+
+
+def parse_quantity(text: object, path: str, unit: str) -> float:
+    """Parse ``text`` (e.g. ``"140 kW"``) and return its magnitude in ``unit``.
+
+    Raises :class:`SpecError` naming ``path`` when the string is not a quantity or has the
+    wrong dimension.  Temperatures given in degC/degF are converted as absolute values.
+    """
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise SpecError(path, text, f"a quantity string with units of {unit}, e.g. '1 {unit}'")
+    try:
+        q = Q_(text) if isinstance(text, str) else Q_(text, "dimensionless")
+    except Exception as exc:  # pint raises several unrelated types for malformed input
+        raise SpecError(path, text, f"a quantity with units of {unit} ({exc})") from exc
+    if not isinstance(q, pint.Quantity):
+        q = Q_(q, "dimensionless")
+    target = ureg.Unit(unit)
+    if q.dimensionality != target.dimensionality:
+        raise SpecError(
+            path,
+            text,
+            f"a quantity with the dimension of {unit} ({target.dimensionality}), "
+            f"not {q.dimensionality}",
+        )
+    return float(q.to(target).magnitude)
+
+
+def kelvin_to_celsius(t_k):
+    """Absolute temperature [K] to degree Celsius [degC]."""
+    return t_k - ZERO_CELSIUS_K
+
+
+def celsius_to_kelvin(t_c):
+    """Degree Celsius [degC] to absolute temperature [K]."""
+    return t_c + ZERO_CELSIUS_K
