@@ -83,3 +83,20 @@ def solve_newton(
         return jnp.linalg.solve(jac, y)
 
     return jax.lax.custom_root(f, x0, solve, tangent_solve)
+
+
+def solve_monotone_saturating(
+    f: Callable[[jax.Array], jax.Array],
+    lower: jax.Array,
+    upper: jax.Array,
+    iterations: int = 50,
+) -> jax.Array:
+    """Like :func:`solve_monotone`, but where ``f`` has no sign change in ``[lower, upper]``
+    return the bound with the smaller ``|f|`` (an actuator at its limit) with the gradient of
+    that bound, not of a fictitious interior root."""
+    f_lo = f(jnp.asarray(lower))
+    f_hi = f(jnp.asarray(upper))
+    bracketed = f_lo * f_hi <= 0
+    root = solve_monotone(f, lower, upper, iterations)
+    bound = jnp.where(jnp.abs(f_lo) < jnp.abs(f_hi), lower, upper)
+    return jnp.where(bracketed, root, bound)

@@ -1,0 +1,878 @@
+r"""The facility network: GPUs → cold plates → trays → racks → row CDUs → facility water → plant.
+
+One explicit, energy-conservative time step (:func:`step`) advances every GPU of every site
+together. Structure (all arrays SI, temperatures in kelvin):
+
+* GPU arrays have shape ``(racks, trays, paths, series)``: a tray's coolant splits into
+  ``paths`` parallel cold-plate paths, each with ``series`` plates in series.
+* Rack arrays ``(racks,)``; racks are ordered by row; every row has one CDU (``rack_cdu``).
+* CDU arrays ``(cdus,)``; ``cdu_building`` maps CDUs to buildings.
+* Building arrays ``(buildings,)``: one facility-water (FWS) loop and heat-rejection plant
+  each; ``building_site`` maps buildings to sites, whose weather drives the plant.
+
+Time integration, per step of length :math:`\Delta t`:
+
+1. GPU die nodes are integrated exactly under the square-wave workload
+   (:func:`physics.gpu.die_square_wave_step`); HBM nodes exactly for the step-mean power.
+   Series plates see the inlet warmed by the step-mean heat of the plates before them.
+2. Rack outlets mix into the CDU's secondary (TCS) return volume, a chain of well-mixed tanks
+   (tanks-in-series transport delay, integrated exactly for the step's flow).
+3. The CDU's primary valve is set so that its counterflow exchanger delivers the TCS supply
+   setpoint; if the valve is fully open (flow limited by the FWS hydraulics) the supply rises
+   above the setpoint (saturation).
+4. FWS returns mix into the building return volume, then the plant: dry coolers with
+   variable-speed fans (optional adiabatic pre-cooling) and a trim chiller hold the FWS supply
+   setpoint; the supply main is another tank chain whose last tank is updated with an explicit
+   outflow so that the CDUs see a temperature known at the start of the step (this breaks the
+   FWS loop's algebraic cycle while keeping energy exact; it requires
+   :math:`C\,\Delta t \le M c_p` of that tank, checked by :func:`check_step`).
+
+Every heat flow is computed once and used both for the state update and for the energy
+ledger, so heat in − heat rejected − Δ(stored heat) vanishes to round-off.
+
+References
+----------
+.. [1] ``shared/refs/physics-references.md`` sections 2–4, 7, 8.
+.. [2] O. Levenspiel, *Chemical Reaction Engineering*, 3rd ed., Wiley, 1999, ch. 14
+   (tanks-in-series model of plug flow with dispersion).
+.. [3] R. K. Shah, D. P. Sekulić, *Fundamentals of Heat Exchanger Design*, Wiley, 2003,
+   sec. 7 (film coefficients scaling as flow^0.7 in plate exchangers).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from physics import coldplate, gpu, heat_rejection, hydraulics, workload
+from physics.heat_exchangers import effectiveness_counterflow
+from physics.solvers import solve_monotone_saturating
+
+#: Exponent of the film coefficients of the CDU plate exchanger with flow ([3]_).
+CDU_FILM_EXPONENT = 0.7
+
+
+class FacilityParams(eqx.Module):
+    """Every parameter of the facility, in SI units (temperatures in K). Built by ``twin.spec``."""
+
+    # --- GPU (shape (R, T, P, S) or broadcastable to it) ---
+    gpu_resistance_jw: jax.Array  # junction → cold-plate wall [K/W]
+    gpu_capacitance: jax.Array  # die node heat capacity [J/K]
+    gpu_leakage_ref: jax.Array  # leakage at temp_ref [W]
+    gpu_leakage_coeff: jax.Array  # relative leakage slope [1/K]
+    gpu_power_idle: jax.Array  # temperature-independent idle power [W]
+    gpu_power_dynamic: jax.Array  # dynamic power at utilization 1 [W]
+    gpu_power_limit: jax.Array  # firmware power cap [W]
+    gpu_hbm_resistance: jax.Array  # HBM → inlet coolant [K/W]
+    gpu_hbm_capacitance: jax.Array  # [J/K]
+    gpu_hbm_power_idle: jax.Array  # [W]
+    gpu_hbm_power_share: jax.Array  # share of dynamic power dissipated in HBM [-]
+    gpu_temp_ref: jax.Array  # leakage reference temperature [K]
+    gpu_temp_max_operating: jax.Array  # NVML max operating temperature [K]
+    gpu_air_fraction: jax.Array  # share of GPU heat that leaves to air [-]
+    coldplate_ua_ref: jax.Array  # plate conductance at coldplate_flow_ref [W/K]
+    coldplate_flow_ref: jax.Array  # [m3/s] per plate path
+    coldplate_exponent: jax.Array  # UA ∝ flow^n [-]
+    # --- workload schedule per rack (R,) ---
+    load_low: jax.Array  # utilization in the low phase [-]
+    load_high: jax.Array  # utilization in the high phase [-]
+    load_period: jax.Array  # [s]
+    load_duty: jax.Array  # [-]
+    load_phase: jax.Array  # [s]
+    load_diurnal_amplitude: jax.Array  # [-]
+    load_diurnal_peak_hour: jax.Array  # [h]
+    # --- rack (R,) ---
+    rack_other_power_idle: jax.Array  # CPUs, switches, NICs at idle [W]
+    rack_other_power_max: jax.Array  # ... at full load [W]
+    rack_other_liquid_fraction: jax.Array  # share of that heat into the liquid [-]
+    rack_resistance: jax.Array  # hydraulic loss coefficient of a rack branch [Pa s2/m6]
+    rack_cdu: jax.Array  # int index of the row CDU
+    # --- TCS (secondary) loop per CDU (N,) ---
+    tcs_density: jax.Array  # [kg/m3] at the loop's design temperature
+    tcs_specific_heat: jax.Array  # [J/kg/K]
+    tcs_pump_speed: jax.Array  # relative speed [-]
+    tcs_pump_head_shutoff: jax.Array  # [Pa]
+    tcs_pump_curve_coeff: jax.Array  # [Pa s2/m6]
+    tcs_pump_efficiency: jax.Array  # wire-to-water [-]
+    tcs_header_resistance: jax.Array  # per header segment [Pa s2/m6]
+    tcs_volume: jax.Array  # fluid volume of the row loop [m3]
+    tcs_supply_setpoint: jax.Array  # [K]
+    cdu_ua_design: jax.Array  # [W/K]
+    cdu_flow_design_hot: jax.Array  # TCS capacity rate at design [W/K]
+    cdu_flow_design_cold: jax.Array  # FWS capacity rate at design [W/K]
+    cdu_building: jax.Array  # int index
+    cdu_floor: jax.Array  # int index of the floor within its building
+    # --- FWS (facility) loop per building (B,) ---
+    fws_density: jax.Array
+    fws_specific_heat: jax.Array
+    fws_supply_setpoint: jax.Array  # [K]
+    fws_pump_head_shutoff: jax.Array  # [Pa]
+    fws_pump_curve_coeff: jax.Array  # [Pa s2/m6]
+    fws_pump_efficiency: jax.Array
+    fws_pressure_min: jax.Array  # differential-pressure setpoint floor [Pa]
+    fws_cdu_resistance: jax.Array  # CDU primary branch, valve open [Pa s2/m6]
+    fws_riser_resistance: jax.Array  # (B, F) riser to each floor [Pa s2/m6]
+    fws_riser_height: jax.Array  # (B, F) elevation of each floor above the plant [m]
+    fws_cdus_per_floor: jax.Array  # (B, F) counts (float)
+    fws_supply_volume: jax.Array  # [m3]
+    fws_return_volume: jax.Array  # [m3]
+    # --- plant per building (B,) ---
+    drycooler_ua_design: jax.Array  # [W/K]
+    drycooler_air_capacity_design: jax.Array  # [W/K]
+    drycooler_fan_power_design: jax.Array  # [W]
+    drycooler_speed_min: jax.Array  # [-]
+    drycooler_ua_exponent: jax.Array  # [-]
+    adiabatic_enabled: jax.Array  # 0/1
+    adiabatic_effectiveness: jax.Array  # pad effectiveness [-]
+    adiabatic_switch_temp: jax.Array  # dry-bulb above which pads are wetted [K]
+    chiller_capacity: jax.Array  # [W]
+    chiller_second_law_efficiency: jax.Array  # [-]
+    chiller_evaporator_approach: jax.Array  # [K]
+    chiller_condenser_approach: jax.Array  # [K]
+    building_site: jax.Array  # int index
+    # --- site (S,) ---
+    air_fan_power_ratio: jax.Array  # air-path fan power per W of air heat [-]
+    electrical_loss_fraction: jax.Array  # distribution losses / delivered power [-]
+    # --- boundary conditions (H hours, S sites) ---
+    weather_temp_air: jax.Array  # dry-bulb [K], hourly
+    weather_temp_wet_bulb: jax.Array  # [K]
+    carbon_intensity: jax.Array  # [kg CO2 / J], hourly
+    price: jax.Array  # [currency / J], hourly
+    # --- static topology ---
+    gpu_layout: tuple = eqx.field(static=True, default=(1, 1, 1, 1))  # (R, T, P, S)
+    n_tcs_tanks: int = eqx.field(static=True, default=3)
+    n_fws_tanks: int = eqx.field(static=True, default=3)
+
+    @property
+    def gpu_shape(self) -> tuple[int, int, int, int]:
+        return self.gpu_layout
+
+    @property
+    def n_racks(self) -> int:
+        return self.rack_cdu.shape[0]
+
+    @property
+    def n_cdus(self) -> int:
+        return self.cdu_building.shape[0]
+
+    @property
+    def n_buildings(self) -> int:
+        return self.building_site.shape[0]
+
+    @property
+    def n_sites(self) -> int:
+        return self.air_fan_power_ratio.shape[0]
+
+
+class Derived(NamedTuple):
+    """Quantities fixed for a run (flows, resistances), derived from the parameters."""
+
+    rack_flow: jax.Array  # (R,) m3/s
+    gpu_resistance: jax.Array  # (R,T,P,S) junction → inlet [K/W]
+    path_capacity_rate: jax.Array  # (R,) W/K per plate path
+    rack_capacity_rate: jax.Array  # (R,) W/K
+    cdu_capacity_rate: jax.Array  # (N,) TCS W/K
+    tcs_pump_power: jax.Array  # (N,) W electric
+    tcs_pump_heat: jax.Array  # (N,) W hydraulic, dissipated in the fluid
+    cdu_cold_capacity_max: jax.Array  # (N,) W/K, valve fully open
+    fws_flow_design: jax.Array  # (B,) m3/s, all valves open
+    fws_pressure_design: jax.Array  # (B,) Pa at that flow
+
+
+class GpuConstants(NamedTuple):
+    """Per-GPU constants of a run at a fixed step (exponentials hoisted out of the time loop)."""
+
+    conductance: jax.Array  # G = 1/R_ji - α P_leak,ref [W/K]
+    rate: jax.Array  # λ = G/C [1/s]
+    decay: jax.Array  # exp(-λ Δt)
+    decay_on: jax.Array  # exp(-λ d p)
+    decay_off: jax.Array  # exp(-λ (1-d) p)
+    hbm_decay: jax.Array  # exp(-Δt/(R_hbm C_hbm))
+    hbm_mean_factor: jax.Array  # τ/Δt (1 - exp(-Δt/τ))
+
+
+def gpu_constants(p: FacilityParams, d: Derived, dt: float) -> GpuConstants:
+    """Constants of :func:`physics.gpu.die_square_wave_step` that do not change during a run."""
+    g = gpu.die_conductance(d.gpu_resistance, p.gpu_leakage_ref, p.gpu_leakage_coeff)
+    lam = g / p.gpu_capacitance
+    on = (p.load_duty * p.load_period)[:, None, None, None]
+    off = ((1.0 - p.load_duty) * p.load_period)[:, None, None, None]
+    tau_h = p.gpu_hbm_resistance * p.gpu_hbm_capacitance
+    hbm_decay = jnp.exp(-dt / tau_h)
+    return GpuConstants(
+        conductance=g,
+        rate=lam,
+        decay=jnp.exp(-lam * dt),
+        decay_on=jnp.exp(-lam * on),
+        decay_off=jnp.exp(-lam * off),
+        hbm_decay=hbm_decay,
+        hbm_mean_factor=tau_h / dt * (1.0 - hbm_decay),
+    )
+
+
+class State(NamedTuple):
+    """The model state (all temperatures in K)."""
+
+    t: jax.Array  # time since the run's start [s]
+    gpu_temp: jax.Array  # (R,T,P,S) die
+    hbm_temp: jax.Array  # (R,T,P,S)
+    tcs_supply: jax.Array  # (N,) CDU outlet, in transit to the racks during the next step
+    tcs_tanks: jax.Array  # (N, n_tcs_tanks) return volume
+    fws_supply_tanks: jax.Array  # (B, n_fws_tanks)
+    fws_return_tanks: jax.Array  # (B, n_fws_tanks)
+    fws_flow: jax.Array  # (B,) capacity rate of the last step [W/K]
+
+
+class Ledger(NamedTuple):
+    """Streaming sums over a run, per site (S,), energies in J."""
+
+    it_energy: jax.Array
+    gpu_energy: jax.Array
+    pump_energy: jax.Array
+    fan_energy: jax.Array
+    chiller_energy: jax.Array
+    electrical_loss_energy: jax.Array
+    heat_in: jax.Array
+    heat_rejected: jax.Array
+    water_mass: jax.Array  # evaporated [kg]
+    carbon_mass: jax.Array  # [kg CO2]
+    cost: jax.Array
+    throttle_gpu_seconds: jax.Array  # GPU-seconds above max operating temperature
+    chiller_seconds: jax.Array  # plant-seconds with the trim chiller running
+    max_gpu_temp: jax.Array  # [K]
+    max_hbm_temp: jax.Array  # [K]
+
+
+class StepOutput(NamedTuple):
+    """Per-step site-level power flows [W] and temperatures [K] (S,)."""
+
+    it_power: jax.Array
+    pump_power: jax.Array
+    fan_power: jax.Array
+    chiller_power: jax.Array
+    heat_rejected: jax.Array
+    water_rate: jax.Array  # kg/s
+    max_gpu_temp: jax.Array
+    mean_gpu_temp: jax.Array
+    fws_supply_temp: jax.Array
+    temp_air: jax.Array
+    carbon_intensity: jax.Array  # kg/J
+
+
+def _segment_sum(values, index, n):
+    return jax.ops.segment_sum(values, index, num_segments=n, indices_are_sorted=True)
+
+
+def _segment_max(values, index, n):
+    return jax.ops.segment_max(values, index, num_segments=n, indices_are_sorted=True)
+
+
+def derive(p: FacilityParams) -> Derived:
+    """Solve the hydraulics and the flow-dependent resistances for a run (differentiable)."""
+    r, t, pth, _ = p.gpu_shape
+    n = p.n_cdus
+    racks_per_row = r // n
+    # TCS: pump curve against the row's rack branches and header ladder (implicit Newton).
+    rack_k = p.rack_resistance.reshape(n, racks_per_row)
+    flows = jax.vmap(hydraulics.row_flow_split)(
+        p.tcs_pump_speed,
+        p.tcs_pump_head_shutoff,
+        p.tcs_pump_curve_coeff,
+        rack_k,
+        p.tcs_header_resistance,
+    )
+    rack_flow = flows.reshape(r)
+    cdu_flow = flows.sum(axis=1)
+    cdu_dp = hydraulics.pump_head(
+        cdu_flow, p.tcs_pump_speed, p.tcs_pump_head_shutoff, p.tcs_pump_curve_coeff
+    )
+    tcs_heat = cdu_flow * cdu_dp
+    tcs_power = hydraulics.pump_power(cdu_flow, cdu_dp, p.tcs_pump_efficiency)
+    rho_cp_tcs = p.tcs_density * p.tcs_specific_heat  # (N,)
+    rack_rho_cp = rho_cp_tcs[p.rack_cdu]
+    rack_cap = rack_flow * rack_rho_cp
+    path_flow = rack_flow / (t * pth)
+    path_cap = rack_cap / (t * pth)
+    ua = coldplate.coldplate_conductance(
+        p.coldplate_ua_ref,
+        path_flow[:, None, None, None],
+        p.coldplate_flow_ref,
+        p.coldplate_exponent,
+    )
+    r_ji = coldplate.junction_to_inlet_resistance(
+        p.gpu_resistance_jw, ua, path_cap[:, None, None, None]
+    )
+    # FWS: plant pump (full speed) against risers and CDU primaries, per building.
+    rho_sup = p.fws_density  # thermosiphon from the supply/return density difference is
+    # evaluated at design: ρ(T_sup) - ρ(T_ret) ≈ -β ρ ΔT with β of water at 35 °C.
+    beta = 3.4e-4  # volumetric expansion of water at 35 °C [1/K] (IAPWS-95)
+    delta_t_design = 10.0
+    static = hydraulics.thermosiphon_pressure(
+        rho_sup[:, None], (rho_sup * (1 - beta * delta_t_design))[:, None], p.fws_riser_height
+    )
+    per_cdu_flow, fws_dp = jax.vmap(hydraulics.floor_flow_split)(
+        jnp.ones(p.n_buildings),
+        p.fws_pump_head_shutoff,
+        p.fws_pump_curve_coeff,
+        p.fws_riser_resistance,
+        p.fws_cdu_resistance,
+        p.fws_cdus_per_floor,
+        static,
+    )
+    cdu_max_flow = per_cdu_flow[p.cdu_building, p.cdu_floor]
+    fws_rho_cp = (p.fws_density * p.fws_specific_heat)[p.cdu_building]
+    fws_flow_design = jnp.sum(per_cdu_flow * p.fws_cdus_per_floor, axis=1)
+    fws_pressure_design = fws_dp
+    return Derived(
+        rack_flow=rack_flow,
+        gpu_resistance=r_ji,
+        path_capacity_rate=path_cap,
+        rack_capacity_rate=rack_cap,
+        cdu_capacity_rate=cdu_flow * rho_cp_tcs,
+        tcs_pump_power=tcs_power,
+        tcs_pump_heat=tcs_heat,
+        cdu_cold_capacity_max=cdu_max_flow * fws_rho_cp,
+        fws_flow_design=fws_flow_design,
+        fws_pressure_design=fws_pressure_design,
+    )
+
+
+def tcs_tank_capacity(p: FacilityParams) -> jax.Array:
+    """Heat capacity of each TCS return tank [J/K], (N,)."""
+    return p.tcs_volume * p.tcs_density * p.tcs_specific_heat / p.n_tcs_tanks
+
+
+def fws_tank_capacity(p: FacilityParams, volume: jax.Array) -> jax.Array:
+    """Heat capacity of each FWS tank [J/K], (B,)."""
+    return volume * p.fws_density * p.fws_specific_heat / p.n_fws_tanks
+
+
+def check_step(p: FacilityParams, d: Derived, dt: float) -> float:
+    """Largest stable step [s] of the explicit FWS supply tank; ``dt`` must not exceed it."""
+    cap_max = _segment_sum(d.cdu_cold_capacity_max, p.cdu_building, p.n_buildings)
+    limit = fws_tank_capacity(p, p.fws_supply_volume) / cap_max
+    return float(jnp.min(limit))
+
+
+def substeps(p: FacilityParams, d: Derived, dt: float) -> int:
+    """Number of loop sub-steps that keeps the explicit FWS supply tank stable at step ``dt``
+    (with a 20 % margin for valve flows above design)."""
+    import math
+
+    return max(1, math.ceil(1.2 * dt / check_step(p, d, dt)))
+
+
+def initial_state(p: FacilityParams, d: Derived) -> State:
+    """A thermally settled start: every node at its setpoint-driven idle temperature."""
+    tcs_sup = p.tcs_supply_setpoint
+    rack_sup = tcs_sup[p.rack_cdu][:, None, None, None]
+    shape = p.gpu_shape
+    die0 = jnp.broadcast_to(rack_sup + p.gpu_power_idle * d.gpu_resistance, shape)
+    hbm0 = jnp.broadcast_to(rack_sup + p.gpu_hbm_power_idle * p.gpu_hbm_resistance, shape)
+    fws_sup = p.fws_supply_setpoint
+    return State(
+        t=jnp.asarray(0.0),
+        gpu_temp=die0 + 0.0 * d.gpu_resistance,
+        hbm_temp=hbm0 + 0.0 * d.gpu_resistance,
+        tcs_supply=tcs_sup,
+        tcs_tanks=jnp.broadcast_to(tcs_sup[:, None], (p.n_cdus, p.n_tcs_tanks)) + 0.0,
+        fws_supply_tanks=jnp.broadcast_to(fws_sup[:, None], (p.n_buildings, p.n_fws_tanks)) + 0.0,
+        fws_return_tanks=jnp.broadcast_to(fws_sup[:, None], (p.n_buildings, p.n_fws_tanks)) + 0.0,
+        fws_flow=0.5 * _segment_sum(d.cdu_cold_capacity_max, p.cdu_building, p.n_buildings),
+    )
+
+
+def stored_heat(p: FacilityParams, d: Derived, s: State, dt: float) -> jax.Array:
+    """Heat stored in every node relative to 0 K [J], per site (S,).
+
+    Includes the TCS parcel in transit from CDU to racks (:math:`C\\,\\Delta t\\,T_{sup}`)."""
+    cap = jnp.broadcast_to(p.gpu_capacitance, p.gpu_shape)
+    hcap = jnp.broadcast_to(p.gpu_hbm_capacitance, p.gpu_shape)
+    rack = (cap * s.gpu_temp + hcap * s.hbm_temp).reshape(p.n_racks, -1).sum(axis=1)
+    cdu = _segment_sum(rack, p.rack_cdu, p.n_cdus)
+    cdu = cdu + tcs_tank_capacity(p) * s.tcs_tanks.sum(axis=1)
+    cdu = cdu + d.cdu_capacity_rate * dt * s.tcs_supply
+    bld = _segment_sum(cdu, p.cdu_building, p.n_buildings)
+    bld = bld + fws_tank_capacity(p, p.fws_supply_volume) * s.fws_supply_tanks.sum(axis=1)
+    bld = bld + fws_tank_capacity(p, p.fws_return_volume) * s.fws_return_tanks.sum(axis=1)
+    return _segment_sum(bld, p.building_site, p.n_sites)
+
+
+def tank_chain_step(temps, temp_in, capacity_rate, tank_capacity, dt):
+    r"""Tanks in series ([2]_), each integrated exactly for a constant inflow over the step.
+
+    .. math:: M c_p\frac{dT_k}{dt} = C\,(T_{k-1} - T_k),\quad
+              T_k' = \bar T_{k-1} + (T_k - \bar T_{k-1})e^{-C\Delta t/(M c_p)}
+
+    The step-mean outflow of each tank, :math:`\bar T_k = \bar T_{k-1} - M c_p(T_k'-T_k)/(C\Delta t)`,
+    feeds the next, so energy is conserved exactly. ``temps`` (..., k); returns new temps and
+    the step-mean outflow of the last tank.
+    """
+    ratio = capacity_rate * dt / tank_capacity
+    decay = jnp.exp(-ratio)
+    new = []
+    inflow = temp_in
+    for k in range(temps.shape[-1]):
+        tk = temps[..., k]
+        tk_new = inflow + (tk - inflow) * decay
+        inflow = inflow - (tk_new - tk) / ratio
+        new.append(tk_new)
+    return jnp.stack(new, axis=-1), inflow
+
+
+def cdu_exchanger(temp_hot_in, temp_cold_in, cap_hot, cap_cold, p: FacilityParams):
+    r"""Counterflow CDU exchanger by ε-NTU with flow-dependent UA ([3]_).
+
+    .. math:: \frac{1}{UA} = \frac{1}{hA_h}+\frac{1}{hA_c},\quad hA_i = 2UA_d
+              \Bigl(\frac{C_i}{C_{i,d}}\Bigr)^{0.7},\quad Q = \varepsilon C_{min}(T_{h,i}-T_{c,i})
+
+    Returns the heat [W] moved from the TCS to the FWS.
+    """
+    ha_h = 2.0 * p.cdu_ua_design * (cap_hot / p.cdu_flow_design_hot) ** CDU_FILM_EXPONENT
+    ha_c = 2.0 * p.cdu_ua_design * (cap_cold / p.cdu_flow_design_cold) ** CDU_FILM_EXPONENT
+    ua = 1.0 / (1.0 / ha_h + 1.0 / ha_c)
+    c_min = jnp.minimum(cap_hot, cap_cold)
+    c_max = jnp.maximum(cap_hot, cap_cold)
+    eps = effectiveness_counterflow(ua / c_min, c_min / c_max)
+    return eps * c_min * (temp_hot_in - temp_cold_in)
+
+
+def _hourly(series, hours):
+    """Linear interpolation of an hourly (H, S) series at fractional hours, periodic in H."""
+    n = series.shape[0]
+    i0 = jnp.floor(hours)
+    frac = hours - i0
+    i0 = i0.astype(jnp.int32) % n
+    i1 = (i0 + 1) % n
+    return series[i0] * (1.0 - frac) + series[i1] * frac
+
+
+class LoopState(NamedTuple):
+    tcs_tanks: jax.Array
+    fws_supply_tanks: jax.Array
+    fws_return_tanks: jax.Array
+
+
+class LoopFlows(NamedTuple):
+    """Step-mean flows of one loop sub-step, per building (B,) unless noted."""
+
+    tcs_supply: jax.Array  # (N,) K
+    fws_cap: jax.Array  # W/K
+    fws_pump_power: jax.Array  # W
+    fws_pump_heat: jax.Array  # W
+    q_dc: jax.Array  # W rejected by dry coolers
+    q_chiller: jax.Array  # W removed by trim chillers
+    fan_power: jax.Array  # W
+    chiller_power: jax.Array  # W
+    water_rate: jax.Array  # kg/s
+    cold_supply: jax.Array  # K, FWS supply seen by the CDUs
+    chiller_on: jax.Array  # 0/1
+
+
+def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, hours):
+    """Advance the liquid loops (TCS tanks, CDUs, FWS, plant) by ``dt`` for a rack heat input
+    held constant (``mixed_return``: the CDUs' mixed TCS return temperature, (N,) K)."""
+    # ---------------- TCS loop per CDU ----------------
+    cap_h = d.cdu_capacity_rate
+    tcs_tanks, temp_hot = tank_chain_step(
+        s.tcs_tanks, mixed_return, cap_h, tcs_tank_capacity(p), dt
+    )
+    # ---------------- CDU valve control + exchanger ----------------
+    b = p.n_buildings
+    temp_cold = s.fws_supply_tanks[:, -1][p.cdu_building]  # explicit outflow of the last tank
+    cap_c_max = d.cdu_cold_capacity_max
+    target = p.tcs_supply_setpoint
+
+    def supply_error(cap_c):
+        q = cdu_exchanger(temp_hot, temp_cold, cap_h, cap_c, p)
+        return (temp_hot - q / cap_h) - target
+
+    cap_c = solve_monotone_saturating(supply_error, 0.01 * cap_c_max, cap_c_max, iterations=40)
+    q_cdu = cdu_exchanger(temp_hot, temp_cold, cap_h, cap_c, p)
+    tcs_supply = temp_hot - q_cdu / cap_h
+    # ---------------- FWS loop per building ----------------
+    fws_cap = _segment_sum(cap_c, p.cdu_building, b)
+    fws_rho_cp = p.fws_density * p.fws_specific_heat
+    fws_q = fws_cap / fws_rho_cp  # m3/s
+    fws_dp = jnp.maximum(
+        p.fws_pressure_min, d.fws_pressure_design * (fws_q / d.fws_flow_design) ** 2
+    )
+    fws_pump_heat = fws_q * fws_dp
+    fws_pump_power = hydraulics.pump_power(fws_q, fws_dp, p.fws_pump_efficiency)
+    cdu_heat_b = _segment_sum(q_cdu, p.cdu_building, b)
+    cold_supply = s.fws_supply_tanks[:, -1]
+    mixed_fws_return = cold_supply + (cdu_heat_b + fws_pump_heat) / fws_cap
+    fws_return_tanks, plant_in = tank_chain_step(
+        s.fws_return_tanks,
+        mixed_fws_return,
+        fws_cap,
+        fws_tank_capacity(p, p.fws_return_volume),
+        dt,
+    )
+    # ---------------- plant: dry coolers + adiabatic assist + trim chiller ----------------
+    t_air_site = _hourly(p.weather_temp_air, hours)
+    t_wb_site = _hourly(p.weather_temp_wet_bulb, hours)
+    t_air = t_air_site[p.building_site]
+    t_wb = t_wb_site[p.building_site]
+    wet = (p.adiabatic_enabled > 0) & (t_air > p.adiabatic_switch_temp)
+    t_coil = jnp.where(
+        wet,
+        heat_rejection.adiabatic_precooled_air_temperature(t_air, t_wb, p.adiabatic_effectiveness),
+        t_air,
+    )
+    setpoint = p.fws_supply_setpoint
+    speed = heat_rejection.dry_cooler_fan_speed_for_setpoint(
+        plant_in,
+        t_coil,
+        fws_cap,
+        setpoint,
+        p.drycooler_ua_design,
+        p.drycooler_air_capacity_design,
+        p.drycooler_speed_min,
+        p.drycooler_ua_exponent,
+    )
+    t_dc = heat_rejection.dry_cooler_leaving_temperature(
+        plant_in,
+        t_coil,
+        fws_cap,
+        speed,
+        p.drycooler_ua_design,
+        p.drycooler_air_capacity_design,
+        p.drycooler_ua_exponent,
+    )
+    # Overcooling at minimum fan speed is avoided by the coil bypass valve.
+    t_after_dc = jnp.maximum(t_dc, jnp.minimum(setpoint, plant_in))
+    q_dc = fws_cap * (plant_in - t_after_dc)
+    fan_power = heat_rejection.dry_cooler_fan_power(speed, p.drycooler_fan_power_design)
+    water_rate = jnp.where(
+        wet,
+        heat_rejection.evaporated_water_rate(
+            speed * p.drycooler_air_capacity_design, t_air, t_coil, t_wb
+        ),
+        0.0,
+    )
+    q_chiller = jnp.clip(fws_cap * (t_after_dc - setpoint), 0.0, p.chiller_capacity)
+    plant_out = t_after_dc - q_chiller / fws_cap
+    cop = heat_rejection.chiller_carnot_cop(
+        setpoint - p.chiller_evaporator_approach,
+        t_air + p.chiller_condenser_approach,
+        p.chiller_second_law_efficiency,
+    )
+    chiller_power = q_chiller / cop
+    sup_cap = fws_tank_capacity(p, p.fws_supply_volume)
+    # Supply main: exact tanks, except the last whose outflow is its start-of-step value.
+    head, mid_out = tank_chain_step(s.fws_supply_tanks[:, :-1], plant_out, fws_cap, sup_cap, dt)
+    last = s.fws_supply_tanks[:, -1]
+    last_new = last + fws_cap * dt / sup_cap * (mid_out - last)
+    fws_supply_tanks = jnp.concatenate([head, last_new[:, None]], axis=1)
+
+    flows = LoopFlows(
+        tcs_supply=tcs_supply,
+        fws_cap=fws_cap,
+        fws_pump_power=fws_pump_power,
+        fws_pump_heat=fws_pump_heat,
+        q_dc=q_dc,
+        q_chiller=q_chiller,
+        fan_power=fan_power,
+        chiller_power=chiller_power,
+        water_rate=water_rate,
+        cold_supply=cold_supply,
+        chiller_on=jnp.where(q_chiller > 0, 1.0, 0.0),
+    )
+    return LoopState(tcs_tanks, fws_supply_tanks, fws_return_tanks), flows, t_air_site
+
+
+def step(
+    p: FacilityParams,
+    d: Derived,
+    s: State,
+    dt: float,
+    hour0: float,
+    c: GpuConstants | None = None,
+    n_sub: int = 1,
+):
+    """Advance the facility by ``dt`` seconds. ``hour0``: hour of the weather year at t = 0.
+
+    ``c`` are the run constants of :func:`gpu_constants` (computed here when omitted).
+    ``n_sub`` sub-steps advance the liquid loops (:func:`loop_substep`) within the step, so
+    steps longer than the FWS supply tank's explicit limit (:func:`check_step`) stay stable;
+    the GPU nodes are integrated exactly over the whole step. :func:`substeps` picks it.
+
+    Returns the new state, the per-site step output, and the per-site ledger increments.
+    """
+    t0 = s.t
+    r, n_t, n_p, n_s = p.gpu_shape
+    if c is None:
+        c = gpu_constants(p, d, dt)
+    # ---------------- GPUs ----------------
+    t_mid = t0 + 0.5 * dt
+    diurnal = 1.0 + p.load_diurnal_amplitude * jnp.cos(
+        2.0 * jnp.pi * (t_mid / 3600.0 + hour0 - p.load_diurnal_peak_hour) / 24.0
+    )
+    u_low = (p.load_low * diurnal)[:, None, None]
+    u_high = (p.load_high * diurnal)[:, None, None]
+    period = p.load_period[:, None, None]
+    duty = p.load_duty[:, None, None]
+    phase = p.load_phase[:, None, None]
+
+    def col(x, k):  # GPU-shaped (or broadcastable) parameter at series position k
+        x = jnp.asarray(x)
+        return x[..., k] if x.ndim == 4 else x
+
+    inlet = s.tcs_supply[p.rack_cdu][:, None, None]
+    path_cap = d.path_capacity_rate[:, None, None]
+    gpu_new, hbm_new = [], []
+    q_liquid = jnp.zeros((r, n_t, n_p))
+    q_air = jnp.zeros((r, n_t, n_p))
+    e_gpu = jnp.zeros((r, n_t, n_p))
+    t_max = jnp.full((r, n_t, n_p), -jnp.inf)
+    t_sum = jnp.zeros((r, n_t, n_p))
+    hbm_max = jnp.full((r, n_t, n_p), -jnp.inf)
+    throttle = jnp.zeros((r, n_t, n_p))
+    for k in range(n_s):
+        temp = s.gpu_temp[..., k]
+        res = d.gpu_resistance[..., k]
+        cap = col(p.gpu_capacitance, k)
+        leak_ref = col(p.gpu_leakage_ref, k)
+        leak_a = col(p.gpu_leakage_coeff, k)
+        t_ref = col(p.gpu_temp_ref, k)
+        p_idle = col(p.gpu_power_idle, k)
+        p_dyn = col(p.gpu_power_dynamic, k)
+        share = col(p.gpu_hbm_power_share, k)
+        hbm_idle = col(p.gpu_hbm_power_idle, k)
+        u_hi = gpu.power_capped_utilization(
+            u_high, col(p.gpu_power_limit, k), p_idle, p_dyn, temp, leak_ref, leak_a, t_ref
+        )
+        u_lo = jnp.minimum(u_low, u_hi)
+        die_idle = p_idle - hbm_idle
+        die_dyn = (1.0 - share) * p_dyn
+        # Exact square-wave integration (physics.gpu.die_square_wave_step) with the run's
+        # constant exponentials hoisted into `c`.
+        g = col(c.conductance, k)
+        lam = col(c.rate, k)
+        p_lo = die_idle + u_lo * die_dyn
+        amplitude = (u_hi - u_lo) * die_dyn
+        s_low = p_lo + leak_ref * (1.0 - leak_a * t_ref) + inlet / res
+        w = workload.square_wave_exponential_integral_hoisted(
+            lam,
+            period,
+            duty,
+            phase,
+            t0,
+            dt,
+            col(c.decay_on, k),
+            col(c.decay_off, k),
+            col(c.decay, k),
+        )
+        decay = col(c.decay, k)
+        die_new = decay * temp + (1.0 - decay) * s_low / g + amplitude / g * w
+        on_time = workload.square_wave_on_time(period, duty, phase, t0, dt)
+        die_work = p_lo * dt + amplitude * on_time
+        die_mean = (s_low * dt + amplitude * on_time - cap * (die_new - temp)) / (g * dt)
+        u_mean = u_lo + (u_hi - u_lo) * on_time / dt
+        p_hbm = hbm_idle + share * p_dyn * u_mean
+        hbm_res = col(p.gpu_hbm_resistance, k)
+        h_inf = inlet + p_hbm * hbm_res
+        h_old = s.hbm_temp[..., k]
+        h_new = h_inf + (h_old - h_inf) * col(c.hbm_decay, k)
+        h_mean = h_inf + (h_old - h_inf) * col(c.hbm_mean_factor, k)
+        leak_energy = gpu.leakage_power(die_mean, leak_ref, leak_a, t_ref) * dt
+        heat = (die_mean - inlet) / res + (h_mean - inlet) / hbm_res  # step-mean [W]
+        f_air = col(p.gpu_air_fraction, k)
+        to_liquid = (1.0 - f_air) * heat
+        q_liquid = q_liquid + to_liquid
+        q_air = q_air + f_air * heat
+        e_gpu = e_gpu + die_work + leak_energy + p_hbm * dt
+        inlet = inlet + to_liquid / path_cap
+        gpu_new.append(die_new)
+        hbm_new.append(h_new)
+        t_max = jnp.maximum(t_max, die_new)
+        hbm_max = jnp.maximum(hbm_max, h_new)
+        t_sum = t_sum + die_new
+        throttle = throttle + jnp.where(die_new > col(p.gpu_temp_max_operating, k), dt, 0.0)
+    gpu_temp = jnp.stack(gpu_new, axis=-1)
+    hbm_temp = jnp.stack(hbm_new, axis=-1)
+
+    def per_rack(x):
+        return x.reshape(r, -1).sum(axis=1)
+
+    rack_on = workload.square_wave_on_time(p.load_period, p.load_duty, p.load_phase, t0, dt) / dt
+    rack_u = (p.load_low + (p.load_high - p.load_low) * rack_on) * diurnal
+    other = p.rack_other_power_idle + (p.rack_other_power_max - p.rack_other_power_idle) * (
+        jnp.clip(rack_u, 0.0, 1.0)
+    )
+    rack_gpu_energy = per_rack(e_gpu)
+    rack_liquid = per_rack(q_liquid) + p.rack_other_liquid_fraction * other
+    rack_air = per_rack(q_air) + (1.0 - p.rack_other_liquid_fraction) * other
+    rack_it_energy = rack_gpu_energy + other * dt
+
+    # ---------------- liquid loops, sub-stepped for long steps ----------------
+    n = p.n_cdus
+    b = p.n_buildings
+    cdu_liquid = _segment_sum(rack_liquid, p.rack_cdu, n) + d.tcs_pump_heat
+    mixed_return = s.tcs_supply + cdu_liquid / d.cdu_capacity_rate
+    dt_sub = dt / n_sub
+
+    def one(loop_state, j):
+        hours_j = hour0 + (t0 + (j + 0.5) * dt_sub) / 3600.0
+        loop_state, flows, t_air_j = loop_substep(p, d, loop_state, mixed_return, dt_sub, hours_j)
+        return loop_state, (flows, t_air_j)
+
+    loop0 = LoopState(s.tcs_tanks, s.fws_supply_tanks, s.fws_return_tanks)
+    loop1, (flows_j, t_air_j) = jax.lax.scan(one, loop0, jnp.arange(n_sub))
+    fl = LoopFlows(*[x.mean(axis=0) for x in flows_j])  # step means
+    tcs_tanks, fws_supply_tanks, fws_return_tanks = loop1
+    tcs_supply = fl.tcs_supply
+    t_air_site = t_air_j.mean(axis=0)
+    hours = hour0 + (t0 + 0.5 * dt) / 3600.0
+    fws_pump_power, fws_pump_heat = fl.fws_pump_power, fl.fws_pump_heat
+    fan_power, chiller_power, water_rate = fl.fan_power, fl.chiller_power, fl.water_rate
+    q_dc, q_chiller, cold_supply, fws_cap = fl.q_dc, fl.q_chiller, fl.cold_supply, fl.fws_cap
+
+    # ---------------- ledger per site ----------------
+    sites = p.n_sites
+
+    def to_site_from_cdu(x):
+        return _segment_sum(_segment_sum(x, p.cdu_building, b), p.building_site, sites)
+
+    def to_site_from_bld(x):
+        return _segment_sum(x, p.building_site, sites)
+
+    def to_site_from_rack(x):
+        return to_site_from_cdu(_segment_sum(x, p.rack_cdu, n))
+
+    it_energy = to_site_from_rack(rack_it_energy)
+    gpu_energy = to_site_from_rack(rack_gpu_energy)
+    air_heat = to_site_from_rack(rack_air)
+    air_fan = p.air_fan_power_ratio * air_heat
+    pump_power = to_site_from_cdu(d.tcs_pump_power) + to_site_from_bld(fws_pump_power)
+    fan_power_site = to_site_from_bld(fan_power) + air_fan
+    chiller_site = to_site_from_bld(chiller_power)
+    mech = pump_power + fan_power_site + chiller_site
+    it_power = it_energy / dt
+    elec_loss = p.electrical_loss_fraction * (it_power + mech)
+    heat_in = it_energy + dt * (to_site_from_cdu(d.tcs_pump_heat) + to_site_from_bld(fws_pump_heat))
+    rejected_power = to_site_from_bld(q_dc + q_chiller) + air_heat
+    ci = _hourly(p.carbon_intensity, hours)
+    price = _hourly(p.price, hours)
+    total_power = it_power + mech + elec_loss
+    rack_tmax = t_max.reshape(r, -1).max(axis=1)
+    rack_hmax = hbm_max.reshape(r, -1).max(axis=1)
+    site_of_rack = p.building_site[p.cdu_building[p.rack_cdu]]
+    site_tmax = _segment_max(rack_tmax, site_of_rack, sites)
+    site_hmax = _segment_max(rack_hmax, site_of_rack, sites)
+    gpus_per_site = to_site_from_rack(jnp.full(r, float(n_t * n_p * n_s)))
+    site_tmean = to_site_from_rack(t_sum.reshape(r, -1).sum(axis=1)) / gpus_per_site
+    ledger = Ledger(
+        it_energy=it_energy,
+        gpu_energy=gpu_energy,
+        pump_energy=pump_power * dt,
+        fan_energy=fan_power_site * dt,
+        chiller_energy=chiller_site * dt,
+        electrical_loss_energy=elec_loss * dt,
+        heat_in=heat_in,
+        heat_rejected=rejected_power * dt,
+        water_mass=to_site_from_bld(water_rate) * dt,
+        carbon_mass=total_power * ci * dt,
+        cost=total_power * price * dt,
+        throttle_gpu_seconds=to_site_from_rack(throttle.reshape(r, -1).sum(axis=1)),
+        chiller_seconds=to_site_from_bld(fl.chiller_on * dt),
+        max_gpu_temp=site_tmax,
+        max_hbm_temp=site_hmax,
+    )
+    out = StepOutput(
+        it_power=it_power,
+        pump_power=pump_power,
+        fan_power=fan_power_site,
+        chiller_power=chiller_site,
+        heat_rejected=rejected_power,
+        water_rate=to_site_from_bld(water_rate),
+        max_gpu_temp=site_tmax,
+        mean_gpu_temp=site_tmean,
+        fws_supply_temp=to_site_from_bld(cold_supply) / to_site_from_bld(jnp.ones(b)),
+        temp_air=t_air_site,
+        carbon_intensity=ci,
+    )
+    new_state = State(
+        t=t0 + dt,
+        gpu_temp=gpu_temp,
+        hbm_temp=hbm_temp,
+        tcs_supply=tcs_supply,
+        tcs_tanks=tcs_tanks,
+        fws_supply_tanks=fws_supply_tanks,
+        fws_return_tanks=fws_return_tanks,
+        fws_flow=fws_cap,
+    )
+    return new_state, out, ledger
+
+
+def empty_ledger(n_sites: int) -> Ledger:
+    z = jnp.zeros(n_sites)
+    return Ledger(
+        *([z] * 13),
+        max_gpu_temp=jnp.full(n_sites, -jnp.inf),
+        max_hbm_temp=jnp.full(n_sites, -jnp.inf),
+    )
+
+
+def _accumulate(total: Ledger, inc: Ledger) -> Ledger:
+    summed = [a + b for a, b in zip(total[:13], inc[:13], strict=True)]
+    return Ledger(
+        *summed,
+        max_gpu_temp=jnp.maximum(total.max_gpu_temp, inc.max_gpu_temp),
+        max_hbm_temp=jnp.maximum(total.max_hbm_temp, inc.max_hbm_temp),
+    )
+
+
+def run_records(
+    p: FacilityParams,
+    d: Derived,
+    s: State,
+    ledger: Ledger,
+    dt: float,
+    hour0: float,
+    n_records: int,
+    steps_per_record: int,
+    n_sub: int = 1,
+):
+    """Advance ``n_records × steps_per_record`` steps with streaming reductions.
+
+    ``n_sub`` (static): loop sub-steps per step, from :func:`substeps`.
+
+    Memory does not grow with simulated time beyond one record (the mean of the step outputs
+    over each record, and their max for temperatures) per record.
+    """
+
+    def inner(carry, _):
+        state, led, acc = carry
+        state, out, inc = step(p, d, state, dt, hour0, consts, n_sub)
+        acc = StepOutput(
+            *[
+                jnp.maximum(a, o) if name == "max_gpu_temp" else a + o
+                for name, a, o in zip(StepOutput._fields, acc, out, strict=True)
+            ]
+        )
+        return (state, _accumulate(led, inc), acc), None
+
+    def outer(carry, _):
+        state, led = carry
+        zero = StepOutput(*[jnp.zeros(p.n_sites)] * len(StepOutput._fields))
+        zero = zero._replace(max_gpu_temp=jnp.full(p.n_sites, -jnp.inf))
+        (state, led, acc), _ = jax.lax.scan(
+            inner, (state, led, zero), None, length=steps_per_record
+        )
+        rec = StepOutput(
+            *[
+                a if name == "max_gpu_temp" else a / steps_per_record
+                for name, a in zip(StepOutput._fields, acc, strict=True)
+            ]
+        )
+        return (state, led), rec
+
+    consts = gpu_constants(p, d, dt)
+
+    (s, ledger), records = jax.lax.scan(outer, (s, ledger), None, length=n_records)
+    return s, ledger, records

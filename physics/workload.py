@@ -1,0 +1,95 @@
+r"""Compact workload power schedules, evaluated inside the time step (never a GPU × time array).
+
+Synchronous training alternates compute (near TDP) and communication (much lower) phases every
+1–2 s; inference sits at 0.2–0.45 of TDP ([1]_ section 6, case 11). A square wave
+
+.. math:: q(t) = \begin{cases}1 & \operatorname{frac}\bigl((t+\varphi)/p\bigr) < d\\
+                 0 & \text{otherwise}\end{cases}
+
+with period :math:`p` [s], duty :math:`d` [-] and phase :math:`\varphi` [s] describes a job; all
+GPUs of one synchronous job share :math:`(p, d, \varphi)`.
+
+References
+----------
+.. [1] ``shared/refs/physics-references.md`` section 6 (arXiv:2508.14318, Uptime Intelligence).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def square_wave(period, duty, phase, t):
+    """Square wave q(t) ∈ {0, 1} (module docstring)."""
+    x = (t + phase) / period
+    return jnp.where(x - jnp.floor(x) < duty, 1.0, 0.0)
+
+
+def _cumulative_on_time(period, duty, phase, t):
+    # ∫_{-φ}^{t} q(s) ds: full periods contribute d·p each, the current one min(θ, d·p).
+    x = (t + phase) / period
+    n = jnp.floor(x)
+    theta = (x - n) * period
+    return n * duty * period + jnp.minimum(theta, duty * period)
+
+
+def square_wave_on_time(period, duty, phase, t0, dt):
+    r"""Time the square wave is on within :math:`[t_0, t_0+\Delta t]` [s]: :math:`\int q\,ds`."""
+    return _cumulative_on_time(period, duty, phase, t0 + dt) - _cumulative_on_time(
+        period, duty, phase, t0
+    )
+
+
+def _exponential_memory(lam, period, duty, phase, t):
+    r"""Infinite-past exponentially weighted integral :math:`\int_{-\infty}^{t}\lambda
+    e^{-\lambda(t-s)}q(s)\,ds` in closed form (geometric series over past periods)."""
+    on = duty * period
+    x = (t + phase) / period
+    theta = (x - jnp.floor(x)) * period  # time since the current period's on-edge
+    r_on = jnp.exp(-lam * on)
+    r_off = jnp.exp(-lam * (period - on))
+    tail = (1.0 - r_on) / (1.0 - r_on * r_off)  # one on-interval, all earlier periods summed
+    is_on = theta < on
+    since = jnp.where(is_on, theta, theta - on)
+    e = jnp.exp(-lam * since)
+    return jnp.where(is_on, (1.0 - e) + e * r_off * tail, e * tail)
+
+
+def square_wave_exponential_integral(lam, period, duty, phase, t0, dt):
+    r"""Exponentially weighted on-fraction over a step [-]:
+
+    .. math:: W = \int_{t_0}^{t_0+\Delta t}\lambda e^{-\lambda(t_0+\Delta t-s)}q(s)\,ds
+              = M(t_0+\Delta t) - e^{-\lambda\Delta t}M(t_0)
+
+    where :math:`M` is the infinite-past memory (geometric sum over earlier periods). For a
+    constant drive (``duty`` 0 or 1) it reduces to 0 or :math:`1-e^{-\lambda\Delta t}`.
+    """
+    m1 = _exponential_memory(lam, period, duty, phase, t0 + dt)
+    m0 = _exponential_memory(lam, period, duty, phase, t0)
+    return m1 - jnp.exp(-lam * dt) * m0
+
+
+def diurnal_level(mean, amplitude, peak_hour, t):
+    r"""Inference utilization following the daily request cycle [-]:
+
+    .. math:: u(t) = \bar u\,\bigl(1 + a\cos(2\pi (t/3600 - h_{peak})/24)\bigr)
+    """
+    return mean * (1.0 + amplitude * jnp.cos(2.0 * jnp.pi * (t / 3600.0 - peak_hour) / 24.0))
+
+
+def square_wave_exponential_integral_hoisted(
+    lam, period, duty, phase, t0, dt, decay_on, decay_off, decay_step
+):
+    """:func:`square_wave_exponential_integral` with the step-independent exponentials
+    ``exp(-λ d p)``, ``exp(-λ (1-d) p)`` and ``exp(-λ Δt)`` given (two exponentials per call)."""
+    tail = (1.0 - decay_on) / (1.0 - decay_on * decay_off)
+
+    def memory(t):
+        on = duty * period
+        x = (t + phase) / period
+        theta = (x - jnp.floor(x)) * period
+        is_on = theta < on
+        e = jnp.exp(-lam * jnp.where(is_on, theta, theta - on))
+        return jnp.where(is_on, (1.0 - e) + e * decay_off * tail, e * tail)
+
+    return memory(t0 + dt) - decay_step * memory(t0)

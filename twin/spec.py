@@ -1,0 +1,578 @@
+"""Facility specs: TOML → validated, SI-unit spec → :class:`physics.facility.FacilityParams`.
+
+The hierarchy site → building (floors) → row (one CDU) → rack → tray → GPU is declared by
+templates and counts (never GPU by GPU). Every quantity is a string with units, parsed by pint
+("140 kW", "1.5 L/min/kW", "32 degC"). Every error names the field path, the value and what
+was expected (:class:`twin.units.SpecError`).
+
+See ``docs/spec.md`` for every field; the shipped specs are in ``data/facilities/``.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twin.units import SpecError, parse_quantity
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+FACILITY_DIR = DATA_DIR / "facilities"
+
+#: Physically meaningful range of a liquid coolant setpoint [K]: above PG25's freezing point
+#: (-9.8 °C, refs 2a) with margin, below the ASHRAE W+ band's practical ceiling (~65 °C).
+SETPOINT_RANGE_K = (273.15 + 2.0, 273.15 + 65.0)
+
+
+class Fields:
+    """Reads one TOML table, tracking the keys used so unknown keys are reported."""
+
+    def __init__(self, table: Any, path: str):
+        if not isinstance(table, dict):
+            raise SpecError(path, table, "a table (section)")
+        self.table = table
+        self.path = path
+        self.used: set[str] = set()
+
+    def _p(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def has(self, key: str) -> bool:
+        return key in self.table
+
+    def raw(self, key: str, default: Any = ...) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if default is ...:
+                raise SpecError(self._p(key), "<missing>", "this required field to be present")
+            return default
+        return self.table[key]
+
+    def quantity(
+        self,
+        key: str,
+        unit: str,
+        default: Any = ...,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        positive: bool = False,
+        expected: str | None = None,
+    ) -> float:
+        value = self.raw(key, default)
+        if value is None:
+            return None  # type: ignore[return-value]
+        v = parse_quantity(value, self._p(key), unit)
+        if not math.isfinite(v):
+            raise SpecError(self._p(key), value, f"a finite quantity in {unit}")
+        if positive and v <= 0:
+            raise SpecError(self._p(key), value, expected or f"a positive quantity in {unit}")
+        if minimum is not None and v < minimum:
+            raise SpecError(self._p(key), value, expected or f">= {minimum} {unit}")
+        if maximum is not None and v > maximum:
+            raise SpecError(self._p(key), value, expected or f"<= {maximum} {unit}")
+        return v
+
+    def temperature(self, key: str, default: Any = ..., setpoint: bool = False) -> float:
+        v = self.quantity(key, "K", default)
+        if setpoint and not (SETPOINT_RANGE_K[0] <= v <= SETPOINT_RANGE_K[1]):
+            raise SpecError(
+                self._p(key),
+                self.table.get(key, default),
+                "a liquid-coolant setpoint between 2 degC and 65 degC (above freezing of PG25, "
+                "within the ASHRAE W17..W+ classes)",
+            )
+        return v
+
+    def fraction(self, key: str, default: Any = ..., lo: float = 0.0, hi: float = 1.0) -> float:
+        value = self.raw(key, default)
+        v = parse_quantity(value, self._p(key), "dimensionless")
+        if not (lo <= v <= hi):
+            raise SpecError(self._p(key), value, f"a fraction between {lo} and {hi}")
+        return v
+
+    def integer(self, key: str, default: Any = ..., minimum: int = 1) -> int:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(self._p(key), value, f"an integer >= {minimum}")
+        if value < minimum:
+            raise SpecError(self._p(key), value, f"an integer >= {minimum}")
+        return value
+
+    def string(self, key: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> str:
+        value = self.raw(key, default)
+        if value is None:
+            return None  # type: ignore[return-value]
+        if not isinstance(value, str):
+            raise SpecError(self._p(key), value, "a string")
+        if choices is not None and value not in choices:
+            raise SpecError(self._p(key), value, f"one of {', '.join(choices)}")
+        return value
+
+    def boolean(self, key: str, default: Any = ...) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise SpecError(self._p(key), value, "true or false")
+        return value
+
+    def sub(self, key: str, default: Any = ...) -> Fields:
+        return Fields(self.raw(key, default), self._p(key))
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise SpecError(
+                self._p(unknown[0]),
+                self.table[unknown[0]],
+                f"a known field; valid fields here are: {', '.join(sorted(self.used))}",
+            )
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    name: str
+    tdp: float  # W
+    power_limit: float  # W
+    idle_power: float  # W, total at idle_temperature
+    idle_temperature: float  # K
+    leakage_at_reference: float  # W
+    leakage_coefficient: float  # 1/K
+    reference_temperature: float  # K
+    resistance_junction_wall: float  # K/W
+    resistance_junction_coolant: float  # K/W, referred to mean fluid at design flow
+    heat_capacity: float  # J/K
+    hbm_resistance: float  # K/W
+    hbm_heat_capacity: float  # J/K
+    hbm_idle_power: float  # W
+    hbm_power_share: float  # -
+    max_operating_temperature: float  # K
+    slowdown_temperature: float  # K
+    shutdown_temperature: float  # K
+    hbm_max_operating_temperature: float  # K
+    air_fraction: float  # -
+
+    @property
+    def power_idle_static(self) -> float:
+        """Temperature-independent part of the idle power [W]."""
+        leak = self.leakage_at_reference * (
+            1.0 + self.leakage_coefficient * (self.idle_temperature - self.reference_temperature)
+        )
+        return self.idle_power - leak
+
+    @property
+    def power_dynamic(self) -> float:
+        """Dynamic power at utilization 1 [W]: TDP at the reference temperature."""
+        return self.tdp - self.power_idle_static - self.leakage_at_reference
+
+    def utilization_for_power_fraction(self, fraction: float) -> float:
+        """Utilization that draws ``fraction`` of TDP at the reference temperature."""
+        return (fraction * self.tdp - self.power_idle_static - self.leakage_at_reference) / (
+            self.power_dynamic
+        )
+
+
+@dataclass(frozen=True)
+class RackTemplate:
+    name: str
+    gpu: GpuModel
+    gpus: int
+    trays: int
+    paths_per_tray: int
+    plates_in_series: int
+    design_power: float  # W
+    flow_per_power: float  # m3/s per W
+    pressure_drop: float  # Pa at design flow
+    other_power_idle: float  # W
+    other_power_max: float  # W
+    other_liquid_fraction: float
+    coldplate_flow_exponent: float
+
+
+@dataclass(frozen=True)
+class CduTemplate:
+    name: str
+    capacity: float  # W
+    approach: float  # K
+    pump_pressure: float  # Pa at design flow
+    pump_efficiency: float
+    header_pressure_drop: float  # Pa per segment at row flow
+    loop_volume: float  # m3
+    primary_pressure_drop: float  # Pa at design primary flow
+    primary_flow_ratio: float  # design FWS / TCS capacity-rate ratio
+
+
+@dataclass(frozen=True)
+class Building:
+    count: int
+    floors: int
+    floor_height: float
+    rows_per_floor: int
+    racks_per_row: int
+    rack: RackTemplate
+    cdu: CduTemplate
+
+
+@dataclass(frozen=True)
+class FacilityWater:
+    supply_temperature: float
+    design_delta_t: float
+    pump_pressure: float
+    pump_efficiency: float
+    minimum_pressure: float
+    riser_pressure_drop: float
+    supply_volume: float
+    return_volume: float
+
+
+@dataclass(frozen=True)
+class HeatRejection:
+    approach: float
+    air_temperature_rise: float
+    fan_power_ratio: float
+    min_fan_speed: float
+    ua_exponent: float
+    chiller_capacity_fraction: float
+    chiller_second_law_efficiency: float
+    chiller_evaporator_approach: float
+    chiller_condenser_approach: float
+    adiabatic: bool
+    adiabatic_effectiveness: float
+    adiabatic_switch_temperature: float
+
+
+@dataclass(frozen=True)
+class Site:
+    key: str
+    name: str
+    climate: str | None
+    weather_file: str | None
+    grid: str | None
+    carbon_file: str | None
+    timezone_offset_hours: float
+    electrical_loss_fraction: float
+    air_fan_power_ratio: float
+    tcs_supply_temperature: float
+    building: Building
+    facility_water: FacilityWater
+    heat_rejection: HeatRejection
+
+    @property
+    def racks(self) -> int:
+        b = self.building
+        return b.count * b.floors * b.rows_per_floor * b.racks_per_row
+
+    @property
+    def gpus(self) -> int:
+        return self.racks * self.building.rack.gpus
+
+    @property
+    def cdus(self) -> int:
+        b = self.building
+        return b.count * b.floors * b.rows_per_floor
+
+
+@dataclass(frozen=True)
+class FacilitySpec:
+    name: str
+    description: str
+    tcs_coolant: str
+    fws_coolant: str
+    sites: tuple[Site, ...]
+    source: str = ""
+    tcs_tanks: int = 3
+    fws_tanks: int = 3
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def gpus(self) -> int:
+        return sum(s.gpus for s in self.sites)
+
+
+COOLANTS = ("water", "pg25")
+
+
+def _gpu_model(f: Fields, name: str) -> GpuModel:
+    tdp = f.quantity("tdp", "W", positive=True)
+    m = GpuModel(
+        name=name,
+        tdp=tdp,
+        power_limit=f.quantity("power_limit", "W", f"{tdp} W", positive=True),
+        idle_power=f.quantity("idle_power", "W", positive=True),
+        idle_temperature=f.temperature("idle_temperature", "35 degC"),
+        leakage_at_reference=f.quantity("leakage_at_reference", "W", minimum=0.0),
+        leakage_coefficient=f.quantity("leakage_coefficient", "1/K", minimum=0.0, maximum=0.1),
+        reference_temperature=f.temperature("reference_temperature", "60 degC"),
+        resistance_junction_wall=f.quantity("resistance_junction_wall", "K/W", positive=True),
+        resistance_junction_coolant=f.quantity("resistance_junction_coolant", "K/W", positive=True),
+        heat_capacity=f.quantity("heat_capacity", "J/K", positive=True),
+        hbm_resistance=f.quantity("hbm_resistance", "K/W", positive=True),
+        hbm_heat_capacity=f.quantity("hbm_heat_capacity", "J/K", positive=True),
+        hbm_idle_power=f.quantity("hbm_idle_power", "W", minimum=0.0),
+        hbm_power_share=f.fraction("hbm_power_share"),
+        max_operating_temperature=f.temperature("max_operating_temperature", "87 degC"),
+        slowdown_temperature=f.temperature("slowdown_temperature", "89 degC"),
+        shutdown_temperature=f.temperature("shutdown_temperature", "92 degC"),
+        hbm_max_operating_temperature=f.temperature("hbm_max_operating_temperature", "95 degC"),
+        air_fraction=f.fraction("air_fraction", 0.0, hi=0.5),
+    )
+    f.finish()
+    if m.power_dynamic <= 0:
+        raise SpecError(
+            f"{f.path}.tdp",
+            f.table.get("tdp"),
+            "a TDP above idle power plus leakage at the reference temperature",
+        )
+    if m.resistance_junction_wall >= m.resistance_junction_coolant:
+        raise SpecError(
+            f"{f.path}.resistance_junction_wall",
+            f.table["resistance_junction_wall"],
+            "less than resistance_junction_coolant (the wall-to-fluid path adds to it)",
+        )
+    if 1.0 / m.resistance_junction_coolant <= m.leakage_coefficient * m.leakage_at_reference:
+        raise SpecError(
+            f"{f.path}.leakage_coefficient",
+            f.table["leakage_coefficient"],
+            "leakage slope below the die-to-coolant conductance (else thermal runaway)",
+        )
+    return m
+
+
+def _rack(f: Fields, name: str, gpus: dict[str, GpuModel]) -> RackTemplate:
+    gpu_name = f.string("gpu")
+    if gpu_name not in gpus:
+        raise SpecError(f"{f.path}.gpu", gpu_name, f"one of the gpu_models: {', '.join(gpus)}")
+    r = RackTemplate(
+        name=name,
+        gpu=gpus[gpu_name],
+        gpus=f.integer("gpus"),
+        trays=f.integer("trays"),
+        paths_per_tray=f.integer("paths_per_tray"),
+        plates_in_series=f.integer("plates_in_series", 1),
+        design_power=f.quantity("design_power", "W", positive=True),
+        flow_per_power=f.quantity(
+            "flow_per_power",
+            "m^3/s/W",
+            positive=True,
+            expected="a positive coolant flow per power, e.g. '1.5 L/min/kW'",
+        ),
+        pressure_drop=f.quantity("pressure_drop", "Pa", positive=True),
+        other_power_idle=f.quantity("other_power_idle", "W", minimum=0.0),
+        other_power_max=f.quantity("other_power_max", "W", minimum=0.0),
+        other_liquid_fraction=f.fraction("other_liquid_fraction"),
+        coldplate_flow_exponent=f.quantity(
+            "coldplate_flow_exponent", "dimensionless", 0.8, minimum=0.2, maximum=1.0
+        ),
+    )
+    f.finish()
+    if r.trays * r.paths_per_tray * r.plates_in_series != r.gpus:
+        raise SpecError(
+            f"{f.path}.gpus",
+            r.gpus,
+            f"trays x paths_per_tray x plates_in_series = {r.trays} x {r.paths_per_tray} x "
+            f"{r.plates_in_series} = {r.trays * r.paths_per_tray * r.plates_in_series}",
+        )
+    peak = r.gpus * r.gpu.tdp + r.other_power_max
+    if peak > 1.25 * r.design_power:
+        raise SpecError(
+            f"{f.path}.design_power",
+            f.table["design_power"],
+            f"at least 80 % of the rack's peak power ({peak / 1e3:.1f} kW = GPUs at TDP "
+            "plus other_power_max)",
+        )
+    return r
+
+
+def _cdu(f: Fields, name: str) -> CduTemplate:
+    c = CduTemplate(
+        name=name,
+        capacity=f.quantity("capacity", "W", positive=True),
+        approach=f.quantity("approach", "K", positive=True, maximum=20.0),
+        pump_pressure=f.quantity("pump_pressure", "Pa", positive=True),
+        pump_efficiency=f.fraction("pump_efficiency", lo=0.05, hi=0.95),
+        header_pressure_drop=f.quantity("header_pressure_drop", "Pa", minimum=0.0),
+        loop_volume=f.quantity("loop_volume", "m^3", positive=True),
+        primary_pressure_drop=f.quantity("primary_pressure_drop", "Pa", positive=True),
+        primary_flow_ratio=f.quantity(
+            "primary_flow_ratio", "dimensionless", 1.0, minimum=0.3, maximum=3.0
+        ),
+    )
+    f.finish()
+    return c
+
+
+def _site(
+    key: str, f: Fields, racks: dict[str, RackTemplate], cdus: dict[str, CduTemplate]
+) -> Site:
+    bf = f.sub("building")
+    rack_name = bf.string("rack")
+    cdu_name = bf.string("cdu")
+    if rack_name not in racks:
+        raise SpecError(
+            f"{bf.path}.rack", rack_name, f"one of the rack_templates: {', '.join(racks)}"
+        )
+    if cdu_name not in cdus:
+        raise SpecError(f"{bf.path}.cdu", cdu_name, f"one of the cdu_templates: {', '.join(cdus)}")
+    building = Building(
+        count=bf.integer("count"),
+        floors=bf.integer("floors"),
+        floor_height=bf.quantity("floor_height", "m", "6 m", minimum=0.0),
+        rows_per_floor=bf.integer("rows_per_floor"),
+        racks_per_row=bf.integer("racks_per_row"),
+        rack=racks[rack_name],
+        cdu=cdus[cdu_name],
+    )
+    bf.finish()
+    row_power = building.racks_per_row * building.rack.design_power
+    if row_power > building.cdu.capacity * 1.0001:
+        raise SpecError(
+            f"{bf.path}.racks_per_row",
+            building.racks_per_row,
+            f"racks_per_row x rack design_power ({row_power / 1e3:.0f} kW) within the CDU "
+            f"capacity ({building.cdu.capacity / 1e3:.0f} kW)",
+        )
+    wf = f.sub("facility_water")
+    fws = FacilityWater(
+        supply_temperature=wf.temperature("supply_temperature", setpoint=True),
+        design_delta_t=wf.quantity("design_delta_t", "K", positive=True, maximum=30.0),
+        pump_pressure=wf.quantity("pump_pressure", "Pa", positive=True),
+        pump_efficiency=wf.fraction("pump_efficiency", lo=0.05, hi=0.95),
+        minimum_pressure=wf.quantity("minimum_pressure", "Pa", minimum=0.0),
+        riser_pressure_drop=wf.quantity("riser_pressure_drop", "Pa", minimum=0.0),
+        supply_volume=wf.quantity("supply_volume", "m^3", positive=True),
+        return_volume=wf.quantity("return_volume", "m^3", positive=True),
+    )
+    wf.finish()
+    hf = f.sub("heat_rejection")
+    hr = HeatRejection(
+        approach=hf.quantity("approach", "K", positive=True, maximum=30.0),
+        air_temperature_rise=hf.quantity("air_temperature_rise", "K", positive=True),
+        fan_power_ratio=hf.quantity("fan_power", "W/W", minimum=0.0, maximum=0.2),
+        min_fan_speed=hf.fraction("min_fan_speed", 0.1, lo=0.01, hi=1.0),
+        ua_exponent=hf.quantity("ua_exponent", "dimensionless", 0.6, minimum=0.2, maximum=1.0),
+        chiller_capacity_fraction=hf.fraction("chiller_capacity_fraction", 1.0, hi=2.0),
+        chiller_second_law_efficiency=hf.fraction(
+            "chiller_second_law_efficiency", 0.5, lo=0.1, hi=0.9
+        ),
+        chiller_evaporator_approach=hf.quantity(
+            "chiller_evaporator_approach", "K", "2 K", minimum=0.0
+        ),
+        chiller_condenser_approach=hf.quantity(
+            "chiller_condenser_approach", "K", "10 K", minimum=0.0
+        ),
+        adiabatic=hf.boolean("adiabatic", False),
+        adiabatic_effectiveness=hf.fraction("adiabatic_effectiveness", 0.8),
+        adiabatic_switch_temperature=hf.temperature("adiabatic_switch_temperature", "30 degC"),
+    )
+    hf.finish()
+    tcs_supply = f.temperature("tcs_supply_temperature", setpoint=True)
+    if tcs_supply < fws.supply_temperature:
+        raise SpecError(
+            f"{f.path}.tcs_supply_temperature",
+            f.table["tcs_supply_temperature"],
+            "at or above facility_water.supply_temperature (the CDU cannot cool below "
+            "its primary supply)",
+        )
+    site = Site(
+        key=key,
+        name=f.string("name", key),
+        climate=f.string("climate", None),
+        weather_file=f.string("weather_file", None),
+        grid=f.string("grid", None),
+        carbon_file=f.string("carbon_file", None),
+        timezone_offset_hours=f.quantity(
+            "timezone_offset", "hour", "0 hour", minimum=-14, maximum=14
+        ),
+        electrical_loss_fraction=f.fraction("electrical_loss_fraction", 0.03, hi=0.2),
+        air_fan_power_ratio=f.quantity(
+            "air_fan_power", "W/W", "0.06 W/W", minimum=0.0, maximum=0.5
+        ),
+        tcs_supply_temperature=tcs_supply,
+        building=building,
+        facility_water=fws,
+        heat_rejection=hr,
+    )
+    f.finish()
+    if site.climate is None and site.weather_file is None:
+        raise SpecError(
+            f"{f.path}.climate",
+            None,
+            "a climate name (embedded typical year) or a weather_file (EPW path)",
+        )
+    return site
+
+
+def load_facility(path_or_name: str | Path) -> FacilitySpec:
+    """Load and validate a facility spec from a TOML path or a shipped name ('superfactory')."""
+    path = Path(path_or_name)
+    if not path.suffix and not path.exists():
+        path = FACILITY_DIR / f"{path_or_name}.toml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in FACILITY_DIR.glob("*.toml")))
+        raise FileNotFoundError(
+            f"facility spec {str(path_or_name)!r} not found (give a TOML path or one of: {shipped})"
+        )
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(str(path), "<file>", f"valid TOML ({exc})") from exc
+    return parse_facility(doc, source=str(path))
+
+
+def parse_facility(doc: dict, source: str = "") -> FacilitySpec:
+    """Validate a parsed TOML document (see :func:`load_facility`)."""
+    top = Fields(doc, "")
+    fac = top.sub("facility")
+    name = fac.string("name")
+    description = fac.string("description", "")
+    tcs_tanks = fac.integer("tcs_transport_tanks", 3)
+    fws_tanks = fac.integer("fws_transport_tanks", 3)
+    fac.finish()
+    cool = top.sub("coolant")
+    tcs_coolant = cool.string("tcs", "pg25", choices=COOLANTS)
+    fws_coolant = cool.string("fws", "water", choices=COOLANTS)
+    cool.finish()
+    gpus_t = top.sub("gpu_models")
+    gpus = {k: _gpu_model(gpus_t.sub(k), k) for k in list(gpus_t.table)}
+    gpus_t.used.update(gpus)
+    racks_t = top.sub("rack_templates")
+    racks = {k: _rack(racks_t.sub(k), k, gpus) for k in list(racks_t.table)}
+    cdus_t = top.sub("cdu_templates")
+    cdus = {k: _cdu(cdus_t.sub(k), k) for k in list(cdus_t.table)}
+    sites_t = top.sub("sites")
+    if not sites_t.table:
+        raise SpecError("sites", {}, "at least one site")
+    sites = tuple(_site(k, sites_t.sub(k), racks, cdus) for k in list(sites_t.table))
+    top.finish()
+    ref = sites[0].building
+    for s in sites[1:]:
+        b = s.building
+        geom = (b.rack.trays, b.rack.paths_per_tray, b.rack.plates_in_series)
+        ref_geom = (ref.rack.trays, ref.rack.paths_per_tray, ref.rack.plates_in_series)
+        if geom != ref_geom:
+            raise SpecError(
+                f"sites.{s.key}.building.rack",
+                b.rack.name,
+                f"a rack with the same trays x paths x series {ref_geom} as the first "
+                "site (one facility shares one GPU array layout)",
+            )
+        if b.racks_per_row != ref.racks_per_row:
+            raise SpecError(
+                f"sites.{s.key}.building.racks_per_row",
+                b.racks_per_row,
+                f"{ref.racks_per_row}, as in the first site (rows are solved together)",
+            )
+        if b.floors != ref.floors:
+            raise SpecError(
+                f"sites.{s.key}.building.floors", b.floors, f"{ref.floors}, as in the first site"
+            )
+    return FacilitySpec(
+        name=name,
+        description=description,
+        tcs_coolant=tcs_coolant,
+        fws_coolant=fws_coolant,
+        sites=sites,
+        source=source,
+        tcs_tanks=tcs_tanks,
+        fws_tanks=fws_tanks,
+    )
