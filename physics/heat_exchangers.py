@@ -24,13 +24,14 @@ def effectiveness_counterflow(ntu, capacity_ratio):
     """
     ntu = jnp.asarray(ntu)
     cr = jnp.asarray(capacity_ratio)
-    one_minus = 1.0 - cr
-    balanced = jnp.abs(one_minus) < 1e-9
-    safe = jnp.where(balanced, 0.5, one_minus)
-    e = jnp.exp(-ntu * safe)
-    eps_general = (1.0 - e) / (1.0 - (1.0 - safe) * e)
-    # First-order expansion about C_r = 1 keeps the value and its derivative exact there.
-    eps_balanced = ntu / (1.0 + ntu) + one_minus * ntu**2 / (2.0 * (1.0 + ntu) ** 2)
+    delta = 1.0 - cr
+    # Written as ε = a / (a + δ e^{-Nδ}), a = 1 - e^{-Nδ} (expm1), which stays accurate as
+    # C_r → 1; the limit N/(1+N) (with its first-order term) is used only for |δ| < 1e-12.
+    balanced = jnp.abs(delta) < 1e-12
+    safe = jnp.where(balanced, 0.5, delta)
+    a = -jnp.expm1(-ntu * safe)
+    eps_general = a / (a + safe * jnp.exp(-ntu * safe))
+    eps_balanced = ntu / (1.0 + ntu) + delta * ntu**2 / (2.0 * (1.0 + ntu) ** 2)
     return jnp.where(balanced, eps_balanced, eps_general)
 
 
@@ -42,10 +43,13 @@ def ntu_counterflow(effectiveness, capacity_ratio):
     """
     eps = jnp.asarray(effectiveness)
     cr = jnp.asarray(capacity_ratio)
-    balanced = jnp.abs(1.0 - cr) < 1e-9
-    safe = jnp.where(balanced, 0.5, cr)
-    ntu_general = jnp.log((eps - 1.0) / (eps * safe - 1.0)) / (safe - 1.0)
-    return jnp.where(balanced, eps / (1.0 - eps), ntu_general)
+    delta = 1.0 - cr
+    # ln((ε-1)/(εC_r-1))/(C_r-1) = ln1p(εδ/(1-ε))/δ: accurate as δ → 0.
+    balanced = jnp.abs(delta) < 1e-12
+    safe = jnp.where(balanced, 0.5, delta)
+    ntu_general = jnp.log1p(eps * safe / (1.0 - eps)) / safe
+    n0 = eps / (1.0 - eps)
+    return jnp.where(balanced, n0 - delta * n0**2 / 2.0, ntu_general)
 
 
 def effectiveness_isothermal_wall(ntu):

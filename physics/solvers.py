@@ -28,8 +28,8 @@ def solve_monotone(
 
     Bisection (robust, fixed iteration count so it jits and vmaps) polished by two Newton steps;
     the derivative is implicit.  Elements whose root lies outside the bracket return the nearer
-    bound; their gradient is then that of the implicit root of the clipped problem, so callers
-    that saturate must clip explicitly (see :func:`clip_saturated`).
+    bound with a meaningless gradient, so callers whose actuators saturate use
+    :func:`solve_monotone_saturating`.
     """
     lower = jnp.asarray(lower)
     upper = jnp.asarray(upper)

@@ -1,0 +1,150 @@
+"""Value and ordering checks applied to every batch before it is stored.
+
+Rejected rows are quarantined with a reason from :data:`sensors.base.REASONS`; nothing is dropped
+without a count.  Value checks run first, so a row rejected for its value never advances the
+per-GPU clock; then, per GPU in arrival order, a row earlier than the latest accepted time is
+``time_backwards`` and a row equal to it is ``duplicate_timestamp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from sensors.base import Batch, QuarantineRecord
+
+_NO_TIME = np.iinfo(np.int64).min
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Physical plausibility limits.
+
+    No GPU board draws more than a few kW (GB200 superchip ~2.7 kW), so 5 kW is absurd; GPU and
+    HBM sensors report -40 to 150 degC at most (shutdown is ~90-105 degC).
+    """
+
+    power_max: float = 5000.0  # [W]
+    temp_min: float = -40.0  # [degC]
+    temp_max: float = 150.0  # [degC]
+
+
+def _fmt_row(batch: Batch, i: int, keys: list[str]) -> str:
+    vals = ", ".join(f"{k}={v[i]:g}" for k, v in batch.values.items() if np.isfinite(v[i]))
+    return f"gpu={keys[batch.gpu[i]]} t_ns={batch.time_ns[i]} {vals}"[:240]
+
+
+def validate(
+    batch: Batch, keys: list[str], last_time: dict[str, int], limits: Limits | None = None
+) -> tuple[np.ndarray, list[QuarantineRecord]]:
+    """Check ``batch``; return the mask of accepted rows and quarantine records for the others.
+
+    ``keys`` maps batch GPU positions to store keys; ``last_time`` (key -> latest accepted
+    time [ns]) is updated in place with the accepted rows.
+    """
+    limits = limits if limits is not None else Limits()
+    n = len(batch)
+    reason = np.full(n, -1, dtype=np.int64)
+    names = [
+        "nan",
+        "power_negative",
+        "power_absurd",
+        "temperature_out_of_range",
+        "utilization_out_of_range",
+        "time_backwards",
+        "duplicate_timestamp",
+    ]
+
+    def mark(mask: np.ndarray, code: int) -> None:
+        reason[(reason < 0) & mask] = code
+
+    if n:
+        finite_any = np.zeros(n, dtype=bool)
+        for v in batch.values.values():
+            finite_any |= ~np.isnan(v)
+        mark(~finite_any, 0)
+        with np.errstate(invalid="ignore"):
+            for f in ("power_average", "power_instant"):
+                v = batch.values.get(f)
+                if v is not None:
+                    mark(v < 0, 1)
+                    mark(v > limits.power_max, 2)
+            for f in ("temp_gpu", "temp_memory"):
+                v = batch.values.get(f)
+                if v is not None:
+                    mark((v < limits.temp_min) | (v > limits.temp_max), 3)
+            v = batch.values.get("utilization_gpu")
+            if v is not None:
+                mark((v < 0) | (v > 100), 4)
+            v = batch.values.get("energy_total")
+            if v is not None:
+                mark(v < 0, 1)
+
+        ok = np.flatnonzero(reason < 0)
+        if ok.size:
+            _check_order(batch, keys, last_time, ok, reason)
+
+    accepted = reason < 0
+    records = [
+        QuarantineRecord(
+            names[reason[i]],
+            _fmt_row(batch, i, keys),
+            int(batch.time_ns[i]),
+            keys[batch.gpu[i]],
+        )
+        for i in np.flatnonzero(~accepted)
+    ]
+    return accepted, records
+
+
+def _check_order(
+    batch: Batch, keys: list[str], last_time: dict[str, int], ok: np.ndarray, reason: np.ndarray
+) -> None:
+    """Vectorised per-GPU running-maximum check (segments sorted by GPU, arrival order kept)."""
+    g = batch.gpu[ok]
+    t = batch.time_ns[ok]
+    if t.size <= 256 and t[0] == t[-1] and np.all(t == t[0]):
+        # live poll: one instant, each GPU once; only the stored clocks matter (fast path)
+        ks = [keys[k] for k in g.tolist()]
+        if len(set(ks)) == len(ks):
+            t0 = int(t[0])
+            for j, k in enumerate(ks):
+                last = last_time.get(k)
+                if last is not None and t0 <= last:
+                    reason[ok[j]] = 5 if t0 < last else 6
+                else:
+                    last_time[k] = t0
+            return
+    order = np.argsort(g, kind="stable")
+    gs, ts = g[order], t[order]
+    groups, gnum = np.unique(gs, return_inverse=True)
+    last = np.array([last_time.get(keys[k], _NO_TIME) for k in groups], dtype=np.int64)
+    # Ranks preserve order and equality; group offsets make one running max segment-wise.
+    _, ranks = np.unique(np.concatenate([ts, last]), return_inverse=True)
+    m = ts.size
+    span = m + last.size + 1
+    key = gnum * span + ranks[:m]
+    key_last = np.arange(groups.size) * span + ranks[m:]
+    prev = np.empty(m, dtype=np.int64)
+    prev[0] = -1
+    prev[1:] = np.maximum.accumulate(key)[:-1]
+    start = np.ones(m, dtype=bool)
+    start[1:] = gs[1:] != gs[:-1]
+    prev[start] = -1
+    prev = np.maximum(prev, key_last[gnum])
+    has_last = last[gnum] != _NO_TIME
+    back = (key < prev) & (has_last | ~start)
+    dup = (key == prev) & (has_last | ~start)
+    idx = ok[order]
+    reason[idx[back]] = 5
+    reason[idx[dup]] = 6
+    good = ~(back | dup)
+    if good.any():
+        # latest accepted time per GPU
+        gg, tt = gnum[good], ts[good]
+        mx = np.full(groups.size, _NO_TIME, dtype=np.int64)
+        np.maximum.at(mx, gg, tt)
+        for j, k in enumerate(groups):
+            if mx[j] != _NO_TIME:
+                last_time[keys[k]] = int(mx[j])

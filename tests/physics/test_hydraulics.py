@@ -1,0 +1,137 @@
+"""Hydraulics (refs 8 cases 2, 6, 7) and the CDU exchanger (refs 8 case 3)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.testing import assert_allclose
+
+from physics import hydraulics as h
+from physics.coolant import coolant_table, density, specific_heat
+from physics.heat_exchangers import effectiveness_counterflow, ntu_counterflow
+
+C0 = 273.15
+Q_ROW = 2040.0 / 60_000  # m3/s
+
+
+def _row(speed, k_header=0.0, n=10):
+    h0, kp = h.pump_curve_from_design(Q_ROW, 200e3)
+    k = jnp.full(n, 150e3 / (Q_ROW / n) ** 2) * jnp.linspace(0.9, 1.1, n)
+    return h.row_flow_split(speed, h0, kp, k, k_header), h0, kp, k
+
+
+def test_case6_affinity_laws_on_the_pump_curve():
+    """refs 8.6: at 60 % speed flow 0.60, head 0.36, power 0.216; at 50 % power 0.125."""
+    q1, h0, kp, _ = _row(1.0)
+    for s, power in ((0.6, 0.216), (0.5, 0.125)):
+        qs, *_ = _row(s)
+        assert_allclose(qs.sum() / q1.sum(), s, rtol=1e-10)
+        head = h.pump_head(qs.sum(), s, h0, kp) / h.pump_head(q1.sum(), 1.0, h0, kp)
+        assert_allclose(head, s**2, rtol=1e-10)
+        p_ratio = h.pump_power(qs.sum(), h.pump_head(qs.sum(), s, h0, kp), 0.6) / h.pump_power(
+            q1.sum(), h.pump_head(q1.sum(), 1.0, h0, kp), 0.6
+        )
+        assert_allclose(p_ratio, power, rtol=1e-9)
+    assert_allclose(h.affinity_scaled(1.0, 1.0, 1.0, 0.6), (0.6, 0.36, 0.216))
+
+
+def test_case7_pump_power_fraction():
+    """refs 8.7: 200 kPa at 1.5 L/min/kW, eta 0.6 -> 8.3 W/kW electric; FWS 250 kPa eta 0.7 -> 8.9."""
+    q_per_kw = 1.5 / 60_000
+    assert_allclose(h.pump_power(q_per_kw, 200e3, 0.6), 8.33, atol=0.01)
+    assert_allclose(h.pump_power(q_per_kw, 250e3, 0.7), 8.93, atol=0.01)
+
+
+def test_case2_row_flow_and_mass_balance():
+    """refs 8.2: a 1,360 kW row at 1.5 L/min/kW needs 2,040 L/min (34.0 L/s); the solved rack
+    flows satisfy the pump curve and every branch equation (mass balance < 0.1 %)."""
+    assert_allclose(1.5 * 1360 / 60, 34.0)
+    q, h0, kp, k = _row(1.0, k_header=2e3 / (Q_ROW / 2) ** 2)
+    total = q.sum()
+    dp0 = h.pump_head(total, 1.0, h0, kp)
+    assert abs(k[0] * q[0] ** 2 - dp0) / dp0 < 1e-10
+    # Each rack's pressure equals the upstream pressure less the header segment losses.
+    downstream = total - jnp.cumsum(q)
+    dp = dp0 - jnp.concatenate(
+        [jnp.zeros(1), jnp.cumsum(2 * 2e3 / (Q_ROW / 2) ** 2 * downstream[:-1] ** 2)]
+    )
+    assert_allclose(k * q**2, dp, rtol=1e-9)
+    # Far racks get less flow (header maldistribution).
+    assert q[-1] < q[0]
+
+
+def test_parallel_resistance_and_thermosiphon():
+    k = jnp.array([1.0, 4.0])
+    # sqrt(dp) (1 + 1/2) = Q  ->  K_eq = 1/(1.5)^2
+    assert_allclose(h.parallel_resistance(k), 1 / 1.5**2)
+    # Water 35 vs 45 degC, 7 m: (994.08 - 990.26) * 9.80665 * 7 = 262 Pa, upward in the return.
+    assert_allclose(h.thermosiphon_pressure(994.08, 990.26, 7.0), 262.2, atol=0.5)
+
+
+def test_floor_split_conserves_flow_and_upper_floor_gets_less():
+    h0, kp = h.pump_curve_from_design(0.2, 250e3)
+    n = jnp.array([10.0, 10.0])
+    k_b = 150e3 / 0.012**2
+    q_f, dp = h.floor_flow_split(
+        1.0, h0, kp, jnp.array([0.0, 2e6]), k_b, n, jnp.array([0.0, 250.0])
+    )
+    total = jnp.sum(n * q_f)
+    assert_allclose(h.pump_head(total, 1.0, h0, kp), dp, rtol=1e-9)
+    assert_allclose(2e6 * (10 * q_f[1]) ** 2 + k_b * q_f[1] ** 2 - 250.0, dp, rtol=1e-9)
+    assert q_f[1] < q_f[0]
+
+
+def test_flow_split_gradients_are_implicit_and_match_fd():
+    h0, kp = h.pump_curve_from_design(Q_ROW, 200e3)
+    k = jnp.full(10, 150e3 / (Q_ROW / 10) ** 2) * jnp.linspace(0.9, 1.1, 10)
+
+    def f(x):
+        speed, k_header, k_scale = x
+        q = h.row_flow_split(speed, h0, kp, k * k_scale, k_header)
+        return q[-1] * 1e3 + q.sum() * 10
+
+    x = jnp.array([0.8, 3e7, 1.1])
+    g = jax.grad(f)(x)
+    eps = x * 1e-6
+    fd = jnp.array(
+        [(f(x.at[i].add(eps[i])) - f(x.at[i].add(-eps[i]))) / (2 * eps[i]) for i in range(3)]
+    )
+    assert_allclose(g, fd, rtol=1e-5)
+    # The solve itself is not differentiated through: custom_root appears in the jaxpr.
+    assert "custom_root" in str(jax.make_jaxpr(f)(x)) or "root" in str(jax.make_jaxpr(f)(x))
+
+
+def test_case3_cdu_exchanger():
+    """refs 8.3: balanced counterflow, Q 132 kW, water, approach 3 K: eps 0.762, NTU 3.21,
+    UA 44.0 kW/K; with FWS 32 degC: TCS supply 35.0, TCS return 44.6, FWS return 41.6 degC."""
+    water = coolant_table("water")
+    t = C0 + 35.0
+    flow = 198.0 / 60_000
+    cap = flow * density(water, t) * specific_heat(water, t)  # 13.7 kW/K
+    dt_range = 132e3 / cap
+    eps = dt_range / (dt_range + 3.0)
+    assert_allclose(eps, 0.762, atol=0.0005)
+    ntu = ntu_counterflow(eps, 1.0)
+    assert_allclose(ntu, 3.21, atol=0.005)
+    assert_allclose(ntu * cap / 1e3, 44.0, atol=0.1)
+    assert_allclose(effectiveness_counterflow(ntu, 1.0), eps, rtol=1e-12)
+    t_hot_in = C0 + 32.0 + 3.0 + dt_range
+    q = effectiveness_counterflow(ntu, 1.0) * cap * (t_hot_in - (C0 + 32.0))
+    assert_allclose(q, 132e3, rtol=1e-9)
+    assert_allclose(t_hot_in - q / cap - C0, 35.0, atol=0.05)
+    assert_allclose(t_hot_in - C0, 44.6, atol=0.05)
+    assert_allclose(C0 + 32.0 + q / cap - C0, 41.6, atol=0.05)
+
+
+def test_counterflow_limits_and_smoothness_at_balance():
+    assert_allclose(effectiveness_counterflow(1e-8, 0.5), 1e-8, rtol=1e-6)
+    assert_allclose(effectiveness_counterflow(50.0, 0.3), 1.0, atol=1e-12)
+    g = jax.grad(effectiveness_counterflow, 1)
+    for d in (0.0, 1e-9, 1e-6, 1e-3):
+        fd = (
+            effectiveness_counterflow(3.21, 1 - d + 1e-7)
+            - effectiveness_counterflow(3.21, 1 - d - 1e-7)
+        ) / 2e-7
+        assert_allclose(g(3.21, 1.0 - d), fd, rtol=1e-5)
+    assert np.isfinite(float(jax.grad(ntu_counterflow, 1)(0.7, 1.0)))

@@ -1,0 +1,77 @@
+"""``twin simulate`` end to end: JSON keys, netCDF output, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import xarray as xr
+
+from tests.conftest import ROOT
+
+KEYS = (
+    "gpus",
+    "steps",
+    "step_seconds",
+    "wall_seconds",
+    "gpu_steps_per_second",
+    "it_energy_kwh",
+    "pump_energy_kwh",
+    "fan_energy_kwh",
+    "chiller_energy_kwh",
+    "water_liters",
+    "pue",
+    "max_gpu_temperature_c",
+    "energy_balance_relative_error",
+)
+
+
+def twin(*args, check=True):
+    return subprocess.run(
+        [sys.executable, "-m", "twin.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=600,
+    )
+
+
+def test_simulate_json_and_netcdf(tmp_path):
+    out = tmp_path / "run.nc"
+    r = twin(
+        "simulate",
+        "--facility",
+        "single-rack",
+        "--hours",
+        "0.25",
+        "--step",
+        "5",
+        "--json",
+        "--out",
+        str(out),
+    )
+    s = json.loads(r.stdout)  # stdout is exactly one JSON object
+    for k in KEYS:
+        assert k in s and k in s["sites"]["lab"], k
+    assert s["gpus"] == 72 and s["steps"] == 180 and s["step_seconds"] == 5.0
+    assert s["energy_balance_relative_error"] < 1e-9
+    assert 1.0 < s["pue"] < 1.25
+    # IT energy equals the mean IT power of the records times the duration.
+    ds = xr.open_dataset(out)
+    assert ds.it_power.attrs["units"] == "W"
+    assert (
+        abs(float(ds.it_power.mean()) * 0.25 / 1e3 - s["it_energy_kwh"])
+        < 1e-6 * s["it_energy_kwh"] + 1e-9
+    )
+    assert "simulate:" in r.stderr  # progress goes to stderr
+
+
+def test_simulate_bad_inputs_give_clear_errors():
+    r = twin("simulate", "--facility", "single-rack", "--hours", "-1", check=False)
+    assert r.returncode == 2 and "--hours" in r.stderr and "Traceback" not in r.stderr
+    r = twin("simulate", "--facility", "single-rack", "--load", "training=2", check=False)
+    assert r.returncode == 2 and "--load training" in r.stderr
+    r = twin("simulate", "--facility", "nope", check=False)
+    assert r.returncode == 2 and "superfactory" in r.stderr

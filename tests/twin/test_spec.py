@@ -1,0 +1,128 @@
+"""Facility specs: shipped files load; every kind of bad spec names field, value, expectation."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+
+import pytest
+
+from twin.simulate import prepare, site_boundary
+from twin.spec import FACILITY_DIR, load_facility, parse_facility
+from twin.units import SpecError
+
+SUPER = tomllib.loads((FACILITY_DIR / "superfactory.toml").read_text())
+
+
+def test_shipped_specs_load_with_declared_counts():
+    s = load_facility("superfactory")
+    assert [x.key for x in s.sites] == ["mount_pleasant", "atlanta"]
+    assert all(x.gpus >= 150_000 for x in s.sites)
+    assert s.gpus == 151_200 + 152_640
+    rack = s.sites[0].building.rack
+    assert rack.gpus == 72 and abs(rack.design_power - 140e3) < 1
+    # ~1.36 MW rows (refs 2): 10 racks x 140 kW = 1.4 MW within 3 %
+    assert abs(s.sites[0].building.racks_per_row * rack.design_power - 1.36e6) / 1.36e6 < 0.03
+    assert s.sites[0].building.floors == 2
+    assert load_facility("single-rack").gpus == 72
+    assert load_facility("h100-node").gpus == 8
+    assert abs(load_facility("h100-node").sites[0].building.rack.gpu.tdp - 700.0) < 1e-9
+
+
+def bad(mutate):
+    doc = copy.deepcopy(SUPER)
+    mutate(doc)
+    with pytest.raises(SpecError) as info:
+        parse_facility(doc)
+    return info.value
+
+
+def test_wrong_dimension():
+    e = bad(lambda d: d["rack_templates"]["gb200_nvl72"].update(design_power="140 kg"))
+    assert e.path == "rack_templates.gb200_nvl72.design_power"
+    assert "140 kg" in str(e) and "W" in e.expected
+
+
+def test_unknown_key():
+    e = bad(lambda d: d["sites"]["atlanta"]["facility_water"].update(suply_temperature="30 degC"))
+    assert e.path == "sites.atlanta.facility_water.suply_temperature"
+    assert "supply_temperature" in e.expected
+
+
+def test_missing_field():
+    e = bad(lambda d: d["gpu_models"]["b200_gb200"].pop("tdp"))
+    assert e.path == "gpu_models.b200_gb200.tdp" and "present" in e.expected
+
+
+@pytest.mark.parametrize("flow", ["0 L/min/kW", "-1.5 L/min/kW"])
+def test_zero_or_negative_flow(flow):
+    e = bad(lambda d: d["rack_templates"]["gb200_nvl72"].update(flow_per_power=flow))
+    assert e.path == "rack_templates.gb200_nvl72.flow_per_power" and flow in str(e)
+    assert "positive" in e.expected
+
+
+def test_inconsistent_counts():
+    e = bad(lambda d: d["rack_templates"]["gb200_nvl72"].update(gpus=64))
+    assert e.path == "rack_templates.gb200_nvl72.gpus" and e.value == 64
+    assert "18 x 4 x 1 = 72" in e.expected
+
+
+def test_row_overloads_cdu():
+    e = bad(lambda d: d["sites"]["atlanta"]["building"].update(racks_per_row=12))
+    assert e.path == "sites.atlanta.building.racks_per_row" and "CDU capacity" in e.expected
+
+
+@pytest.mark.parametrize("value", ["-20 degC", "95 degC"])
+def test_setpoint_outside_physical_range(value):
+    e = bad(
+        lambda d: d["sites"]["mount_pleasant"]["facility_water"].update(supply_temperature=value)
+    )
+    assert e.path == "sites.mount_pleasant.facility_water.supply_temperature"
+    assert "2 degC and 65 degC" in e.expected
+
+
+def test_tcs_setpoint_below_facility_water():
+    e = bad(lambda d: d["sites"]["atlanta"].update(tcs_supply_temperature="30 degC"))
+    assert e.path == "sites.atlanta.tcs_supply_temperature"
+
+
+def test_malformed_quantity_and_unknown_template():
+    e = bad(lambda d: d["cdu_templates"]["row_cdu"].update(capacity="lots"))
+    assert e.path == "cdu_templates.row_cdu.capacity"
+    e = bad(lambda d: d["sites"]["atlanta"]["building"].update(rack="nvl144"))
+    assert e.path == "sites.atlanta.building.rack" and "gb200_nvl72" in e.expected
+
+
+def test_missing_weather_file(tmp_path):
+    spec = load_facility("single-rack")
+    site = spec.sites[0]
+    with pytest.raises(FileNotFoundError, match="nope.epw"):
+        site_boundary(site, weather_file=str(tmp_path / "nope.epw"))
+
+
+def test_malformed_epw(tmp_path):
+    path = tmp_path / "bad.epw"
+    path.write_text("LOCATION,Nowhere\nthis is not an EPW file\n")
+    spec = load_facility("single-rack")
+    with pytest.raises(SpecError) as info:
+        site_boundary(spec.sites[0], weather_file=str(path))
+    assert "bad.epw" in str(info.value)
+
+
+def test_unknown_site_in_weather_override(shared_data):
+    spec = load_facility("single-rack")
+    with pytest.raises(SpecError) as info:
+        prepare(spec, 1.0, weather={"atlantis": str(shared_data / "weather" / "x.epw")})
+    assert info.value.path == "--weather" and "lab" in info.value.expected
+
+
+def test_missing_spec_file_lists_shipped_names():
+    with pytest.raises(FileNotFoundError, match="superfactory"):
+        load_facility("no-such-facility")
+
+
+def test_bad_toml_syntax(tmp_path):
+    path = tmp_path / "x.toml"
+    path.write_text("[facility\nname = 1")
+    with pytest.raises(SpecError, match="valid TOML"):
+        load_facility(path)

@@ -1,0 +1,143 @@
+"""``twin sensord`` and ``twin telemetry``: the sensor daemon and its store tools.
+
+Every ``sensord`` option also comes from a ``TWIN_*`` environment variable (flags win); see
+:class:`sensors.daemon.DaemonConfig` and docs/sensors.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sensors.daemon import DaemonConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sensord`` and ``telemetry`` to the ``twin`` command line."""
+    d = DaemonConfig()
+    p = subparsers.add_parser(
+        "sensord",
+        help="poll GPU sensors into a durable store and serve Prometheus metrics",
+        description="Poll nvml|sim|replay:PATH, store every sample, serve /metrics. Each option "
+        "also reads TWIN_<OPTION> from the environment (e.g. TWIN_STORE, TWIN_METRICS_ADDR).",
+    )
+    env = DaemonConfig.env_name
+    p.add_argument("--source", help=f"nvml, sim or replay:PATH [{env('source')}; {d.source}]")
+    p.add_argument("--store", help=f"store file [{env('store')}; {d.store}]")
+    p.add_argument("--interval", type=float, help=f"poll interval, s [{env('interval')}; 1]")
+    p.add_argument(
+        "--flush-interval",
+        type=float,
+        help=f"commit interval, s: most data a crash can lose [{env('flush_interval')}; 1]",
+    )
+    p.add_argument(
+        "--metrics-addr",
+        help=f"HOST:PORT for /metrics, e.g. 127.0.0.1:9400 (binds 127.0.0.1 unless told "
+        f"otherwise) [{env('metrics_addr')}; off]",
+    )
+    p.add_argument("--speed", help=f"replay pace: 1, 10, ... or max [{env('speed')}; 1]")
+    p.add_argument("--sim-gpus", type=int, help=f"simulated GPUs [{env('sim_gpus')}; 8]")
+    p.add_argument("--seed", type=int, help=f"simulation seed [{env('seed')}; 0]")
+    p.add_argument("--hostname", help=f"Hostname label [{env('hostname')}; this host]")
+    p.add_argument("--location", help=f"free-form placement label [{env('location')}]")
+    p.add_argument(
+        "--retention-days",
+        type=float,
+        help=f"delete older data, 0 = keep [{env('retention_days')}]",
+    )
+    p.add_argument(
+        "--max-buffer-samples",
+        type=int,
+        help=f"memory buffer while the store is not writable [{env('max_buffer_samples')}]",
+    )
+    p.set_defaults(func=cmd_sensord)
+
+    t = subparsers.add_parser("telemetry", help="inspect and export a telemetry store")
+    tsub = t.add_subparsers(dest="telemetry_command", metavar="ACTION")
+    i = tsub.add_parser("info", help="summary of a store")
+    i.add_argument("--store", required=True)
+    i.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    i.set_defaults(func=cmd_info)
+    e = tsub.add_parser("export", help="write a store to netCDF (.nc) or CSV (.csv)")
+    e.add_argument("--store", required=True)
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=cmd_export)
+    c = tsub.add_parser("compact", help="apply retention and merge small chunks")
+    c.add_argument("--store", required=True)
+    c.add_argument("--retention-days", type=float, default=None)
+    c.set_defaults(func=cmd_compact)
+    t.set_defaults(func=lambda args: (t.print_help(sys.stderr), 2)[1])
+
+
+def cmd_sensord(args: argparse.Namespace) -> int:
+    from sensors.base import FIELDS  # noqa: F401 - fail early on a broken install
+    from sensors.daemon import Daemon, setup_json_logging
+    from sensors.nvml import NvmlUnavailable
+    from sensors.store import StoreError
+
+    setup_json_logging()
+    keys = [
+        "source",
+        "store",
+        "interval",
+        "flush_interval",
+        "metrics_addr",
+        "speed",
+        "sim_gpus",
+        "seed",
+        "hostname",
+        "location",
+        "retention_days",
+        "max_buffer_samples",
+    ]
+    cfg = DaemonConfig.from_env(**{k: getattr(args, k, None) for k in keys})
+    try:
+        daemon = Daemon(cfg)
+    except (NvmlUnavailable, StoreError, OSError) as exc:
+        print(f"twin sensord: error: {exc}", file=sys.stderr)
+        return 2
+    daemon.install_signals()
+    return daemon.run()
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from sensors.store import Store, StoreError
+
+    try:
+        with contextlib.closing(Store(args.store, readonly=True)) as st:
+            info = st.info()
+    except StoreError as exc:
+        print(f"twin telemetry info: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(info, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for k, v in info.items():
+            print(f"{k:12s} {v}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sensors.store import StoreError, export
+
+    try:
+        out = export(args.store, args.out)
+    except StoreError as exc:
+        print(f"twin telemetry export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from sensors.store import Store
+
+    with Store(args.store) as st:
+        res = st.compact(None if args.retention_days is None else args.retention_days * 86400.0)
+    json.dump(res, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
