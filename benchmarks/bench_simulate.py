@@ -197,11 +197,11 @@ def baseline_solve_ivp(t_span=600.0):
 def memory_probe(name: str, hours: float, dt: float) -> float:
     """Peak RSS [MiB] of a fresh process simulating ``hours`` (via twin.simulate)."""
     code = (
-        "import resource, sys; sys.path.insert(0, %r)\n"
+        f"import resource, sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from twin.spec import load_facility; from twin.simulate import simulate\n"
-        "simulate(load_facility(%r), %r, %r, record_interval=600)\n"
+        f"simulate(load_facility({name!r}), {hours!r}, {dt!r}, record_interval=600)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
-    ) % (str(ROOT), name, hours, dt)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -247,7 +247,7 @@ def main() -> None:
     print(f"\nsingle-rack, {b['gpus']} GPUs, {b['sim_seconds']:.0f} s simulated, 1 s outputs")
     print(f"{'method':<34}{'wall s':>10}{'max err K':>12}")
     print(
-        f"{'solve_ivp BDF (rtol %.0e)' % b['ivp_rtol']:<34}{b['ivp_wall']:>10.3f}"
+        f"{'solve_ivp BDF (rtol {:.0e})'.format(b['ivp_rtol']):<34}{b['ivp_wall']:>10.3f}"
         f"{b['ivp_err']:>12.2e}"
     )
     print(
@@ -285,7 +285,7 @@ def main() -> None:
         for name, dt in (("single-rack", 1.0), ("superfactory", 60.0)):
             vals = [memory_probe(name, h, dt) for h in (1.0, 6.0, 24.0)]
             mem[name] = vals
-            print(f"{name + ' @ %g s' % dt:<28}" + "".join(f"{v:>10.0f}" for v in vals), flush=True)
+            print(f"{name + f' @ {dt:g} s':<28}" + "".join(f"{v:>10.0f}" for v in vals), flush=True)
         results["peak_rss_mib"] = mem
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -7,7 +7,6 @@ identical rows. The full-size run is ``twin simulate --hours 8760 --step 3600`` 
 
 from __future__ import annotations
 
-import copy
 import tomllib
 
 import pytest
