@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
+import pytest
 import xarray as xr
 
-from tests.conftest import ROOT
+from twin.cli import main
 
 KEYS = (
     "gpus",
@@ -27,18 +26,26 @@ KEYS = (
 )
 
 
-def twin(*args, check=True):
-    return subprocess.run(
-        [sys.executable, "-m", "twin.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=check,
-        timeout=600,
-    )
+class Result:
+    def __init__(self, code, out, err):
+        self.returncode, self.stdout, self.stderr = code, out, err
 
 
-def test_simulate_json_and_netcdf(tmp_path):
+@pytest.fixture
+def twin(capsys):
+    """Run ``twin ARGS`` in-process (the console script calls the same ``main``)."""
+
+    def run(*args, check=True):
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        if check:
+            assert code == 0, err
+        return Result(code, out, err)
+
+    return run
+
+
+def test_simulate_json_and_netcdf(tmp_path, twin):
     out = tmp_path / "run.nc"
     r = twin(
         "simulate",
@@ -68,7 +75,7 @@ def test_simulate_json_and_netcdf(tmp_path):
     assert "simulate:" in r.stderr  # progress goes to stderr
 
 
-def test_simulate_bad_inputs_give_clear_errors():
+def test_simulate_bad_inputs_give_clear_errors(twin):
     r = twin("simulate", "--facility", "single-rack", "--hours", "-1", check=False)
     assert r.returncode == 2 and "--hours" in r.stderr and "Traceback" not in r.stderr
     r = twin("simulate", "--facility", "single-rack", "--load", "training=2", check=False)
