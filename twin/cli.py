@@ -16,7 +16,14 @@ from twin.units import SpecError
 log = logging.getLogger("twin")
 
 #: Modules that each define ``register(subparsers)``; their parsers set ``func``.
-SUBCOMMAND_MODULES = ("twin.cli_simulate", "twin.cli_sensors")
+SUBCOMMAND_MODULES = (
+    "twin.cli_simulate",
+    "twin.cli_sensors",
+    "twin.cli_optimize",
+    "twin.cli_dashboard",
+    "twin.cli_calibrate",
+    "twin.demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

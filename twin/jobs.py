@@ -153,7 +153,9 @@ def validate_jobs(df: pd.DataFrame, source: str = "jobs", seed: int = 0) -> pd.D
     bad = g.isna() | (g < 1) | (g != np.round(g))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise SpecError(f"{source}: row {i + 1} ({df.id[i]}) field gpus", df.gpus[i], "an integer >= 1")
+        raise SpecError(
+            f"{source}: row {i + 1} ({df.id[i]}) field gpus", df.gpus[i], "an integer >= 1"
+        )
     df["gpus"] = g.astype(int)
     df["workload"] = df["workload"].astype(str).str.strip().str.lower()
     bad = ~df.workload.isin(list(WORKLOAD_CLASSES))
@@ -188,7 +190,10 @@ def validate_jobs(df: pd.DataFrame, source: str = "jobs", seed: int = 0) -> pd.D
         )
     if (df.deferral < 0).any():
         i = int(np.flatnonzero((df.deferral < 0).to_numpy())[0])
-        raise SpecError(f"{source}: row {i + 1} ({df.id[i]}) field deferral", df.deferral[i], ">= 0 s")
+        raise SpecError(
+            f"{source}: row {i + 1} ({df.id[i]}) field deferral", df.deferral[i], ">= 0 s"
+        )
+    df = df[list(COLUMNS + OPTIONAL)]
     return df.sort_values(["arrival", "id"], kind="stable").reset_index(drop=True)
 
 
@@ -243,7 +248,9 @@ def write_jobs(jobs: JobSet, path: str | Path) -> Path:
     return path
 
 
-def _scale_sizes(gpu_equiv: np.ndarray, workload: np.ndarray, k: float, rack_gpus: int, max_gpus: int):
+def _scale_sizes(
+    gpu_equiv: np.ndarray, workload: np.ndarray, k: float, rack_gpus: int, max_gpus: int
+):
     gpus = np.maximum(1, np.round(gpu_equiv * k)).astype(int)
     big_train = (workload == "training") & (gpus > rack_gpus // 2)
     gpus = np.where(big_train, np.ceil(gpus / rack_gpus).astype(int) * rack_gpus, gpus)
@@ -301,7 +308,9 @@ def load_alibaba_trace(
     pods, arrival, duration = pods[keep], arrival[keep], duration[keep]
     g = pods.num_gpu.to_numpy(float) * pods.gpu_milli.to_numpy(float) / 1000.0
     workload = np.where(
-        pods.num_gpu.to_numpy() >= 2, "training", np.where(pods.qos.to_numpy() == "BE", "batch", "inference")
+        pods.num_gpu.to_numpy() >= 2,
+        "training",
+        np.where(pods.qos.to_numpy() == "BE", "batch", "inference"),
     )
     busy = _busy_equiv(arrival, duration, g, hours)
     scale = load * facility_gpus / busy
@@ -375,7 +384,9 @@ def generate_jobs(
     rng = np.random.default_rng(seed)
     rate = (n_jobs / hours) if n_jobs else st["counts"]["busiest_week_arrivals"] / 168.0
     warm = 24.0
-    n_total = rng.poisson(rate * (hours + warm)) if not n_jobs else int(round(rate * (hours + warm)))
+    n_total = (
+        rng.poisson(rate * (hours + warm)) if not n_jobs else int(round(rate * (hours + warm)))
+    )
     arrival = np.sort(rng.uniform(-warm * 3600.0, hours * 3600.0, n_total))
     d = st["duration"]
     sigma = math.log(d["p90_s"] / d["median_s"]) / 1.2815515655446004
@@ -393,9 +404,16 @@ def generate_jobs(
     g = np.where((count == 1) & frac, share, count.astype(float))
     q = st["qos"]
     p_be = q["BE"] / sum(q.values())
-    workload = np.where(count >= 2, "training", np.where(rng.uniform(size=n_total) < p_be, "batch", "inference"))
+    workload = np.where(
+        count >= 2, "training", np.where(rng.uniform(size=n_total) < p_be, "batch", "inference")
+    )
     running = arrival + duration > 0
-    arrival, duration, g, workload = arrival[running], duration[running], g[running], workload[running]
+    arrival, duration, g, workload = (
+        arrival[running],
+        duration[running],
+        g[running],
+        workload[running],
+    )
     duration = np.where(arrival < 0, arrival + duration, duration)
     arrival = np.maximum(arrival, 0.0)
     busy = _busy_equiv(arrival, duration, g, hours)

@@ -1,0 +1,618 @@
+"""Data behind the dashboard: every number comes from ``twin`` (and ``sensors``) functions.
+
+The views only present. This module calls the twin, caches its results for the Streamlit
+session (``st.cache_resource``: results are shared, never copied) and reshapes them into the
+small tables the pages draw: one row per site and record, one row per rack, one cell per GPU
+of one selected rack. Nothing here draws 300,000 marks; the largest table is one row per rack.
+
+Sources of each quantity:
+
+* site time series and run totals: :func:`twin.simulate.simulate` (Dataset and summary);
+* per-GPU temperatures at the end of the run: the same run's final state, stepped with the
+  same compiled function and arguments as ``simulate`` (so it equals
+  ``final_rack_max_gpu_temperature`` of the Dataset, which the tests check);
+* per-rack IT power and coolant return: the twin's steady state for each rack's load at the
+  run's last hour (:func:`twin.placement.steady_state`), because the dynamic run records
+  site totals only;
+* placement what-if: :func:`twin.placement.compare` on jobs from :mod:`twin.jobs`;
+* GPU page: :func:`twin.calibrate.calibrate` and :mod:`twin.estimate` on telemetry read by
+  :func:`twin.telemetry_io.open_telemetry` (store, recorded file or Prometheus) or, with no
+  source, the synthetic fleet of :func:`twin.telemetry_io.simulate_fleet`;
+* live: the telemetry source, or the simulated fleet :class:`sensors.simulated.SimulatedSource`
+  read in-process when nothing else runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from twin.units import ZERO_CELSIUS_K, SpecError, parse_quantity
+
+try:  # the pages run under Streamlit; the benchmark and tests may import without a session
+    import streamlit as st
+
+    cache_resource = st.cache_resource
+except ModuleNotFoundError:  # pragma: no cover - streamlit is a dependency
+    import functools
+
+    def cache_resource(func=None, **_kw):  # type: ignore[no-redef]
+        if func is None:
+            return lambda f: functools.lru_cache(maxsize=16)(f)
+        return functools.lru_cache(maxsize=16)(func)
+
+
+# ------------------------------------------------------------------------------ settings
+@dataclasses.dataclass(frozen=True)
+class SimSettings:
+    """What the Fleet and Hall pages simulate (hashable: the cache key)."""
+
+    facility: str
+    hours: float
+    step_s: float
+    record_s: float
+    start: str
+    load: str
+    gpu_spread: float = 0.0
+    seed: int = 0
+
+
+def parse_settings(
+    facility: str,
+    hours: float,
+    step: str,
+    record: str,
+    start: str,
+    load: str,
+    gpu_spread: float = 0.0,
+    seed: int = 0,
+) -> SimSettings:
+    """Check the sidebar inputs (quantities with units); raise :class:`SpecError` on bad ones."""
+    from twin.model import LoadMix
+    from twin.simulate import parse_start
+
+    if not facility.strip():
+        raise SpecError("facility", facility, "a facility TOML path or shipped name")
+    if not (math.isfinite(hours) and hours > 0):
+        raise SpecError("hours", hours, "a positive number of hours")
+    step_s = parse_quantity(step, "time step", "s")
+    record_s = parse_quantity(record, "record interval", "s")
+    if record_s < step_s:
+        raise SpecError("record interval", record, f"at least the time step ({step})")
+    parse_start(start or None)
+    LoadMix.parse(load or None)
+    if not (math.isfinite(gpu_spread) and 0.0 <= gpu_spread <= 0.5):
+        raise SpecError("GPU spread", gpu_spread, "a relative standard deviation from 0 to 0.5")
+    return SimSettings(
+        facility.strip(), float(hours), step_s, record_s, start, load, float(gpu_spread), int(seed)
+    )
+
+
+# ------------------------------------------------------------------------------ fleet
+@dataclasses.dataclass
+class FleetRun:
+    """One simulated run: the twin's Dataset and summary, its Run and final state, racks."""
+
+    settings: SimSettings
+    ds: xr.Dataset
+    summary: dict
+    run: object  # twin.simulate.Run
+    state: object  # physics.facility.State at the end of the run
+    racks: pd.DataFrame  # one row per rack (see rack_table)
+
+
+@cache_resource(show_spinner="Loading the facility spec ...")
+def load_spec(facility: str):
+    """The validated facility spec (:func:`twin.spec.load_facility`)."""
+    from twin.spec import load_facility
+
+    return load_facility(facility)
+
+
+@cache_resource(show_spinner="Preparing the twin (boundary data, hydraulics) ...")
+def prepared(
+    facility: str, step_s: float, start: str, load: str, seed: int, gpu_spread: float = 0.0
+):
+    """:func:`twin.simulate.prepare` for these inputs."""
+    from twin.model import LoadMix
+    from twin.simulate import prepare
+
+    return prepare(
+        load_spec(facility),
+        step_s,
+        start or None,
+        LoadMix.parse(load or None),
+        seed=seed,
+        gpu_spread=gpu_spread,
+    )
+
+
+def _final_state(run, hours: float, record_s: float):
+    """The state at the end of ``simulate(run.spec, hours, run=run, record_interval=record_s)``.
+
+    Steps exactly as :func:`twin.simulate.simulate` does (same compiled function, same static
+    arguments, hence no second compilation), because ``simulate`` returns no state.
+    """
+    import jax
+
+    from physics import facility as F
+    from twin import simulate as S
+
+    p, d, dt = run.params, run.derived, run.dt
+    n_steps = max(1, int(round(hours * 3600.0 / dt)))
+    spr = S._divisor_at_most(n_steps, int(round(record_s / dt)))
+    n_records = n_steps // spr
+    gpus = int(np.prod(p.gpu_shape))
+    target = max(spr, int(2e8 / max(gpus, 1)))
+    chunk = S._divisor_at_most(n_records, max(1, target // spr))
+    state = F.initial_state(p, d)
+    ledger = F.empty_ledger(p.n_sites)
+    for _ in range(n_records // chunk):
+        state, ledger, _rec = S._run_jit(p, d, state, ledger, dt, run.hour0, chunk, spr, run.n_sub)
+    return jax.tree.map(np.asarray, state)
+
+
+@cache_resource(show_spinner="Simulating the facility with the twin ...")
+def fleet_run(s: SimSettings) -> FleetRun:
+    """Simulate ``s`` with :func:`twin.simulate.simulate`; add the final state and rack table."""
+    from twin.simulate import simulate
+
+    run = prepared(s.facility, s.step_s, s.start, s.load, s.seed, s.gpu_spread)
+    ds, summary = simulate(run.spec, s.hours, record_interval=s.record_s, run=run)
+    state = _final_state(run, s.hours, s.record_s)
+    racks = rack_table(run, state, s.hours)
+    return FleetRun(s, ds, summary, run, state, racks)
+
+
+def site_frame(ds: xr.Dataset) -> pd.DataFrame:
+    """Long table (time, site, variable columns) of the site-level records, SI units."""
+    names = [v for v in ds.data_vars if ds[v].dims == ("time", "site")]
+    df = ds[names].to_dataframe().reset_index()
+    df["site_name"] = df["site"].map(dict(zip(ds.site.values, ds.site_name.values, strict=True)))
+    df["cooling_power"] = df.pump_power + df.fan_power + df.chiller_power
+    return df
+
+
+def latest(ds: xr.Dataset, site: str) -> dict[str, float]:
+    """Values of the last record of ``site`` (SI, temperatures in degC)."""
+    last = ds.isel(time=-1).sel(site=site)
+    return {v: float(last[v]) for v in ds.data_vars if ds[v].dims == ("time", "site")}
+
+
+# ------------------------------------------------------------------------------ racks
+def rack_layout(params) -> pd.DataFrame:
+    """Where each rack stands: site, building (in its site), floor, row (on its floor), slot."""
+    rack_cdu = np.asarray(params.rack_cdu)
+    cdu_bld = np.asarray(params.cdu_building)
+    cdu_floor = np.asarray(params.cdu_floor)
+    bld_site = np.asarray(params.building_site)
+    r = rack_cdu.size
+    first_rack = np.searchsorted(rack_cdu, np.arange(params.n_cdus))  # racks ordered by row
+    slot = np.arange(r) - first_rack[rack_cdu]
+    # row number of each CDU within (building, floor), in CDU order
+    row_of_cdu = np.zeros(params.n_cdus, dtype=int)
+    counter: dict[tuple[int, int], int] = {}
+    for c in range(params.n_cdus):
+        key = (int(cdu_bld[c]), int(cdu_floor[c]))
+        row_of_cdu[c] = counter.get(key, 0)
+        counter[key] = row_of_cdu[c] + 1
+    first_bld = np.searchsorted(bld_site, np.arange(params.n_sites))
+    bld = cdu_bld[rack_cdu]
+    site = bld_site[bld]
+    return pd.DataFrame(
+        {
+            "rack": np.arange(r),
+            "site_index": site,
+            "building_index": bld,
+            "building": bld - first_bld[site] + 1,
+            "floor": cdu_floor[rack_cdu] + 1,
+            "row": row_of_cdu[rack_cdu] + 1,
+            "slot": slot + 1,
+            "cdu": rack_cdu,
+        }
+    )
+
+
+def rack_utilization(params, hours: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each rack's time-mean and high-phase utilization at hour-of-year ``hours`` (the workload
+    schedule of :func:`physics.facility.step`: square wave times the diurnal factor)."""
+    low = np.asarray(params.load_low)
+    high = np.asarray(params.load_high)
+    duty = np.asarray(params.load_duty)
+    amp = np.asarray(params.load_diurnal_amplitude)
+    peak = np.asarray(params.load_diurnal_peak_hour)
+    diurnal = 1.0 + amp * np.cos(2.0 * np.pi * (hours - peak) / 24.0)
+    return (low + (high - low) * duty) * diurnal, high * diurnal
+
+
+def rack_table(run, state, hours: float) -> pd.DataFrame:
+    """One row per rack: layout, GPU temperatures at the end of the run (dynamic twin), IT power
+    and coolant temperatures of the twin's steady state for the rack's load at the last hour."""
+    import jax.numpy as jnp
+
+    from twin import placement
+
+    p, d = run.params, run.derived
+    out = rack_layout(p)
+    names = {i: s.key for i, s in enumerate(run.spec.sites)}
+    out.insert(1, "site", out.site_index.map(names))
+    r = p.n_racks
+    temps = np.asarray(state.gpu_temp).reshape(r, -1) - ZERO_CELSIUS_K
+    out["gpu_max_c"] = temps.max(axis=1)
+    out["gpu_mean_c"] = temps.mean(axis=1)
+    out["inlet_c"] = np.asarray(state.tcs_supply)[np.asarray(p.rack_cdu)] - ZERO_CELSIUS_K
+    hour = run.hour0 + hours
+    u_mean, u_hot = rack_utilization(p, hour)
+    steady = placement.steady_state(
+        p, d, jnp.asarray(u_mean), jnp.asarray(u_hot), jnp.asarray(hour)
+    )
+    t_in = jnp.maximum(steady.tcs_supply, p.tcs_supply_setpoint)[p.rack_cdu]
+    _it, liquid, _air, _hot, _hbm = placement._racks(
+        p, d, t_in, jnp.asarray(u_mean), jnp.asarray(u_hot)
+    )
+    out["power_kw"] = np.asarray(steady.rack_it) / 1e3
+    out["steady_inlet_c"] = np.asarray(t_in) - ZERO_CELSIUS_K
+    out["return_c"] = np.asarray(t_in + liquid / d.rack_capacity_rate) - ZERO_CELSIUS_K
+    out["utilization"] = u_mean
+    return out
+
+
+#: Colourings of the floor plan: column of :func:`rack_table`, label, unit.
+RACK_METRICS = {
+    "GPU temperature (hottest)": ("gpu_max_c", "degC"),
+    "Rack IT power": ("power_kw", "kW"),
+    "Coolant return": ("return_c", "degC"),
+}
+
+
+def rack_gpus(run, state, rack: int) -> pd.DataFrame:
+    """GPU die temperatures of one rack at the end of the run: tray, slot (path x series)."""
+    t = np.asarray(state.gpu_temp)[rack] - ZERO_CELSIUS_K  # (trays, paths, series)
+    trays, paths, series = t.shape
+    tray, path, ser = np.meshgrid(
+        np.arange(trays), np.arange(paths), np.arange(series), indexing="ij"
+    )
+    return pd.DataFrame(
+        {
+            "tray": tray.ravel() + 1,
+            "gpu": (path * series + ser).ravel() + 1,
+            "temperature_c": t.ravel(),
+        }
+    )
+
+
+def cdu_loop(run, state, cdu: int) -> dict[str, float]:
+    """The row's coolant loop (CDU) at the end of the run, and its building's facility water."""
+    p, d = run.params, run.derived
+    b = int(np.asarray(p.cdu_building)[cdu])
+    rho_cp = float(p.tcs_density[cdu] * p.tcs_specific_heat[cdu])
+    return {
+        "tcs_supply_c": float(state.tcs_supply[cdu]) - ZERO_CELSIUS_K,
+        "tcs_supply_setpoint_c": float(p.tcs_supply_setpoint[cdu]) - ZERO_CELSIUS_K,
+        "tcs_return_c": float(state.tcs_tanks[cdu, -1]) - ZERO_CELSIUS_K,
+        "tcs_flow_l_s": float(d.cdu_capacity_rate[cdu]) / rho_cp * 1e3,
+        "tcs_pump_power_kw": float(d.tcs_pump_power[cdu]) / 1e3,
+        "fws_supply_c": float(state.fws_supply_tanks[b, -1]) - ZERO_CELSIUS_K,
+        "fws_supply_setpoint_c": float(p.fws_supply_setpoint[b]) - ZERO_CELSIUS_K,
+        "fws_return_c": float(state.fws_return_tanks[b, 0]) - ZERO_CELSIUS_K,
+        "racks": int((np.asarray(p.rack_cdu) == cdu).sum()),
+    }
+
+
+# ------------------------------------------------------------------------------ placement
+def jobs_from_upload(name: str, data: bytes, seed: int = 0):
+    """A job file uploaded in the UI (CSV or JSON job format), via :func:`twin.jobs.load_jobs`."""
+    from twin.jobs import load_jobs
+
+    suffix = Path(name).suffix.lower() or ".csv"
+    with tempfile.TemporaryDirectory(prefix="twin-dash-") as tmp:
+        path = Path(tmp) / f"jobs{suffix}"
+        path.write_bytes(data)
+        try:
+            jobs = load_jobs(path, seed=seed)
+        except SpecError as exc:  # name the uploaded file, not the temporary copy
+            raise SpecError(
+                str(exc.path).replace(str(path), name), exc.value, exc.expected
+            ) from None
+    jobs.meta["source"] = name
+    return jobs
+
+
+@cache_resource(show_spinner="Drawing jobs from the openb trace statistics ...")
+def generated_jobs(gpus: int, hours: float, load: float, seed: int, site_gpus: int):
+    """Synthetic jobs (:func:`twin.jobs.generate_jobs`)."""
+    from twin.jobs import generate_jobs
+
+    return generate_jobs(gpus, hours, load, seed=seed, site_gpus=site_gpus)
+
+
+@cache_resource(show_spinner="Replaying the jobs under each policy on the twin ...", max_entries=8)
+def placement_results(
+    facility: str,
+    step_s: float,
+    start: str,
+    jobs_key: str,
+    _jobs,
+    hours: float,
+    policies: tuple[str, ...],
+    epoch_s: float,
+    caps_text: str,
+    objective: str,
+):
+    """:func:`twin.placement.compare` of ``policies`` (``_jobs``: the JobSet, keyed by
+    ``jobs_key``); returns (results by policy, comparison table)."""
+    from twin import placement
+
+    run = prepared(facility, step_s, start, "", 0)
+    caps = placement.parse_caps([c.strip() for c in caps_text.split(",") if c.strip()])
+    results = placement.compare(
+        run, _jobs, hours, policies, epoch=epoch_s, caps=caps, objective=objective
+    )
+    return results, comparison_table(results)
+
+
+def parse_caps_text(caps_text: str) -> dict:
+    """'rack=130 kW, row=1.3 MW' -> caps in W (:func:`twin.placement.parse_caps`)."""
+    from twin import placement
+
+    return placement.parse_caps([c.strip() for c in caps_text.split(",") if c.strip()])
+
+
+def comparison_table(results: dict) -> pd.DataFrame:
+    """One row per policy: energy, cooling, carbon, PUE, max GPU temperature, jobs."""
+    rows = []
+    for name, res in results.items():
+        s = res.summary
+        rows.append(
+            {
+                "policy": name,
+                "energy_kwh": s["energy_kwh"]["total"],
+                "it_kwh": s["energy_kwh"]["it"],
+                "cooling_kwh": s["energy_kwh"]["cooling"],
+                "carbon_kg": s["carbon_kg"],
+                "pue": s["pue"],
+                "max_gpu_temperature_c": s["max_gpu_temperature_c"],
+                "jobs_started": s["jobs_started"],
+                "jobs": s["jobs"],
+                "violations": s["violations"],
+            }
+        )
+    return pd.DataFrame(rows).set_index("policy")
+
+
+def plan_csv(result) -> bytes:
+    """The placement plan of one policy as CSV: one row per job (site, racks:GPUs, start)."""
+    plan = result.plan
+    cols = ["job_site", "job_racks", "job_gpus", "job_workload", "job_arrival", "job_start"]
+    cols += [c for c in ("job_deferred",) if c in plan]
+    df = plan[cols].to_dataframe()
+    df.columns = [c.removeprefix("job_") for c in df.columns]
+    df.insert(0, "policy", result.policy)
+    return df.to_csv().encode()
+
+
+# ------------------------------------------------------------------------------ telemetry
+def read_telemetry(source: str) -> xr.Dataset:
+    """Telemetry from a store, recorded file or Prometheus URL (:func:`open_telemetry`);
+    raises :class:`SpecError` saying what is wrong (missing, empty, unreachable)."""
+    from twin.telemetry_io import open_telemetry
+
+    return open_telemetry(source)
+
+
+class SimulatedFleet:
+    """The embedded default of the Live page: :class:`sensors.simulated.SimulatedSource` read in
+    this process at each refresh, the samples kept in a bounded buffer."""
+
+    def __init__(self, n_gpus: int = 8, seed: int = 0, keep: int = 600) -> None:
+        from sensors.simulated import SimulatedSource
+
+        self.source = SimulatedSource(n_gpus=n_gpus, seed=seed, host="simulated")
+        self.keep = keep
+        self.frames: list[pd.DataFrame] = []
+
+    def poll(self) -> pd.DataFrame:
+        """Read one batch; return every kept sample (time, gpu, fields)."""
+        batch = self.source.read()
+        keys = [d.key for d in self.source.devices()]
+        df = pd.DataFrame(batch.values)
+        df.insert(0, "gpu", [keys[i] for i in batch.gpu])
+        df.insert(0, "time", pd.to_datetime(batch.time_ns, unit="ns"))
+        self.frames.append(df)
+        self.frames = self.frames[-self.keep :]
+        return pd.concat(self.frames, ignore_index=True)
+
+
+def telemetry_frame(ds: xr.Dataset, last_s: float | None = None) -> pd.DataFrame:
+    """Long table (time, gpu, fields) of a telemetry Dataset, optionally its last seconds."""
+    if last_s is not None and ds.sizes.get("time", 0):
+        t_end = ds.time.values.max()
+        ds = ds.sel(time=slice(t_end - np.timedelta64(int(last_s * 1e9), "ns"), None))
+    fields = [v for v in ("temp_gpu", "power_average", "utilization_gpu", "temp_memory") if v in ds]
+    return (
+        ds[fields]
+        .to_dataframe()
+        .reset_index()
+        .dropna(subset=["temp_gpu", "power_average"], how="all")
+    )
+
+
+def latest_per_gpu(frame: pd.DataFrame) -> pd.DataFrame:
+    """The last reading of each GPU (per field, the last non-missing value)."""
+    fields = [c for c in frame.columns if c not in ("time", "gpu")]
+    return frame.sort_values("time").groupby("gpu")[fields + ["time"]].last()
+
+
+# ------------------------------------------------------------------------------ formatting
+def fmt_power(watts: float) -> str:
+    """'151.2 MW', '480.3 kW', '950.0 W': four significant digits."""
+    for scale, unit in ((1e9, "GW"), (1e6, "MW"), (1e3, "kW")):
+        if abs(watts) >= scale:
+            return f"{watts / scale:.4g} {unit}"
+    return f"{watts:.4g} W"
+
+
+def parse_power(text: str) -> float:
+    """Inverse of :func:`fmt_power` (for tests and round trips) [W]."""
+    return parse_quantity(text, "power", "W")
+
+
+def read_live(source: str, window_s: float) -> xr.Dataset:
+    """The last ``window_s`` seconds of a live source (store being written, Prometheus URL) or a
+    recorded file; raises :class:`SpecError` for a missing, empty, foreign or unreachable one."""
+    import contextlib
+
+    from twin.telemetry_io import _is_sqlite, open_telemetry
+
+    if source.startswith(("http://", "https://")):
+        now = pd.Timestamp.now(tz="UTC")
+        start = now - pd.Timedelta(seconds=window_s)
+        return open_telemetry(
+            source, start=start, end=now, prometheus_step=max(1.0, window_s / 300)
+        )
+    path = Path(source)
+    if path.is_file() and _is_sqlite(path):
+        from sensors.store import Store, StoreError
+
+        try:
+            with contextlib.closing(Store(path, readonly=True)) as store:
+                info = store.info()
+        except StoreError as exc:
+            raise SpecError("telemetry", source, f"a twin telemetry store ({exc})") from exc
+        if not info["samples"]:
+            raise SpecError(
+                "telemetry",
+                source,
+                "a store with samples: this one is empty (is `twin sensord` running and "
+                "writing to it?)",
+            )
+        start = pd.Timestamp(info["last"]) - pd.Timedelta(seconds=window_s)
+        return open_telemetry(source, start=start.tz_convert(None))
+    return open_telemetry(source)
+
+
+@dataclasses.dataclass
+class GpuFit:
+    """Telemetry, the twin's per-GPU calibration of it, and the live filter's forecasts."""
+
+    telemetry: xr.Dataset
+    result: object  # twin.calibrate.CalibrationResult
+    source: str
+    forecast: pd.DataFrame  # time, gpu, forecast_c, sd_k: each made FORECAST_S earlier
+    flags: list[dict]  # twin.estimate.anomalies at the end of the record
+
+
+#: Forecast horizon of the GPU page [s] and the spacing of its forecast origins [s].
+FORECAST_S = 60.0
+FORECAST_EVERY_S = 30.0
+
+
+def rolling_forecast(result, horizon_s: float = FORECAST_S, every_s: float = FORECAST_EVERY_S):
+    """The live estimator (:mod:`twin.estimate`) run over the record: the training part is
+    assimilated, then every ``every_s`` of the held-out part a ``horizon_s``-ahead forecast is
+    made from the measured power (:func:`twin.estimate.forecast`) before the readings up to the
+    next origin are assimilated. Returns (forecasts, anomalies at the end)."""
+    from twin import estimate as E
+    from twin.telemetry_io import fleet_hosts
+
+    grid = result.grid
+    dt = grid.dt
+    model = E.model_from_calibration(result.params, list(grid.gpu))
+    power, temp = E.grid_arrays(grid)
+    n, h, every = power.shape[0], int(round(horizon_s / dt)), max(1, int(round(every_s / dt)))
+    state = E.init_state(model, power[0], temp[0])
+    state, _ = E.assimilate(
+        model, state, power[: result.train_steps], temp[: result.train_steps], dt
+    )
+    rows = []
+    k = result.train_steps
+    while k + h <= n:
+        fc, sd = E.forecast(model, state, power[k : k + h], horizon_s, dt)
+        t = int(grid.times[k + h - 1])
+        rows += [(t, g, float(fc[i]), float(sd[i])) for i, g in enumerate(grid.gpu)]
+        state, _ = E.assimilate(
+            model, state, power[k : k + every], temp[k : k + every], dt, record_every=every
+        )
+        k += every
+    if k < n:
+        state, _ = E.assimilate(model, state, power[k:], temp[k:], dt, record_every=n - k)
+    loops, _ = fleet_hosts(grid)
+    flags = E.anomalies(model, state, list(grid.gpu), loops, t0_ns=grid.t0_ns)
+    frame = pd.DataFrame(rows, columns=["time", "gpu", "forecast_c", "sd_k"])
+    frame["time"] = pd.to_datetime(frame.time, unit="ns")
+    return frame, flags
+
+
+@cache_resource(show_spinner="Calibrating every GPU against its telemetry ...", max_entries=4)
+def gpu_fit(source: str, facility: str, seconds: float = 900.0, seed: int = 0) -> GpuFit:
+    """:func:`twin.calibrate.calibrate` on ``source`` or, with none, on the synthetic fleet of
+    :func:`twin.telemetry_io.simulate_fleet` (8 GPUs of the facility's TDP; GPU 5 has a cold
+    plate gone bad, 1.8 x its resistance, so that the anomaly flags have something to show)."""
+    from twin.calibrate import calibrate
+    from twin.telemetry_io import simulate_fleet
+
+    spec = load_spec(facility)
+    if source:
+        ds = read_telemetry(source)
+        label = source
+    else:
+        tdp = spec.sites[0].building.rack.gpu.tdp
+        ds, _truth = simulate_fleet(8, seconds, seed=seed, tdp=tdp, resistance_step=(5, 0, 1.8))
+        label = f"synthetic fleet (twin.telemetry_io.simulate_fleet, 8 GPUs, {seconds:g} s)"
+    result = calibrate(ds, spec)
+    forecast, flags = rolling_forecast(result)
+    return GpuFit(ds, result, label, forecast, flags)
+
+
+#: Calibrated parameters shown with their standard error: variable, label, unit, scale.
+GPU_PARAMETERS = (
+    ("resistance", "resistance_se", "junction → coolant resistance", "K/W", 1.0),
+    ("capacitance", "capacitance_se", "heat capacity", "J/K", 1.0),
+    ("temp_intercept", "temp_intercept_se", "coolant inlet + sensor offset", "degC", 1.0),
+    ("leakage_slope", "leakage_slope_se", "leakage slope dP/dT", "W/K", 1.0),
+)
+
+
+def gpu_parameters(params: xr.Dataset, gpu: str) -> pd.DataFrame:
+    """One GPU's calibrated parameters, their standard errors and whether they are identified."""
+    p = params.sel(gpu=gpu)
+    rows = []
+    for var, se, label, unit, scale in GPU_PARAMETERS:
+        if var not in p:
+            continue
+        rows.append(
+            {
+                "parameter": label,
+                "value": float(p[var]) * scale,
+                "± (1 s.e.)": float(p[se]) * scale,
+                "unit": unit,
+            }
+        )
+    return pd.DataFrame(rows).set_index("parameter")
+
+
+def gpu_series(fit: GpuFit, gpu: str) -> pd.DataFrame:
+    """Measured and predicted die temperature of one GPU on the calibration grid."""
+    res = fit.result
+    g = res.grid
+    i = g.gpu.index(gpu)
+    sd = float(res.params["residual_sd"].sel(gpu=gpu))
+    t = pd.to_datetime(g.times, unit="ns")
+    pred = res.prediction[i]
+    return pd.DataFrame(
+        {
+            "time": t,
+            "measured_c": g.temp[i],
+            "predicted_c": pred,
+            "low_c": pred - 2.0 * sd,
+            "high_c": pred + 2.0 * sd,
+            "power_w": g.power[i],
+            "training": np.arange(g.n_steps) < res.train_steps,
+        }
+    )

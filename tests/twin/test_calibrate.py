@@ -1,0 +1,200 @@
+"""Calibration: likelihood gradients, simulated-fleet recovery, real H100 traces, refusals.
+
+The 1,000-GPU fleet is in benchmarks/bench_calibrate.py (docs/benchmarks.md, "Calibration");
+the suite uses 24 GPUs x 2 h so that it stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+
+from twin import calibrate as C
+from twin.cli import main
+from twin.telemetry_io import open_telemetry, simulate_fleet, to_grid
+from twin.units import SpecError
+
+TRACES = ("nanogpt_pr643_h100x8_b443a1c3.csv", "nanogpt_pr643_h100x8_32fcbd7a.csv")
+
+
+def test_gradient_matches_central_differences():
+    rng = np.random.default_rng(0)
+    n = 300
+    power = jnp.asarray(np.repeat(rng.uniform(100, 700, n // 20), 20))
+    theta = jnp.array(
+        [np.log(0.02), np.log(250.0), 27.0, 0.5, np.log(0.01), np.log(60.0), 0.3, 0.01]
+    )
+    frac = jnp.asarray(rng.uniform(0, 1, n))
+    y = jnp.round(C.predict_readings(theta, power, frac, 1.0) + rng.normal(0, 0.3, n))
+    w = jnp.asarray((rng.random(n) > 0.1).astype(float))
+    mu = theta + 0.1
+    prec = jnp.full(C.NP, 0.5)
+
+    @jax.jit
+    def f(th):
+        return C.negative_log_likelihood(th, power, y, frac, w, 0.4, mu, prec, 1.0)
+
+    g = jax.grad(f)(theta)
+    h = 1e-6
+    fd = np.array([(f(theta.at[i].add(h)) - f(theta.at[i].add(-h))) / (2 * h) for i in range(C.NP)])
+    np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-5, atol=1e-6 * float(np.abs(fd).max()))
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    ds, truth = simulate_fleet(24, 7200, seed=11)
+    res = C.calibrate(ds, "h100-node")
+    return res, truth
+
+
+def test_fleet_recovers_resistance_and_capacity(fleet):
+    res, truth = fleet
+    p = res.params
+    eR = np.abs(p.resistance.values / truth.resistance - 1)
+    eC = np.abs(p.capacitance.values / truth.capacitance - 1)
+    assert np.isfinite(eR).all() and np.isfinite(eC).all()
+    assert np.median(eR) <= 0.03 and np.percentile(eR, 99) <= 0.10
+    assert np.median(eC) <= 0.03 and np.percentile(eC, 99) <= 0.10
+    # held-out prediction from power alone, within the 1 degC readout
+    assert res.summary["holdout_rmse_k"] < 0.6
+    assert abs(res.summary["nmbe"]) < 0.5
+    assert res.summary["anomalies"] == []  # a +-30 % spread is normal, not an anomaly
+
+
+def test_fleet_uncertainty_covers_truth(fleet):
+    res, truth = fleet
+    p = res.params
+    zR = (p.resistance.values - truth.resistance) / p.resistance_se.values
+    zC = (p.capacitance.values - truth.capacitance) / p.capacitance_se.values
+    # stated 95 % intervals; the 1,000-GPU benchmark reports the exact rates
+    assert np.mean(np.abs(zC) < 1.96) >= 0.8
+    assert np.mean(np.abs(zR) < 1.96) >= 0.65
+    assert np.all(np.abs(zR) < 8) and np.all(np.abs(zC) < 8)
+
+
+def test_hbm_node_fitted_where_measured(fleet):
+    res, truth = fleet
+    err = np.abs(res.params.hbm_gain.values / truth.hbm_gain - 1)
+    assert np.median(err) < 0.05
+
+
+@pytest.fixture(scope="module")
+def real(shared_data):
+    out = {}
+    for name in TRACES:
+        out[name] = C.calibrate(shared_data / "telemetry" / name, "h100-node")
+    return out
+
+
+@pytest.mark.parametrize("name", TRACES)
+def test_real_trace_flags_gpu1_only(real, name):
+    s = real[name].summary
+    flagged = [g["gpu"].rsplit(":", 1)[1] for g in s["gpus"] if g["anomaly"]]
+    assert flagged == ["1"]
+    g1 = s["gpus"][1]
+    assert "resistance" in g1["anomaly_reason"] and g1["apparent_resistance_k_per_w"] > 0
+    per_gpu = [g["holdout_rmse_k"] for g in s["gpus"]]
+    assert all(np.isfinite(per_gpu)) and len(per_gpu) == 8
+
+
+def test_real_trace_steady_run_meets_targets(real):
+    s = real[TRACES[1]].summary
+    assert max(g["holdout_rmse_k"] for g in s["gpus"]) <= 1.0
+    assert s["cv_rmse"] <= 2.0 and abs(s["nmbe"]) <= 1.0
+
+
+def test_real_trace_step_run_close(real):
+    """The step/cool-down trace: held-out prediction of an idle period never seen in training."""
+    s = real[TRACES[0]].summary
+    assert s["holdout_rmse_k"] <= 1.5
+    assert s["cv_rmse"] <= 3.5 and abs(s["nmbe"]) <= 1.5
+
+
+@pytest.mark.xfail(strict=True, reason="extrapolation to idle: 1.26 K pooled (docs/calibration.md)")
+def test_real_trace_step_run_meets_targets(real):
+    s = real[TRACES[0]].summary
+    assert max(g["holdout_rmse_k"] for g in s["gpus"]) <= 1.0
+    assert s["cv_rmse"] <= 2.0 and abs(s["nmbe"]) <= 1.0
+
+
+def test_real_trace_refuses_unresolved_heat_capacity(real):
+    # nvidia-smi at 0.3 s shows no die lag: the fast pole is below the sampling, C is refused
+    for g in real[TRACES[0]].summary["gpus"]:
+        assert g["capacitance_j_per_k"] is None
+        assert "shorter than" in g["unidentifiable"]
+
+
+def _constant_dataset(n_t: int = 1800) -> xr.Dataset:
+    rng = np.random.default_rng(1)
+    t = np.datetime64("2026-01-01T00:00:00", "ns") + np.arange(n_t) * np.timedelta64(1, "s")
+    p = 400.0 + rng.normal(0, 1.0, (n_t, 2))
+    temp = np.round(45.0 + rng.normal(0, 0.25, (n_t, 2)))
+    reasons = np.zeros((n_t, 2))
+    reasons[100:130, 1] = 0x20  # SW thermal slowdown
+    return xr.Dataset(
+        {
+            "power_average": (("time", "gpu"), p),
+            "temp_gpu": (("time", "gpu"), temp),
+            "clocks_event_reasons": (("time", "gpu"), reasons),
+        },
+        coords={"time": t, "gpu": ["h:0", "h:1"], "host": ("gpu", ["h", "h"])},
+    )
+
+
+def test_no_excitation_is_reported_unidentifiable():
+    res = C.calibrate(_constant_dataset(), "h100-node")
+    for g in res.summary["gpus"]:
+        assert g["resistance_k_per_w"] is None and g["capacitance_j_per_k"] is None
+        assert g["unidentifiable"].startswith("no excitation")
+    assert np.isnan(res.params.resistance.values).all()
+    # the level is still predicted
+    assert res.summary["holdout_rmse_k"] < 0.6
+
+
+def test_throttled_intervals_flagged_and_excluded():
+    ds = _constant_dataset()
+    grid = to_grid(ds)
+    assert grid.throttled[1].sum() == 30 and grid.throttled[0].sum() == 0
+    res = C.calibrate(grid, "h100-node")
+    assert res.summary["gpus"][1]["throttled_seconds"] == 30.0
+
+
+def test_bad_inputs_name_the_field(tmp_path):
+    with pytest.raises(SpecError, match="--telemetry"):
+        open_telemetry(tmp_path / "missing.csv")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("timestamp,gpu_index,temperature_C,utilization_gpu_percent,power_W\n")
+    with pytest.raises(SpecError, match="--telemetry"):
+        open_telemetry(empty)
+    with pytest.raises(SpecError, match="--telemetry"):
+        open_telemetry("http://127.0.0.1:9/")
+    with pytest.raises(SpecError, match="temp_gpu"):
+        C.calibrate(_constant_dataset().drop_vars("temp_gpu"), "h100-node")
+    with pytest.raises(SpecError):
+        C.calibrate(_constant_dataset(), "no-such-facility")
+    with pytest.raises(SpecError, match="--train-fraction"):
+        C.calibrate(_constant_dataset(), "h100-node", C.CalibrationConfig(train_fraction=2.0))
+
+
+def test_cli_calibrate_json_and_outputs(shared_data, tmp_path, capsys):
+    out, png = tmp_path / "p.nc", tmp_path / "fit.png"
+    rc = main(
+        [
+            "calibrate", "--telemetry", str(shared_data / "telemetry" / TRACES[1]),
+            "--facility", "h100-node", "--out", str(out), "--plot", str(png), "--json",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    for key in ("gpus", "holdout_rmse_k", "cv_rmse", "nmbe", "wall_seconds"):
+        assert key in d
+    assert {"gpu", "resistance_k_per_w", "holdout_rmse_k", "anomaly"} <= set(d["gpus"][0])
+    ds = C.load_params(out)
+    assert ds.sizes["gpu"] == 8 and png.stat().st_size > 10_000
+    rc = main(["calibrate", "--telemetry", str(tmp_path / "nope.db"), "--facility", "h100-node"])
+    assert rc == 2

@@ -1,0 +1,198 @@
+"""``twin calibrate`` and ``twin watch``: fit the twin to telemetry; estimate and alarm live.
+
+SOURCE is a telemetry store (``twin sensord --store``), a recorded nvidia-smi/nvprof CSV or
+Prometheus text file, or an ``http(s)://`` Prometheus URL.  Options also read ``TWIN_<OPTION>``
+(e.g. ``TWIN_TELEMETRY``, ``TWIN_FACILITY``); flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from twin.units import SpecError
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get("TWIN_" + name.upper(), default)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``calibrate`` and ``watch`` to the ``twin`` command line."""
+    c = subparsers.add_parser(
+        "calibrate",
+        help="fit per-GPU thermal parameters to telemetry; predict held-out temperatures",
+        description="Maximum-likelihood calibration (see docs/calibration.md).",
+    )
+    c.add_argument("--telemetry", default=_env("telemetry"), help="store, CSV or Prometheus URL")
+    c.add_argument("--facility", default=_env("facility"), help="facility spec name or TOML")
+    c.add_argument("--train-fraction", type=float, default=float(_env("train_fraction", "0.6")))
+    c.add_argument("--start", default=None, help="first time to read (ISO-8601)")
+    c.add_argument("--end", default=None, help="last time to read (ISO-8601)")
+    c.add_argument("--out", default=_env("calibration_out"), help="write parameters (.nc)")
+    c.add_argument("--plot", default=None, help="PNG of measured vs predicted, best/worst GPU")
+    c.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    c.set_defaults(func=cmd_calibrate)
+
+    w = subparsers.add_parser(
+        "watch",
+        help="track GPU temperatures and resistance drift live; print and export anomalies",
+        description="Extended Kalman filter over the calibrated twin (see docs/calibration.md).",
+    )
+    w.add_argument("--telemetry", default=_env("telemetry"), help="store, CSV or Prometheus URL")
+    w.add_argument("--facility", default=_env("facility"), help="facility spec name or TOML")
+    w.add_argument("--params", default=_env("params"), help="calibration from `twin calibrate`")
+    w.add_argument(
+        "--calibration-seconds",
+        type=float,
+        default=float(_env("calibration_seconds", "1800")),
+        help="without --params: calibrate on this much of the start of the record",
+    )
+    w.add_argument("--batch-seconds", type=float, default=float(_env("batch_seconds", "60")))
+    w.add_argument("--follow", action="store_true", help="keep polling the source for new data")
+    w.add_argument("--interval", type=float, default=float(_env("interval", "10")))
+    w.add_argument("--max-polls", type=int, default=None, help="stop after this many polls")
+    w.add_argument("--export", default=_env("anomalies"), help="append anomalies (.jsonl)")
+    w.add_argument("--forecast", action="store_true", help="print the 60 s-ahead forecast")
+    w.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    w.set_defaults(func=cmd_watch)
+
+
+def _need(args: argparse.Namespace, name: str) -> str:
+    v = getattr(args, name)
+    if not v:
+        raise SpecError(f"--{name}", v, f"a value (or TWIN_{name.upper()})")
+    return str(v)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from twin.calibrate import CalibrationConfig, calibrate, plot_fit, summary_json
+    from twin.telemetry_io import open_telemetry
+
+    telemetry = _need(args, "telemetry")
+    facility = _need(args, "facility")
+    if not (0.05 <= args.train_fraction <= 1.0):
+        raise SpecError("--train-fraction", args.train_fraction, "a fraction between 0.05 and 1")
+    t0 = time.perf_counter()
+    from twin.calibrate import _load_spec
+
+    spec = _load_spec(facility)
+    ds = open_telemetry(telemetry, start=args.start, end=args.end)
+    result = calibrate(ds, spec, CalibrationConfig(train_fraction=args.train_fraction))
+    result.summary["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    if args.out:
+        result.write(args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    if args.plot:
+        plot_fit(result, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    s = result.summary
+    if args.json:
+        sys.stdout.write(summary_json(result) + "\n")
+    else:
+        print(
+            f"{s['n_gpus']} GPUs, held-out RMSE {s['holdout_rmse_k']} K, CV(RMSE) "
+            f"{s['cv_rmse']} %, NMBE {s['nmbe']} %, {s['wall_seconds']} s"
+        )
+        for g in s["gpus"]:
+            flag = "  ANOMALY: " + g["anomaly_reason"] if g["anomaly"] else ""
+            why = f"  ({g['unidentifiable']})" if g["unidentifiable"] else ""
+            print(
+                f"  {g['gpu']:>36s} {g['model']} R={g['resistance_k_per_w']} K/W "
+                f"C={g['capacitance_j_per_k']} J/K held-out {g['holdout_rmse_k']} K{flag}{why}"
+            )
+    return 0
+
+
+def _emit(records: list[dict], args: argparse.Namespace, seen: set) -> None:
+    new = []
+    for r in records:
+        key = (r["kind"], r.get("gpu") or r.get("loop"))
+        if key not in seen:
+            seen.add(key)
+            new.append(r)
+    for r in new:
+        if args.json:
+            sys.stdout.write(json.dumps({"event": "anomaly", **r}) + "\n")
+        else:
+            what = r.get("gpu") or r.get("loop")
+            vals = ", ".join(f"{k}={v:.4g}" for k, v in r.items() if isinstance(v, float))
+            print(f"ANOMALY {r['kind']} {what} since {r['since']}: {vals}")
+        if args.export:
+            with Path(args.export).open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(r) + "\n")
+    sys.stdout.flush()
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from twin import estimate as E
+    from twin.calibrate import CalibrationConfig, _load_spec, calibrate, load_params
+    from twin.telemetry_io import open_telemetry, to_grid
+
+    telemetry = _need(args, "telemetry")
+    spec = _load_spec(_need(args, "facility"))
+    ds = open_telemetry(telemetry)
+    grid = to_grid(ds)
+    start = 0
+    if args.params:
+        params = load_params(args.params)
+    else:
+        n_cal = int(min(grid.n_steps, max(args.calibration_seconds / grid.dt, 60)))
+        res = calibrate(grid.window(0, n_cal), spec, CalibrationConfig(train_fraction=1.0))
+        params = res.params
+        start = n_cal
+        print(f"calibrated on the first {n_cal * grid.dt:.0f} s", file=sys.stderr)
+    model = E.model_from_calibration(params, grid.gpu)
+    loops = sorted(set(grid.host))
+    cfg = E.FilterConfig()
+    seen: set = set()
+    state = None
+    t_end_ns = grid.t0_ns + int(grid.n_steps * grid.dt * 1e9)
+    polls = 0
+    batch = max(int(args.batch_seconds / grid.dt), 1)
+    while True:
+        rest = grid.window(start, grid.n_steps)
+        P, T = E.grid_arrays(rest)
+        if P.shape[0]:
+            if state is None:
+                state = E.init_state(model, P[0], T[0])
+                t0_ns = rest.t0_ns
+            for a in range(0, P.shape[0], batch):
+                state, _ = E.assimilate(model, state, P[a : a + batch], T[a : a + batch], grid.dt, cfg, record_every=max(1, min(batch, P.shape[0] - a)))  # fmt: skip
+                _emit(E.anomalies(model, state, grid.gpu, loops, cfg, t0_ns), args, seen)
+            if args.forecast:
+                temp, sd = E.forecast(model, state, last_power=P[-1], horizon_s=60.0, dt=grid.dt)
+                out = {
+                    "event": "forecast_60s",
+                    "gpus": {
+                        g: [round(float(t), 2), round(float(s), 2)]
+                        for g, t, s in zip(grid.gpu, temp, sd, strict=True)
+                    },  # fmt: skip
+                }
+                print(json.dumps(out) if args.json else out)
+        polls += 1
+        if not args.follow or (args.max_polls is not None and polls >= args.max_polls):
+            break
+        time.sleep(args.interval)
+        start_ts = np.datetime64(int(t_end_ns), "ns")
+        new = open_telemetry(telemetry, start=str(start_ts))
+        grid = to_grid(new)
+        missing = set(grid.gpu) - set(model_gpus := [str(g) for g in params["gpu"].values])
+        if missing:
+            raise SpecError("--telemetry gpu", sorted(missing)[0], f"one of {model_gpus[:3]}...")
+        grid = grid.select(np.array([grid.gpu.index(g) for g in model_gpus if g in grid.gpu]))
+        if grid.gpu != [str(g) for g in model_gpus]:
+            model = E.model_from_calibration(params, grid.gpu)
+            state = None
+        t_end_ns = grid.t0_ns + int(grid.n_steps * grid.dt * 1e9)
+        start = 1
+    if state is not None and not args.json:
+        r = E.resistance_estimate(model, state)
+        print(f"tracked {len(grid.gpu)} GPUs; resistance now {np.round(r, 4).tolist()} K/W")
+    return 0

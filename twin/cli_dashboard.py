@@ -1,0 +1,102 @@
+"""``twin dashboard``: start the Streamlit dashboard (apps/dashboard.py) on this machine.
+
+Binds 127.0.0.1 unless told otherwise. Every option also reads a ``TWIN_*`` environment
+variable (flags win): ``TWIN_TELEMETRY``, ``TWIN_FACILITY``, ``TWIN_DASHBOARD_PORT``,
+``TWIN_DASHBOARD_ADDRESS``. See docs/dashboard.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+#: The Streamlit script the command runs.
+APP = Path(__file__).resolve().parents[1] / "apps" / "dashboard.py"
+DEFAULT_PORT = 8501
+DEFAULT_ADDRESS = "127.0.0.1"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``dashboard`` to the ``twin`` command line."""
+    p = subparsers.add_parser(
+        "dashboard",
+        help="start the Streamlit dashboard (fleet, halls, GPUs, placement, live)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--telemetry",
+        default=os.environ.get("TWIN_TELEMETRY", ""),
+        metavar="SOURCE",
+        help="telemetry store of `twin sensord`, recorded file or http(s):// Prometheus URL "
+        "[TWIN_TELEMETRY; none: the simulated fleet]",
+    )
+    p.add_argument(
+        "--facility",
+        default=os.environ.get("TWIN_FACILITY", "superfactory"),
+        help="facility TOML path or shipped name [TWIN_FACILITY; superfactory]",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("TWIN_DASHBOARD_PORT", DEFAULT_PORT)),
+        help=f"TCP port [TWIN_DASHBOARD_PORT; {DEFAULT_PORT}]",
+    )
+    p.add_argument(
+        "--address",
+        default=os.environ.get("TWIN_DASHBOARD_ADDRESS", DEFAULT_ADDRESS),
+        help=f"address to bind [TWIN_DASHBOARD_ADDRESS; {DEFAULT_ADDRESS}: this machine only]",
+    )
+    p.set_defaults(func=run)
+
+
+def streamlit_command(args: argparse.Namespace) -> list[str]:
+    """The ``streamlit run`` command line for ``args``."""
+    if not 1 <= args.port <= 65535:
+        from twin.units import SpecError
+
+        raise SpecError("--port", args.port, "a TCP port from 1 to 65535")
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.address",
+        args.address,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--",
+        "--facility",
+        args.facility,
+    ]
+    if args.telemetry:
+        cmd += ["--telemetry", args.telemetry]
+    return cmd
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import streamlit  # noqa: F401
+    except ModuleNotFoundError:
+        print(
+            "twin dashboard: error: streamlit is not installed (pip install streamlit)",
+            file=sys.stderr,
+        )
+        return 2
+    cmd = streamlit_command(args)
+    print(f"twin dashboard: http://{args.address}:{args.port}/", file=sys.stderr)
+    env = dict(os.environ, TWIN_FACILITY=args.facility, TWIN_TELEMETRY=args.telemetry)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0

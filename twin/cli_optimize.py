@@ -1,0 +1,273 @@
+"""``twin optimize``: place jobs on the twin with a policy (or compare them all); ``twin sweep``.
+
+Examples::
+
+    twin optimize --facility superfactory --policy twin --hours 168 --json
+    twin optimize --facility mini-superfactory --jobs pods.csv --compare --out plan.nc
+    twin sweep --facility mini-superfactory --days 2023-01-15 2023-07-15 --policy pack twin
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from twin.units import SpecError
+
+SUMMARY_KEYS = (
+    "energy_kwh",
+    "carbon_kg",
+    "cost",
+    "pue",
+    "max_gpu_temperature_c",
+    "throttle_minutes",
+    "violations",
+    "deferred_jobs",
+    "wall_seconds",
+)
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values or []:
+        key, sep, path = v.partition("=")
+        if not sep or not key or not path:
+            raise SpecError(flag, v, "SITE=PATH, e.g. atlanta=USA_GA_Atlanta.epw")
+        out[key] = path
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--facility",
+        default=os.environ.get("TWIN_FACILITY", "superfactory"),
+        help="facility TOML path or shipped name (default: superfactory)",
+    )
+    p.add_argument(
+        "--jobs",
+        default=os.environ.get("TWIN_JOBS"),
+        help="job file (CSV/JSON job format) or the raw Alibaba openb pod list; default: generator",
+    )
+    p.add_argument(
+        "--load",
+        type=float,
+        default=0.7,
+        help="target GPU load for trace/generator (0.6-0.85 typical)",
+    )
+    p.add_argument("--hours", type=float, default=24.0, help="replay length in hours")
+    p.add_argument("--step", type=float, default=300.0, help="twin time step [s]")
+    p.add_argument("--epoch", type=float, default=900.0, help="placement/schedule epoch [s]")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "optimize", help="energy-optimal job placement and cooling setpoints", description=__doc__
+    )
+    _common(p)
+    p.add_argument("--policy", default="twin", help="twin, pack, spread, coolest or random")
+    p.add_argument(
+        "--compare", action="store_true", help="run every policy on the same jobs and twin"
+    )
+    p.add_argument("--start", default=None, help="replay start, ISO 8601 UTC (default 2023-01-01)")
+    p.add_argument("--objective", default="energy", help="energy, carbon or cost (twin policy)")
+    p.add_argument(
+        "--margin", type=float, default=5.0, help="GPU/HBM temperature margin below the limits [K]"
+    )
+    p.add_argument(
+        "--cap",
+        action="append",
+        metavar="rack=P|row=P|site:KEY=P",
+        help="power caps, e.g. rack=120kW",
+    )
+    p.add_argument(
+        "--weather", action="append", metavar="SITE=EPW", help="EPW weather file for a site"
+    )
+    p.add_argument(
+        "--carbon", action="append", metavar="SITE=CSV", help="EIA-930-style hourly carbon CSV"
+    )
+    p.add_argument(
+        "--price", type=float, default=None, help="electricity price [USD/kWh] (all sites)"
+    )
+    p.add_argument(
+        "--out", default=None, help="write the plan (xarray/netCDF); per policy with --compare"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object (per policy) on stdout"
+    )
+    p.add_argument(
+        "--scheduler", default=os.environ.get("TWIN_SCHEDULER"), help="dask scheduler for --sweep"
+    )
+    p.add_argument("--sweep", action="store_true", help="run a sweep (see `twin sweep`) instead")
+    p.add_argument("--days", nargs="*", default=None, help="sweep start dates")
+    p.add_argument("--weather-year", action="append", default=None, help="sweep weather years")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=run)
+
+    s = sub.add_parser(
+        "sweep", help="days x sites x policies x weather years on dask", description=__doc__
+    )
+    _common(s)
+    s.add_argument("--days", nargs="+", required=True, help="start dates (ISO 8601)")
+    s.add_argument("--policy", nargs="+", default=["pack", "twin"], help="policies to run")
+    s.add_argument(
+        "--weather-year", action="append", default=None, help="typical or NAME:SITE=EPW[,SITE=EPW]"
+    )
+    s.add_argument("--carbon", action="append", metavar="SITE=CSV")
+    s.add_argument(
+        "--scheduler",
+        default=os.environ.get("TWIN_SCHEDULER"),
+        help="tcp://HOST:8786 (default: LocalCluster)",
+    )
+    s.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    s.add_argument("--out", default=None, help="write the results table (CSV)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=run_sweep_cli)
+
+
+def _jobs(args, spec):
+    from twin.jobs import generate_jobs, load_jobs
+
+    site_gpus = int(min(s.gpus for s in spec.sites))
+    if args.jobs:
+        return load_jobs(
+            args.jobs,
+            facility_gpus=spec.gpus,
+            load=args.load,
+            hours=args.hours,
+            seed=args.seed,
+            site_gpus=site_gpus,
+        )
+    return generate_jobs(
+        spec.gpus, hours=args.hours, load=args.load, site_gpus=site_gpus, seed=args.seed
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sweep:
+        args.policy = [args.policy] if not args.compare else None
+        return run_sweep_cli(args)
+    from twin.placement import POLICIES, build_topology, check_feasible, parse_caps, replay
+    from twin.simulate import prepare, progress_printer, write_netcdf
+    from twin.spec import load_facility
+
+    policies = list(POLICIES) if args.compare else [args.policy]
+    if args.policy not in POLICIES:
+        raise SpecError("--policy", args.policy, f"one of {', '.join(POLICIES)}")
+    spec = load_facility(args.facility)
+    run_ = prepare(
+        spec,
+        args.step,
+        args.start,
+        weather=_pairs(args.weather, "--weather"),
+        carbon=_pairs(args.carbon, "--carbon"),
+    )
+    if args.price is not None:
+        import equinox as eqx
+        import jax.numpy as jnp
+
+        if not args.price >= 0:
+            raise SpecError("--price", args.price, "a price >= 0 USD/kWh")
+        run_.params = eqx.tree_at(
+            lambda q: q.price, run_.params, jnp.full_like(run_.params.price, args.price / 3.6e6)
+        )
+    jobs = _jobs(args, spec)
+    topo = build_topology(run_, parse_caps(args.cap), args.margin)
+    check_feasible(run_, topo, jobs)
+    print(
+        f"twin optimize: {spec.name}, {spec.gpus:,} GPUs, {len(jobs):,} jobs ({jobs.meta.get('format')}), "
+        f"{args.hours} h from {run_.start.isoformat()}",
+        file=sys.stderr,
+    )
+    results = {}
+    for pol in policies:
+        res = replay(
+            run_,
+            jobs,
+            pol,
+            args.hours,
+            epoch=args.epoch,
+            topo=topo,
+            objective=args.objective,
+            seed=args.seed,
+            progress=progress_printer(f"optimize {pol}"),
+        )
+        results[pol] = res
+        if args.out:
+            path = args.out if len(policies) == 1 else _suffixed(args.out, pol)
+            print(f"wrote {write_netcdf(res.plan, path)}", file=sys.stderr)
+    out = {
+        pol: {k: r.summary[k] for k in SUMMARY_KEYS} | {"details": r.summary}
+        for pol, r in results.items()
+    }
+    if args.json:
+        json.dump(out if len(policies) > 1 else out[policies[0]], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _table({p: r.summary for p, r in results.items()})
+    return 0
+
+
+def _suffixed(path: str, policy: str) -> str:
+    root, dot, ext = path.rpartition(".")
+    return f"{root}-{policy}.{ext}" if dot else f"{path}-{policy}"
+
+
+def _table(summaries: dict) -> None:
+    rows = [
+        ("total kWh", lambda s: s["energy_kwh"]["total"], "{:,.0f}"),
+        ("IT kWh", lambda s: s["energy_kwh"]["it"], "{:,.0f}"),
+        ("cooling kWh", lambda s: s["energy_kwh"]["cooling"], "{:,.1f}"),
+        ("pumps kWh", lambda s: s["energy_kwh"]["pumps"], "{:,.1f}"),
+        ("fans kWh", lambda s: s["energy_kwh"]["fans"], "{:,.1f}"),
+        ("chillers kWh", lambda s: s["energy_kwh"]["chillers"], "{:,.1f}"),
+        ("carbon kg", lambda s: s["carbon_kg"], "{:,.0f}"),
+        ("PUE", lambda s: s["pue"], "{:.4f}"),
+        ("max GPU degC", lambda s: s["max_gpu_temperature_c"], "{:.1f}"),
+        ("violations", lambda s: s["violations"], "{:d}"),
+        ("deferred jobs", lambda s: s["deferred_jobs"], "{:d}"),
+        ("work GPU-h", lambda s: s["work_gpu_hours"], "{:,.0f}"),
+        ("wall s", lambda s: s["wall_seconds"], "{:.1f}"),
+    ]
+    print(f"{'':16}" + "".join(f"{p:>14}" for p in summaries))
+    for name, get, fmt in rows:
+        print(f"{name:16}" + "".join(f"{fmt.format(get(s)):>14}" for s in summaries.values()))
+
+
+def run_sweep_cli(args: argparse.Namespace) -> int:
+    from twin.placement import POLICIES
+    from twin.sweep import make_cases, run_sweep
+
+    if not args.days:
+        raise SpecError(
+            "--days", "<none>", "at least one start date, e.g. --days 2023-01-15 2023-07-15"
+        )
+    policies = args.policy if isinstance(args.policy, list) else list(POLICIES)
+    cases = make_cases(
+        args.facility,
+        args.days,
+        policies,
+        args.weather_year,
+        hours=args.hours,
+        jobs=args.jobs,
+        load=args.load,
+        seed=args.seed,
+        step=args.step,
+        epoch=args.epoch,
+        carbon=_pairs(getattr(args, "carbon", None), "--carbon"),
+    )
+    print(
+        f"twin sweep: {len(cases)} cases on {args.scheduler or f'LocalCluster({args.workers} processes)'}",
+        file=sys.stderr,
+    )
+    df = run_sweep(cases, scheduler=args.scheduler, n_workers=args.workers)
+    if args.out:
+        df.to_csv(args.out, index=False)
+        print(f"wrote {args.out}", file=sys.stderr)
+    if args.json:
+        print(df.to_json(orient="records", indent=1))
+    else:
+        print(df.drop(columns=["worker_pid"]).to_string(index=False))
+    return 0

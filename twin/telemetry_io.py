@@ -1,0 +1,525 @@
+r"""Telemetry for calibration and estimation: open a source, put it on a regular grid.
+
+Sources (``--telemetry SOURCE``) are read through ``sensors``:
+
+* a telemetry store written by ``twin sensord`` (:class:`sensors.store.Store`, read-only);
+* a recorded file that :class:`sensors.replay.ReplaySource` understands (nvidia-smi CSV, nvprof
+  samples, Prometheus text exposition); its batches are validated by the store's checks
+  (:meth:`sensors.store.Store.append` on a temporary store) so that quarantined rows never reach
+  the fit;
+* an ``http(s)://`` Prometheus server (:class:`sensors.fleet.PrometheusReader`).
+
+All three give the Dataset of :meth:`sensors.store.Store.read` (dims ``time``, ``gpu``).
+:func:`to_grid` turns it into the arrays the fit needs, modelling what the sensors do:
+
+* power readings are ~1 s trailing averages (NVML ``power.draw``): the reading at grid time
+  :math:`t_k` is taken as the mean power over :math:`(t_{k-1}, t_k]`, exactly the zero-order-hold
+  input of the exponential step (``physics.gpu.die_temperature_step``);
+* temperatures are instantaneous, 1 °C quantized readings at irregular times: each reading keeps
+  its fractional position inside its grid cell and the model is interpolated there;
+* gaps (no reading for more than ``gap_s``) are flagged; power is interpolated through them but
+  no temperature is compared there.
+
+:func:`simulate_fleet` writes a synthetic fleet in the same schema, with hidden parameters, for
+tests and benchmarks (sensor noise, quantization, 1 s power averaging, jitter and gaps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from twin.units import SpecError
+
+#: clocks-event reason bits that mean thermal throttling (NVML ``nvmlClocksEventReason*``):
+#: HW slowdown 0x8, SW thermal slowdown 0x20, HW thermal slowdown 0x40, HW power brake 0x80.
+THERMAL_THROTTLE_BITS = 0x8 | 0x20 | 0x40 | 0x80
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def open_telemetry(
+    source: str | os.PathLike,
+    *,
+    start: object = None,
+    end: object = None,
+    prometheus_step: float = 1.0,
+) -> xr.Dataset:
+    """Read ``source`` (store, recorded file, or Prometheus URL) into a ``time x gpu`` Dataset.
+
+    Raises :class:`SpecError` naming ``--telemetry`` when the source does not exist, cannot be
+    parsed, is unreachable or holds no sample.
+    """
+    text = str(source)
+    if text.startswith(("http://", "https://")):
+        import pandas as pd
+
+        from sensors.fleet import PrometheusQueryError, PrometheusReader, PrometheusUnavailable
+
+        t1 = pd.Timestamp.now(tz="UTC") if end is None else pd.Timestamp(end)
+        t0 = t1 - pd.Timedelta(hours=2) if start is None else pd.Timestamp(start)
+        reader = PrometheusReader(text, retries=2, backoff=0.2)
+        try:
+            ds = reader.read(t0, t1, step=prometheus_step)
+        except PrometheusUnavailable as exc:
+            raise SpecError("--telemetry", text, f"a reachable Prometheus server ({exc})") from exc
+        except PrometheusQueryError as exc:
+            raise SpecError("--telemetry", text, f"a Prometheus that answers ({exc})") from exc
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise SpecError(
+                "--telemetry",
+                text,
+                "an existing telemetry store, an nvidia-smi/nvprof CSV or Prometheus text file, "
+                "or an http(s):// Prometheus URL",
+            )
+        if _is_sqlite(path):
+            from sensors.store import Store, StoreError
+
+            try:
+                with contextlib.closing(Store(path, readonly=True)) as st:
+                    ds = st.read(start, end)
+            except StoreError as exc:
+                raise SpecError("--telemetry", text, f"a twin telemetry store ({exc})") from exc
+        else:
+            ds = _read_replay(path, start, end)
+    return check_telemetry(ds, text)
+
+
+def _read_replay(path: Path, start: object, end: object) -> xr.Dataset:
+    """Replay ``path`` as fast as possible through a temporary store (validation included)."""
+    from sensors.replay import ReplaySource
+    from sensors.store import Store
+
+    src = ReplaySource(path, speed=math.inf)
+    with tempfile.TemporaryDirectory(prefix="twin-cal-") as tmp:
+        store_path = Path(tmp) / "replay.db"
+        with Store(store_path, synchronous="OFF") as st:
+            st.record_provenance(src.name, dict(src.provenance()))
+            while (batch := src.read()) is not None:
+                if len(batch) or batch.quarantine:
+                    st.append(batch, src.devices(), source=src.name)
+            st.flush()
+            ds = st.read(start, end)
+            ds.attrs["quarantined"] = str(st.info()["quarantined"])
+        src.close()
+    ds = ds.load()
+    ds.attrs["source"] = str(path)
+    return ds
+
+
+def check_telemetry(ds: xr.Dataset, source: str = "") -> xr.Dataset:
+    """Make sure ``ds`` has GPUs, times, die temperature and power; raise :class:`SpecError`."""
+    label = "--telemetry"
+    if ds.sizes.get("time", 0) < 2 or ds.sizes.get("gpu", 0) < 1:
+        raise SpecError(
+            label,
+            f"{source or 'Dataset'} with {ds.sizes.get('time', 0)} times x "
+            f"{ds.sizes.get('gpu', 0)} GPUs",
+            "telemetry with at least 2 samples of one GPU",
+        )
+    for need in ("temp_gpu", "power_average"):
+        if need not in ds.data_vars:
+            raise SpecError(
+                f"{label}:{need}",
+                sorted(ds.data_vars),
+                f"a '{need}' variable (GPU {'temperature' if 'temp' in need else 'power'})",
+            )
+    return ds
+
+
+@dataclasses.dataclass
+class Grid:
+    """Telemetry on a regular grid of ``dt`` seconds; arrays are ``(gpu, step)``.
+
+    ``power[:, k]`` is the mean power over ``(t_k - dt, t_k]`` [W]; ``temp[:, k]`` the mean of
+    the temperature readings [°C] taken in ``(t_{k-1}, t_k]`` (NaN if none) and ``frac[:, k]``
+    their mean position in the cell (0 = ``t_{k-1}``, 1 = ``t_k``); ``temp_memory``/``frac_memory``
+    likewise for HBM.  ``gap`` marks steps with no reading within ``gap_s``; ``throttled`` steps
+    whose clocks-event reasons show thermal throttling or whose temperature reached the slowdown
+    limit.
+    """
+
+    gpu: list[str]
+    host: list[str]
+    t0_ns: int
+    dt: float
+    power: np.ndarray
+    temp: np.ndarray
+    frac: np.ndarray
+    temp_memory: np.ndarray | None
+    frac_memory: np.ndarray | None
+    utilization: np.ndarray | None
+    gap: np.ndarray
+    throttled: np.ndarray
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.power.shape[1])
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.t0_ns + (np.arange(self.n_steps) * self.dt * 1e9).astype(np.int64)
+
+    def window(self, start: int, stop: int) -> Grid:
+        """Steps ``start`` to ``stop`` (exclusive)."""
+
+        def sub(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[:, start:stop]
+
+        return dataclasses.replace(
+            self,
+            t0_ns=int(self.t0_ns + start * self.dt * 1e9),
+            power=self.power[:, start:stop],
+            temp=self.temp[:, start:stop],
+            frac=self.frac[:, start:stop],
+            temp_memory=sub(self.temp_memory),
+            frac_memory=sub(self.frac_memory),
+            utilization=sub(self.utilization),
+            gap=self.gap[:, start:stop],
+            throttled=self.throttled[:, start:stop],
+        )
+
+    def select(self, idx: np.ndarray) -> Grid:
+        """The GPUs at positions ``idx``."""
+        idx = np.asarray(idx)
+
+        def sub(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+
+        return dataclasses.replace(
+            self,
+            gpu=[self.gpu[i] for i in idx],
+            host=[self.host[i] for i in idx],
+            power=self.power[idx],
+            temp=self.temp[idx],
+            frac=self.frac[idx],
+            temp_memory=sub(self.temp_memory),
+            frac_memory=sub(self.frac_memory),
+            utilization=sub(self.utilization),
+            gap=self.gap[idx],
+            throttled=self.throttled[idx],
+        )
+
+
+def _bin_readings(t: np.ndarray, v: np.ndarray, n: int, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean value and mean cell position of readings ``v`` at times ``t`` [s] per grid cell."""
+    ok = np.isfinite(v)
+    t, v = t[ok], v[ok]
+    k = np.clip(np.ceil(t / dt - 1e-9).astype(np.int64), 0, n - 1)
+    pos = np.clip(t / dt - (k - 1), 0.0, 1.0)
+    cnt = np.bincount(k, minlength=n).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(k, weights=v, minlength=n) / cnt
+        fr = np.bincount(k, weights=pos, minlength=n) / cnt
+    return mean, np.where(cnt > 0, fr, 0.0)
+
+
+def to_grid(
+    ds: xr.Dataset,
+    dt: float = 1.0,
+    gap_s: float = 5.0,
+    slowdown_c: float = 87.0,
+) -> Grid:
+    """Resample a telemetry Dataset onto a regular grid (see :class:`Grid`)."""
+    ds = check_telemetry(ds)
+    if not dt > 0:
+        raise SpecError("dt", dt, "a positive grid step in seconds")
+    tns = ds["time"].values.astype("datetime64[ns]").astype(np.int64)
+    t0 = int(tns.min())
+    ts = (tns - t0) / 1e9
+    n = int(math.floor(ts.max() / dt)) + 1
+    grid_t = np.arange(n) * dt
+    g_n = ds.sizes["gpu"]
+    power = np.full((g_n, n), np.nan)
+    temp = np.full((g_n, n), np.nan)
+    frac = np.zeros((g_n, n))
+    has_mem = "temp_memory" in ds.data_vars and bool(np.isfinite(ds["temp_memory"].values).any())
+    tm = np.full((g_n, n), np.nan) if has_mem else None
+    fm = np.zeros((g_n, n)) if has_mem else None
+    util = np.full((g_n, n), np.nan) if "utilization_gpu" in ds.data_vars else None
+    gap = np.zeros((g_n, n), bool)
+    throttled = np.zeros((g_n, n), bool)
+    P = ds["power_average"].values
+    T = ds["temp_gpu"].values
+    for j in range(g_n):
+        okp = np.isfinite(P[:, j])
+        if okp.sum() < 2 or np.isfinite(T[:, j]).sum() < 2:
+            continue
+        tp = ts[okp]
+        power[j] = np.interp(grid_t, tp, P[okp, j])
+        # distance from each grid time to the nearest power reading
+        pos = np.searchsorted(tp, grid_t)
+        lo = np.abs(grid_t - tp[np.clip(pos - 1, 0, tp.size - 1)])
+        hi = np.abs(tp[np.clip(pos, 0, tp.size - 1)] - grid_t)
+        gap[j] = np.minimum(lo, hi) > gap_s
+        temp[j], frac[j] = _bin_readings(ts, T[:, j], n, dt)
+        if has_mem:
+            tm[j], fm[j] = _bin_readings(ts, ds["temp_memory"].values[:, j], n, dt)
+        if util is not None:
+            u = ds["utilization_gpu"].values[:, j]
+            oku = np.isfinite(u)
+            if oku.sum() >= 2:
+                util[j] = np.interp(grid_t, ts[oku], u[oku])
+        thr = temp[j] >= slowdown_c
+        if "clocks_event_reasons" in ds.data_vars:
+            r = ds["clocks_event_reasons"].values[:, j]
+            bad = np.isfinite(r) & ((np.nan_to_num(r).astype(np.int64) & THERMAL_THROTTLE_BITS) > 0)
+            if bad.any():
+                kb = np.clip(np.ceil(ts[bad] / dt).astype(np.int64), 0, n - 1)
+                thr[kb] = True
+        throttled[j] = thr
+    missing = [
+        str(g) for g, row in zip(ds["gpu"].values, power, strict=True) if np.isnan(row).all()
+    ]
+    if len(missing) == g_n:
+        raise SpecError(
+            "--telemetry", "no GPU with 2+ power and temperature readings", "telemetry samples"
+        )
+    keep = np.array([not np.isnan(row).all() for row in power])
+    hosts = [str(h) for h in ds["host"].values] if "host" in ds.coords else [""] * g_n
+    grid = Grid(
+        gpu=[str(g) for g in ds["gpu"].values],
+        host=hosts,
+        t0_ns=t0,
+        dt=float(dt),
+        power=power,
+        temp=temp,
+        frac=frac,
+        temp_memory=tm,
+        frac_memory=fm,
+        utilization=util,
+        gap=gap,
+        throttled=throttled,
+    )
+    return grid.select(np.flatnonzero(keep)) if not keep.all() else grid
+
+
+# ------------------------------------------------------------------------- synthetic fleet
+@dataclasses.dataclass(frozen=True)
+class FleetTruth:
+    """Hidden parameters of :func:`simulate_fleet` (arrays over GPUs, SI, temperatures in K)."""
+
+    resistance: np.ndarray  # [K/W], die -> inlet coolant
+    capacitance: np.ndarray  # [J/K]
+    temp_inlet: np.ndarray  # [K]
+    sensor_offset: np.ndarray  # [K]
+    hbm_gain: np.ndarray  # HBM share x HBM resistance [K/W]
+    hbm_tau: np.ndarray  # [s]
+
+
+def simulate_fleet(
+    n_gpus: int,
+    duration_s: float,
+    *,
+    seed: int = 0,
+    spread: float = 0.30,
+    gpus_per_host: int = 8,
+    resistance: float = 0.025,
+    capacitance: float = 250.0,
+    tdp: float = 700.0,
+    temp_noise_k: float = 0.25,
+    power_noise_w: float = 1.0,
+    jitter_s: float = 0.15,
+    drop_fraction: float = 0.02,
+    gaps_per_hour: float = 1.0,
+    resistance_step: tuple[int, float, float] | None = None,
+    inlet_drift: tuple[int, float, float] | None = None,
+    tick_s: float = 0.25,
+    t0: str = "2026-01-01T00:00:00",
+) -> tuple[xr.Dataset, FleetTruth]:
+    """A synthetic liquid-cooled fleet read the way NVML reports it.
+
+    Each GPU integrates ``physics.gpu.die_temperature_step`` (leakage included in the package
+    power) on a ``tick_s`` grid with hidden resistance and heat capacity drawn uniformly within
+    ``±spread`` of ``resistance``/``capacitance``; the inlet temperature is shared by the
+    ``gpus_per_host`` GPUs of a host (24–32 °C per host) plus a small per-GPU offset.  Workloads:
+    idle, inference levels and synchronous training (square wave 0.45↔1.0 TDP, 1–2 s period),
+    switching every 20–120 s.  Readings at ~1 Hz with ``jitter_s`` jitter, ``drop_fraction``
+    dropped samples and ``gaps_per_hour`` gaps of 3–20 s: power is the trailing 1 s mean plus
+    noise, temperatures are noisy and rounded to 1 °C.
+
+    ``resistance_step=(gpu, time_s, factor)`` multiplies one GPU's resistance from ``time_s`` on
+    (a failing interface); ``inlet_drift=(host, time_s, kelvin_per_hour)`` ramps one host's inlet.
+    """
+    import jax
+    import jax.numpy as jnp
+    import pandas as pd
+
+    from physics import gpu as pg
+
+    rng = np.random.default_rng(seed)
+    n = int(n_gpus)
+    n_hosts = -(-n // gpus_per_host)
+    host_of = np.arange(n) // gpus_per_host
+    R = resistance * rng.uniform(1 - spread, 1 + spread, n)
+    C = capacitance * rng.uniform(1 - spread, 1 + spread, n)
+    t_in = 273.15 + rng.uniform(24.0, 32.0, n_hosts)[host_of] + rng.normal(0, 0.3, n)
+    offset = rng.normal(0.0, 0.5, n)
+    hbm_gain = rng.uniform(0.010, 0.020, n)
+    hbm_tau = rng.uniform(3.0, 8.0, n)
+    leak_ref = rng.uniform(0.06, 0.10, n) * tdp
+    leak_coeff = rng.uniform(0.015, 0.025, n)
+    n_ticks = int(round(duration_s / tick_s))
+    per_s = int(round(1.0 / tick_s))
+
+    # workload schedule on 1 s segments, switched every 20-120 s
+    n_sec = int(math.ceil(duration_s)) + 2
+    low = np.empty((n, n_sec))
+    high = np.empty((n, n_sec))
+    period = np.empty((n, n_sec))
+    for i in range(n):
+        s = 0
+        while s < n_sec:
+            length = int(rng.uniform(20, 120))
+            mode = rng.choice(3, p=[0.2, 0.35, 0.45])
+            if mode == 2:
+                lo_, hi_ = 0.45 * tdp, tdp
+            elif mode == 1:
+                lo_ = hi_ = rng.uniform(0.2, 0.8) * tdp
+            else:
+                lo_ = hi_ = rng.uniform(0.09, 0.12) * tdp
+            low[i, s : s + length] = lo_
+            high[i, s : s + length] = hi_
+            period[i, s : s + length] = rng.uniform(1.0, 2.0)
+            s += length
+    r_factor = np.ones((n, n_sec))
+    if resistance_step is not None:
+        gi, ts_, fac = resistance_step
+        r_factor[gi, int(ts_) :] = fac
+    inlet_add = np.zeros((n, n_sec))
+    if inlet_drift is not None:
+        hi_, ts_, rate = inlet_drift
+        ramp = np.clip(np.arange(n_sec) - ts_, 0, None) * rate / 3600.0
+        inlet_add[host_of == hi_] = ramp
+    phase = rng.uniform(0, 2, n)
+
+    def tick(carry, k):
+        temp = carry
+        t = k * tick_s
+        sec = jnp.asarray(k // per_s, jnp.int32)
+        lo_ = low_j[:, sec]
+        hi_ = high_j[:, sec]
+        q = jnp.where(jnp.mod(t + phase_j, period_j[:, sec]) < 0.5 * period_j[:, sec], 1.0, 0.0)
+        target = lo_ + (hi_ - lo_) * q
+        tref = 273.15 + 60.0
+        leak = pg.leakage_power(temp, leak_j, coeff_j, tref)
+        work = jnp.maximum(target - leak, 0.3 * target)
+        r_now = r_j * rf_j[:, sec]
+        tc = tin_j + add_j[:, sec]
+        new = pg.die_temperature_step(temp, tc, work, r_now, c_j, leak_j, coeff_j, tref, tick_s)
+        return new, (new, work + leak)
+
+    low_j, high_j, period_j = jnp.asarray(low), jnp.asarray(high), jnp.asarray(period)
+    leak_j, coeff_j, r_j, c_j = map(jnp.asarray, (leak_ref, leak_coeff, R, C))
+    rf_j, add_j, tin_j, phase_j = map(jnp.asarray, (r_factor, inlet_add, t_in, phase))
+    temp0 = jnp.asarray(t_in + 0.1 * tdp * R)
+
+    # integrate in chunks of one hour to bound memory; keep per-second means of power and
+    # the temperature at the end of each tick
+    temps, powers = [], []
+    chunk = 3600 * per_s
+    run = jax.jit(lambda c, ks: jax.lax.scan(tick, c, ks))
+    state = temp0
+    for a in range(0, n_ticks, chunk):
+        ks = jnp.arange(a, min(a + chunk, n_ticks))
+        state, (tt, pp) = run(state, ks)
+        temps.append(np.asarray(tt))
+        powers.append(np.asarray(pp))
+    temp_fine = np.concatenate(temps).T  # (n, ticks)
+    p_fine = np.concatenate(powers).T
+    # HBM node driven by the package power (exact per tick)
+    a_h = np.exp(-tick_s / hbm_tau)[:, None]
+    hbm_rise = np.empty_like(temp_fine)
+    x = 0.1 * tdp * hbm_gain
+    for k in range(n_ticks):
+        x = a_h[:, 0] * x + (1 - a_h[:, 0]) * hbm_gain * p_fine[:, k]
+        hbm_rise[:, k] = x
+    fine_t = (np.arange(n_ticks) + 1) * tick_s
+
+    # readings at ~1 Hz with jitter, drops and gaps; each GPU its own clock phase
+    n_read = int(duration_s) - 2
+    base = np.arange(1, n_read + 1, dtype=float)
+    t_read = base[None, :] + rng.uniform(-jitter_s, jitter_s, (n, n_read))
+    keep = rng.random((n, n_read)) >= drop_fraction
+    n_gaps = rng.poisson(gaps_per_hour * duration_s / 3600.0, n)
+    for i in range(n):
+        for _ in range(n_gaps[i]):
+            a = rng.integers(0, n_read)
+            keep[i, a : a + rng.integers(3, 21)] = False
+    # energy integral E(t) (piecewise linear between ticks) -> exact 1 s trailing mean
+    csum = np.concatenate([np.zeros((n, 1)), np.cumsum(p_fine, axis=1) * tick_s], axis=1)
+    rows = np.arange(n)[:, None]
+
+    def at(a: np.ndarray, t: np.ndarray, t_first: float) -> np.ndarray:
+        """Linear interpolation of samples ``a[:, j]`` taken at ``t_first + j * tick_s``."""
+        x = np.clip((t - t_first) / tick_s, 0, a.shape[1] - 1 - 1e-9)
+        j = np.floor(x).astype(int)
+        f = x - j
+        return (1 - f) * a[rows, j] + f * a[rows, j + 1]
+
+    p_avg = at(csum, t_read, 0.0) - at(csum, t_read - 1.0, 0.0)
+    temp_read = at(temp_fine, t_read, tick_s) - 273.15 + offset[:, None]
+    idx_t = np.clip(np.floor(t_read / tick_s).astype(int) - 1, 0, n_ticks - 1)
+    tc_read = t_in[:, None] + inlet_add[rows, np.clip(idx_t // per_s, 0, n_sec - 1)]
+    mem_read = tc_read - 273.15 + hbm_rise[rows, idx_t] + offset[:, None]
+    power_obs = np.round(p_avg + rng.normal(0, power_noise_w, p_avg.shape), 2)
+    temp_obs = np.round(temp_read + rng.normal(0, temp_noise_k, temp_read.shape))
+    mem_obs = np.round(mem_read + rng.normal(0, temp_noise_k, mem_read.shape))
+    del fine_t
+
+    # one shared time axis at 10 ms resolution (store convention: NaN where no sample)
+    t_cent = np.round(t_read * 100).astype(np.int64)
+    axis = np.unique(t_cent[keep])
+    pos = np.searchsorted(axis, t_cent)
+
+    def dense(v: np.ndarray) -> np.ndarray:
+        out = np.full((axis.size, n), np.nan)
+        ii, kk = np.nonzero(keep)
+        out[pos[ii, kk], ii] = v[ii, kk]
+        return out
+
+    time = pd.Timestamp(t0).value + axis * 10_000_000
+    gpus = np.array([f"sim{h:04d}:{i % gpus_per_host}" for i, h in enumerate(host_of)])
+    ds = xr.Dataset(
+        {
+            "power_average": (("time", "gpu"), dense(power_obs), {"units": "W"}),
+            "temp_gpu": (("time", "gpu"), dense(temp_obs), {"units": "degC"}),
+            "temp_memory": (("time", "gpu"), dense(mem_obs), {"units": "degC"}),
+        },
+        coords={
+            "time": ("time", time.astype("datetime64[ns]")),
+            "gpu": ("gpu", gpus),
+            "host": ("gpu", np.array([f"sim{h:04d}" for h in host_of])),
+            "index": ("gpu", np.arange(n) % gpus_per_host),
+        },
+        attrs={"title": "synthetic GPU telemetry (twin.telemetry_io.simulate_fleet)"},
+    )
+    truth = FleetTruth(R, C, t_in, offset, hbm_gain, hbm_tau)
+    return ds, truth
+
+
+def fleet_hosts(grid: Grid) -> tuple[list[str], np.ndarray]:
+    """Distinct hosts (loops) and each GPU's loop position."""
+    names = sorted(set(grid.host))
+    pos = {h: i for i, h in enumerate(names)}
+    return names, np.array([pos[h] for h in grid.host], dtype=np.int64)
+
+
+def env_default(name: str, default: str) -> str:
+    """``TWIN_<NAME>`` from the environment, else ``default``."""
+    return os.environ.get("TWIN_" + name.upper(), default)
