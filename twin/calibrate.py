@@ -271,7 +271,34 @@ def _lm_block(
     s = Jk[:, :n] * r[:, :, None]
     cs = jnp.concatenate([jnp.zeros_like(s[:, :1]), jnp.cumsum(s, axis=1)], axis=1)
     b = cs[:, blk:] - cs[:, :-blk]
-    meat = basis @ (jnp.einsum("gmi,gmj->gij", b, b) / blk) @ basis.T
+    meat_t = jnp.einsum("gmi,gmj->gij", b, b) / blk
+    # ... clustered by predicted temperature level (1 K bins) and by its phase within the 1 K
+    # step (0.1 K bins): the rounding error of a 1 degC readout is a fixed function of the true
+    # temperature (periodic in it), so readings at the same level, or at the same phase of
+    # different levels, share it however far apart in time they are.  Multi-way
+    # cluster-robust (Cameron-Gelbach-Miller): Omega_time + Omega_level + Omega_phase minus the
+    # white part counted twice; each clustered term is scaled by G/(G - k) for G non-empty
+    # clusters (the k fitted parameters absorb k cluster directions of the residuals).
+    t_pred = y + r * sigma
+    lvl = jnp.clip(jnp.round(t_pred) + 64.0, 0, 255).astype(jnp.int32)
+    ph = jnp.clip(jnp.floor((t_pred - jnp.floor(t_pred)) * 10.0), 0, 9).astype(jnp.int32)
+    cl = jax.vmap(lambda sg, lv: jax.ops.segment_sum(sg, lv, 256))(s, lvl)
+    cp = jax.vmap(lambda sg, lv: jax.ops.segment_sum(sg, lv, 10))(s, ph)
+
+    def dof(g_c):
+        return (g_c / jnp.maximum(g_c - k, 1.0))[:, None, None]
+
+    def n_clusters(c):
+        return jnp.sum(jnp.any(c != 0.0, axis=2), axis=1).astype(s.dtype)
+
+    n_blocks = jnp.sum(w > 0, axis=1).astype(s.dtype) / blk
+    meat = (
+        dof(n_blocks) * meat_t
+        + dof(n_clusters(cl)) * jnp.einsum("gci,gcj->gij", cl, cl)
+        + dof(n_clusters(cp)) * jnp.einsum("gci,gcj->gij", cp, cp)
+        - 2.0 * jnp.einsum("gmi,gmj->gij", s, s)
+    )
+    meat = basis @ meat @ basis.T
     J = Jk @ basis.T
     Jd, Jp = J[:, :n], J[:, n:]
     return (
@@ -540,7 +567,10 @@ def _covariance(h_data, h_prior, meat, mask):
         H = h_data[i][ix] + h_prior[i][ix]
         try:
             Hi = np.linalg.inv(H)
-            c = Hi @ (meat[i][ix] + h_prior[i][ix]) @ Hi
+            # the two-way estimate need not be positive semi-definite: clip its spectrum
+            ev, vec = np.linalg.eigh(0.5 * (meat[i][ix] + meat[i][ix].T))
+            m = (vec * np.maximum(ev, 0.0)) @ vec.T
+            c = Hi @ (m + h_prior[i][ix]) @ Hi
         except np.linalg.LinAlgError:
             c = np.full((idx.size, idx.size), np.nan)
         cov[i][ix] = 0.5 * (c + c.T)

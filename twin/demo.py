@@ -156,7 +156,8 @@ def run_demo(args: argparse.Namespace) -> int:
         args.hours,
         policies=tuple(args.policies),
         epoch=args.placement_step,
-        setpoint_interval=max(3600.0, args.placement_step),
+        setpoint_interval=max(args.setpoint_hours * 3600.0, args.placement_step),
+        iterations=args.iterations,
     )
 
     stages.start("report")
@@ -341,6 +342,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="twin step and placement epoch of the placement stage [s]",
     )
     p.add_argument("--policies", nargs="+", default=["pack", "spread", "coolest", "random", "twin"])
+    p.add_argument(
+        "--setpoint-hours",
+        type=float,
+        default=6.0,
+        help="how often the twin policy re-optimizes setpoints [h]",
+    )
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=40,
+        help="gradient iterations of each setpoint optimization",
+    )
     p.add_argument("--start", default="2023-07-10T00:00Z", help="start (ISO UTC): a summer week")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_demo)

@@ -11,8 +11,8 @@ valve losing flow).  Both drifts are random walks:
    d_{\ell,k} = d_{\ell,k-1} + w_d,\quad
    y_{i,k} = T_{0,i} + d_{\ell(i),k} + x_{f,i,k} + x_{s,i,k} + v
 
-with :math:`f` the exact exponential step of the calibration model, its Jacobian by
-``jax.jacfwd`` (``vmap`` over GPUs) and :math:`\operatorname{var} v = \sigma_i^2 + 1/12 +
+with :math:`f` the exact exponential step of the calibration model, its Jacobian written out
+elementwise (equal to ``jax.jacfwd`` of it, which the tests check) and :math:`\operatorname{var} v = \sigma_i^2 + 1/12 +
 \sigma_{model}^2`.  The loop drift is updated first from the loop's mean innovation, then each
 GPU from its innovation less that correction (a decoupled, Schmidt-style update: cross
 covariances between loop and GPU states are not carried, which keeps the update O(G)).
@@ -20,7 +20,10 @@ covariances between loop and GPU states are not carried, which keeps the update 
 Anomalies (raised when a condition holds for ``hold_s`` seconds):
 
 The drift :math:`m` is only updated while the GPU's power lies within the range seen in
-calibration (±10 %): outside it a misfit is extrapolation error of the model, not drift.
+calibration (±10 %): outside it a misfit is extrapolation error of the model, not drift.  Neither
+:math:`m` nor :math:`d_\ell` is updated or alarmed on during the first ``warmup_s`` (the GPU
+states converging from their initial guess is not drift); a GPU without a first reading starts
+with a variance that spans idle to the steady state of its first power.
 
 * ``resistance_drift``: :math:`e^{\hat m}-1 \ge` ``drift_threshold`` and
   :math:`\hat m/\sqrt{P_{mm}} \ge` ``z_threshold`` (departs from its own history);

@@ -229,6 +229,67 @@ def _bin_readings(t: np.ndarray, v: np.ndarray, n: int, dt: float) -> tuple[np.n
     return mean, np.where(cnt > 0, fr, 0.0)
 
 
+def _flat_readings(ts: np.ndarray, V: np.ndarray):
+    """Finite entries of ``V`` (time, gpu) as (gpu, time, value), grouped by GPU, time-ordered."""
+    ri, gi = np.nonzero(np.isfinite(V))
+    order = np.argsort(gi, kind="stable")  # rows come time-ordered within each GPU
+    ri, gi = ri[order], gi[order]
+    return gi, ts[ri], V[ri, gi]
+
+
+def _interp_rows(
+    ts: np.ndarray, V: np.ndarray, grid_t: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``np.interp`` of every column of ``V`` (time, gpu) onto ``grid_t``, vectorized over
+    GPUs, and the distance from each grid time to the column's nearest reading [s].
+
+    Columns not in ``rows`` (bool, gpu) come back as garbage; the caller masks them.
+    """
+    g_n, n = V.shape[1], grid_t.size
+    gi, t, v = _flat_readings(ts, V)
+    keep = rows[gi]
+    gi, t, v = gi[keep], t[keep], v[keep]
+    out = np.full((g_n, n), np.nan)
+    dist = np.full((g_n, n), np.inf)
+    if gi.size == 0:
+        return out, dist
+    span = float(max(grid_t[-1], t.max()) - min(0.0, t.min())) + 10.0
+    off = -min(0.0, float(t.min()))
+    key = gi * span + (t + off)
+    start = np.searchsorted(gi, np.arange(g_n), side="left")
+    stop = np.searchsorted(gi, np.arange(g_n), side="right")
+    sel = np.flatnonzero(rows & (stop > start))
+    q = (sel[:, None] * span + (grid_t[None, :] + off)).ravel()
+    pos = np.searchsorted(key, q, side="left").reshape(sel.size, n)
+    a, b = start[sel][:, None], stop[sel][:, None] - 1
+    lo = np.clip(pos - 1, a, b)
+    hi = np.clip(pos, a, b)
+    t_lo, t_hi = t[lo], t[hi]
+    v_lo, v_hi = v[lo], v[hi]
+    gt = grid_t[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = np.where(t_hi > t_lo, (gt - t_lo) / (t_hi - t_lo), 0.0)
+    f = np.clip(f, 0.0, 1.0)
+    out[sel] = v_lo + f * (v_hi - v_lo)
+    dist[sel] = np.minimum(np.abs(gt - t_lo), np.abs(t_hi - gt))
+    return out, dist
+
+
+def _bin_rows(ts: np.ndarray, V: np.ndarray, n: int, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_bin_readings` of every column of ``V`` (time, gpu) at once: (gpu, step)."""
+    g_n = V.shape[1]
+    gi, t, v = _flat_readings(ts, V)
+    k = np.clip(np.ceil(t / dt - 1e-9).astype(np.int64), 0, n - 1)
+    pos = np.clip(t / dt - (k - 1), 0.0, 1.0)
+    flat = gi * n + k
+    cnt = np.bincount(flat, minlength=g_n * n).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(flat, weights=v, minlength=g_n * n) / cnt
+        fr = np.bincount(flat, weights=pos, minlength=g_n * n) / cnt
+    fr = np.where(cnt > 0, fr, 0.0)
+    return mean.reshape(g_n, n), fr.reshape(g_n, n)
+
+
 def to_grid(
     ds: xr.Dataset,
     dt: float = 1.0,
@@ -256,33 +317,31 @@ def to_grid(
     throttled = np.zeros((g_n, n), bool)
     P = ds["power_average"].values
     T = ds["temp_gpu"].values
-    for j in range(g_n):
-        okp = np.isfinite(P[:, j])
-        if okp.sum() < 2 or np.isfinite(T[:, j]).sum() < 2:
-            continue
-        tp = ts[okp]
-        power[j] = np.interp(grid_t, tp, P[okp, j])
-        # distance from each grid time to the nearest power reading
-        pos = np.searchsorted(tp, grid_t)
-        lo = np.abs(grid_t - tp[np.clip(pos - 1, 0, tp.size - 1)])
-        hi = np.abs(tp[np.clip(pos, 0, tp.size - 1)] - grid_t)
-        gap[j] = np.minimum(lo, hi) > gap_s
-        temp[j], frac[j] = _bin_readings(ts, T[:, j], n, dt)
-        if has_mem:
-            tm[j], fm[j] = _bin_readings(ts, ds["temp_memory"].values[:, j], n, dt)
-        if util is not None:
-            u = ds["utilization_gpu"].values[:, j]
-            oku = np.isfinite(u)
-            if oku.sum() >= 2:
-                util[j] = np.interp(grid_t, ts[oku], u[oku])
-        thr = temp[j] >= slowdown_c
-        if "clocks_event_reasons" in ds.data_vars:
-            r = ds["clocks_event_reasons"].values[:, j]
-            bad = np.isfinite(r) & ((np.nan_to_num(r).astype(np.int64) & THERMAL_THROTTLE_BITS) > 0)
-            if bad.any():
-                kb = np.clip(np.ceil(ts[bad] / dt).astype(np.int64), 0, n - 1)
-                thr[kb] = True
-        throttled[j] = thr
+    # every GPU at once (no Python loop over GPUs): readings as flat (gpu, time) lists
+    n_p = np.isfinite(P).sum(0)
+    n_t = np.isfinite(T).sum(0)
+    usable = (n_p >= 2) & (n_t >= 2)
+    power_v, near = _interp_rows(ts, P, grid_t, usable)
+    power[usable] = power_v[usable]
+    gap[usable] = near[usable] > gap_s
+    temp_v, frac_v = _bin_rows(ts, T, n, dt)
+    temp[usable], frac[usable] = temp_v[usable], frac_v[usable]
+    if has_mem:
+        tm_v, fm_v = _bin_rows(ts, ds["temp_memory"].values, n, dt)
+        tm[usable], fm[usable] = tm_v[usable], fm_v[usable]
+    if util is not None:
+        U = ds["utilization_gpu"].values
+        ok_u = usable & (np.isfinite(U).sum(0) >= 2)
+        util_v, _ = _interp_rows(ts, U, grid_t, ok_u)
+        util[ok_u] = util_v[ok_u]
+    throttled[:] = usable[:, None] & (temp >= slowdown_c)
+    if "clocks_event_reasons" in ds.data_vars:
+        r = ds["clocks_event_reasons"].values
+        ri, gi = np.nonzero(np.isfinite(r))
+        bits = r[ri, gi].astype(np.int64) & THERMAL_THROTTLE_BITS
+        sel = (bits > 0) & usable[gi]
+        kb = np.clip(np.ceil(ts[ri[sel]] / dt).astype(np.int64), 0, n - 1)
+        throttled[gi[sel], kb] = True
     missing = [
         str(g) for g, row in zip(ds["gpu"].values, power, strict=True) if np.isnan(row).all()
     ]

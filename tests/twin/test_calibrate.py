@@ -71,10 +71,14 @@ def test_fleet_uncertainty_covers_truth(fleet):
     p = res.params
     zR = (p.resistance.values - truth.resistance) / p.resistance_se.values
     zC = (p.capacitance.values - truth.capacitance) / p.capacitance_se.values
-    # stated 95 % intervals; the 1,000-GPU benchmark reports the exact rates
-    assert np.mean(np.abs(zC) < 1.96) >= 0.8
-    assert np.mean(np.abs(zR) < 1.96) >= 0.65
-    assert np.all(np.abs(zR) < 8) and np.all(np.abs(zC) < 8)
+    # stated 95 % intervals (sandwich covariance clustered by time block, temperature level
+    # and phase); the 1,000-GPU benchmark reports the exact rates (R 95 %, C 98-99 %).  With
+    # 24 GPUs a true 95 % rate gives >= 21 of 24 with probability ~0.97
+    assert np.mean(np.abs(zR) < 1.96) >= 21 / 24
+    assert np.mean(np.abs(zC) < 1.96) >= 21 / 24
+    # ... and they are not merely wide: the +-1 SE interval (68 % nominal) must miss some
+    assert np.mean(np.abs(zR) < 1.0) <= 0.9 and np.mean(np.abs(zC) < 1.0) <= 0.9
+    assert np.all(np.abs(zR) < 4) and np.all(np.abs(zC) < 4)
 
 
 def test_hbm_node_fitted_where_measured(fleet):

@@ -102,3 +102,48 @@ def test_cli_watch_runs_on_a_recorded_trace(shared_data, tmp_path, capsys):
     # the idle tail lies outside the calibrated power range: no drift alarm from extrapolation
     assert not export.exists() or export.read_text() == ""
     assert main(argv[:-2] + ["--facility", "nope"]) == 2
+
+
+def test_elementwise_jacobian_matches_jacfwd():
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    g = 40
+    model = E.FilterModel(
+        r_f=jnp.asarray(rng.uniform(0.015, 0.035, g)), cap=jnp.asarray(rng.uniform(150, 400, g)),
+        r_s=jnp.asarray(rng.uniform(0, 0.01, g)), tau_s=jnp.asarray(rng.uniform(30, 300, g)),
+        beta=jnp.asarray(rng.uniform(-0.01, 0.03, g)), intercept=jnp.zeros(g),
+        meas_var=jnp.ones(g), m_var0=jnp.ones(g), loop=jnp.zeros(g, int), n_loops=1,
+    )  # fmt: skip
+    x = jnp.asarray(
+        np.stack([rng.uniform(0, 20, g), rng.uniform(0, 5, g), rng.normal(0, 0.1, g)], 1)
+    )
+    a = rng.normal(size=(g, 3, 3))
+    P = jnp.asarray(a @ a.transpose(0, 2, 1))
+    p = jnp.asarray(rng.uniform(50, 700, g))
+    args = (model.r_f, model.cap, model.r_s, model.tau_s, model.beta, 1.0)
+    F = E._jac_v(x, p, *args)
+    want = np.einsum("gij,gjk,glk->gil", F, P, F) + np.diag([1e-4, 2e-4, 3e-4])
+    prop = jax.jit(E._propagate, static_argnums=(4, 5))
+    x2, e = prop(x, P, p, model._replace(n_loops=None), 1.0, (1e-4, 2e-4, 3e-4))
+    np.testing.assert_allclose(np.asarray(x2), np.asarray(E._step_v(x, p, *args)), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(E._sym(e)), want, rtol=1e-10, atol=1e-10)
+
+
+def test_no_drift_alarm_from_start_up_misfit():
+    # the dashboard's synthetic fleet (apps/data.py): filter started at the first step, where
+    # most GPUs have no reading yet; GPU 5 is bad from the start (a peer anomaly, not drift)
+    from twin.spec import load_facility
+
+    spec = load_facility("superfactory")  # the dashboard's default facility
+    tdp = spec.sites[0].building.rack.gpu.tdp
+    ds, _ = simulate_fleet(8, 900.0, seed=0, tdp=tdp, resistance_step=(5, 0, 1.8))
+    g = to_grid(ds)
+    cal = calibrate(g, spec)
+    model = E.model_from_calibration(cal.params, g.gpu)
+    P, T = E.grid_arrays(g)
+    state = E.init_state(model, P[0], T[0])
+    state, _ = E.assimilate(model, state, P, T, record_every=30)
+    assert np.isnan(np.asarray(state.first_drift)).all()
+    assert np.isnan(np.asarray(state.first_loop)).all()
