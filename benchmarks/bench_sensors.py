@@ -51,7 +51,7 @@ def bench_ingest(tmp: Path, n_gpu: int = 1000, ticks_per_batch: int = 100, batch
     return fields / cpu, fields / wall, fields
 
 
-def bench_daemon_cpu(tmp: Path, seconds: float):
+def bench_daemon_cpu(tmp: Path, seconds: float, metrics: bool = False):
     import psutil
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
@@ -69,19 +69,71 @@ def bench_daemon_cpu(tmp: Path, seconds: float):
         "--store",
         str(tmp / "d.db"),
     ]
+    if metrics:
+        argv += ["--metrics-addr", "127.0.0.1:0"]
     p = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         proc = psutil.Process(p.pid)
         time.sleep(8.0)  # imports, JIT compilation
-        c0 = sum(proc.cpu_times()[:2])
+        c0 = _cpu_seconds(proc)
         w0 = time.perf_counter()
         time.sleep(seconds)
-        c1 = sum(proc.cpu_times()[:2])
+        c1 = _cpu_seconds(proc)
         w1 = time.perf_counter()
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(30)
     return (c1 - c0) / (w1 - w0)
+
+
+def _cpu_seconds(proc) -> float:
+    """CPU time of all threads of ``proc`` [s]: /proc schedstat (ns) where there is one, since
+    psutil's user+system times tick at 10 ms -- 0.03 % of a core over 30 s."""
+    total, ok = 0, False
+    for task in Path(f"/proc/{proc.pid}/task").glob("*"):
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+            ok = True
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9 if ok else sum(proc.cpu_times()[:2])
+
+
+def _day_block(rng: np.random.Generator, k: int, n_gpu: int, chunk_s: int) -> dict:
+    """``chunk_s`` seconds of ``n_gpu`` GPUs on the sensors' resolution grids: power 0.01 W
+    with 0.8 W noise (as the simulated source's 1 s average) around a per-GPU workload level (idle / inference / training, changing
+    every few minutes), temperature 1 degC, utilization 1 %."""
+    level = rng.choice(np.array([60.0, 250.0, 560.0]), size=n_gpu, p=[0.2, 0.3, 0.5])
+    if k % 5:  # workloads change every 5 chunks
+        level = _day_block.level
+    _day_block.level = level
+    shape = (chunk_s, n_gpu)
+    power = np.round(level + rng.normal(0.0, 0.8, shape), 2)
+    temp = np.round(28.0 + 0.07 * level + rng.normal(0.0, 0.4, shape))
+    util = np.clip(np.round(level / 5.6 + rng.normal(0.0, 1.0, shape)), 0, 100)
+    return {
+        "power_average": power.ravel(),
+        "temp_gpu": temp.ravel(),
+        "utilization_gpu": util.ravel(),
+    }
+
+
+def _drop_from_page_cache(path: Path) -> str:
+    """Evict ``path`` from the page cache so the next read comes from disk: the system-wide
+    ``echo 3 > /proc/sys/vm/drop_caches`` when permitted, else this file only
+    (``posix_fadvise(DONTNEED)`` after ``fsync``; needs no privilege)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return "sync; echo 3 > /proc/sys/vm/drop_caches"
+    except OSError:
+        return "posix_fadvise(DONTNEED) (drop_caches not permitted)"
 
 
 def bench_read_day(tmp: Path, n_gpu: int = 1000, seconds: int = 86400, chunk_s: int = 60):
@@ -90,28 +142,28 @@ def bench_read_day(tmp: Path, n_gpu: int = 1000, seconds: int = 86400, chunk_s: 
     st = Store(path, synchronous="OFF")
     rng = np.random.default_rng(1)
     t_w = time.perf_counter()
-    block = {
-        f: rng.uniform(10, 90, n_gpu * chunk_s)
-        for f in ("power_average", "temp_gpu", "utilization_gpu")
-    }
     for k in range(seconds // chunk_s):
         t = (k * chunk_s + np.repeat(np.arange(chunk_s), n_gpu)) * 10**9
-        st.append(Batch(t, np.tile(np.arange(n_gpu), chunk_s), dict(block)), g)
+        st.append(
+            Batch(t, np.tile(np.arange(n_gpu), chunk_s), _day_block(rng, k, n_gpu, chunk_s)), g
+        )
         if k % 10 == 9:
             st.flush()
     st.flush()
     st.close()
     write_s = time.perf_counter() - t_w
+    how = _drop_from_page_cache(path)
     times = []
-    for _ in range(2):  # first read in a fresh process state, then a repeat
+    for _ in range(3):  # first read from disk (cache dropped), then two from the page cache
         rd = Store(path, readonly=True)
         t0 = time.perf_counter()
         ds = rd.read()
         times.append(time.perf_counter() - t0)
         assert ds.sizes == {"time": seconds, "gpu": n_gpu}, ds.sizes
+        assert ds.power_average.dtype == np.float64 and ds.power_average.attrs["units"] == "W"
         rd.close()
         del ds
-    return times, write_s, path.stat().st_size
+    return times, write_s, path.stat().st_size, how
 
 
 def main() -> None:
@@ -139,16 +191,33 @@ def main() -> None:
             )
         )
         rows.append(("store ingest, bulk (GPU-field samples/s, wall)", f"{per_wall:,.0f}", ""))
-        share = bench_daemon_cpu(tmp, 10.0 if args.quick else 30.0)
+        secs = 10.0 if args.quick else 30.0
+        share = min(bench_daemon_cpu(tmp, secs) for _ in range(3))  # shared CPUs: min of 3
         rows.append(
-            ("sensord CPU, sim 8 GPUs at 10 Hz (% of one core)", f"{100 * share:.2f}", "<= 1")
+            (
+                "sensord CPU, sim 8 GPUs at 10 Hz (% of one core, min of 3)",
+                f"{100 * share:.2f}",
+                "<= 1",
+            )
+        )
+        share = min(bench_daemon_cpu(tmp, secs, metrics=True) for _ in range(2))
+        rows.append(
+            ("  same with /metrics served (not scraped), min of 2", f"{100 * share:.2f}", "")
         )
         secs = 3600 if args.quick else 86400
-        dt, write_s, size = bench_read_day(tmp, seconds=secs)
+        dt, write_s, size, how = bench_read_day(tmp, seconds=secs)
         label = "1 day" if secs == 86400 else "1 hour"
         rows.append(
-            (f"read {label} x 1,000 GPUs at 1 Hz, 3 fields, into xarray (s)", f"{dt:.2f}", "<= 2")
+            (
+                f"read {label} x 1,000 GPUs at 1 Hz, 3 fields, into xarray, cold (s)",
+                f"{dt[0]:.2f}",
+                "<= 2",
+            )
         )
+        rows.append(
+            (f"  same, page cache warm, min of {len(dt) - 1} (s)", f"{min(dt[1:]):.2f}", "")
+        )
+        rows.append((f"  (cold: file evicted by {how})", "", ""))
         rows.append(
             (f"  (writing it took {write_s:.1f} s; store size)", f"{size / 2**30:.2f} GiB", "")
         )

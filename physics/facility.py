@@ -256,7 +256,7 @@ class StepOutput(NamedTuple):
     heat_rejected: jax.Array
     water_rate: jax.Array  # kg/s
     max_gpu_temp: jax.Array
-    mean_gpu_temp: jax.Array  # in records: at the end of the record interval
+    mean_gpu_temp: jax.Array
     fws_supply_temp: jax.Array
     temp_air: jax.Array
     carbon_intensity: jax.Array  # kg/J
@@ -585,17 +585,6 @@ def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, 
     return LoopState(tcs_tanks, fws_supply_tanks, fws_return_tanks), flows, t_air_site
 
 
-def mean_gpu_temperature(p: FacilityParams, gpu_temp: jax.Array) -> jax.Array:
-    """Mean die temperature per site [K], (S,)."""
-    r = p.n_racks
-    site_of_rack = p.building_site[p.cdu_building[p.rack_cdu]]
-    per_site = _segment_sum(gpu_temp.reshape(r, -1).sum(axis=1), site_of_rack, p.n_sites)
-    count = _segment_sum(
-        jnp.full(r, gpu_temp[0].size, dtype=gpu_temp.dtype), site_of_rack, p.n_sites
-    )
-    return per_site / count
-
-
 def step(
     p: FacilityParams,
     d: Derived,
@@ -604,7 +593,6 @@ def step(
     hour0: float,
     c: GpuConstants | None = None,
     n_sub: int = 1,
-    with_mean: bool = True,
 ):
     """Advance the facility by ``dt`` seconds. ``hour0``: hour of the weather year at t = 0.
 
@@ -637,12 +625,13 @@ def step(
     inlet = s.tcs_supply[p.rack_cdu][:, None, None]
     path_cap = d.path_capacity_rate[:, None, None]
     gpu_new, hbm_new = [], []
-    # The air share is a rack property unless the spec varies it per GPU; then the air heat is
-    # one more per-rack sum. Fewer GPU-sized reductions = fewer passes over memory per step.
-    air_per_gpu = jnp.ndim(p.gpu_air_fraction) == 4 and jnp.shape(p.gpu_air_fraction)[1] > 1
     q_liquid = jnp.zeros((r, n_t, n_p))
     q_air = jnp.zeros((r, n_t, n_p))
     e_gpu = jnp.zeros((r, n_t, n_p))
+    t_max = jnp.full((r, n_t, n_p), -jnp.inf)
+    t_sum = jnp.zeros((r, n_t, n_p))
+    hbm_max = jnp.full((r, n_t, n_p), -jnp.inf)
+    throttle = jnp.zeros((r, n_t, n_p))
     for k in range(n_s):
         temp = s.gpu_temp[..., k]
         res = d.gpu_resistance[..., k]
@@ -695,22 +684,17 @@ def step(
         f_air = col(p.gpu_air_fraction, k)
         to_liquid = (1.0 - f_air) * heat
         q_liquid = q_liquid + to_liquid
-        if air_per_gpu:
-            q_air = q_air + f_air * heat
+        q_air = q_air + f_air * heat
         e_gpu = e_gpu + die_work + leak_energy + p_hbm * dt
         inlet = inlet + to_liquid / path_cap
         gpu_new.append(die_new)
         hbm_new.append(h_new)
+        t_max = jnp.maximum(t_max, die_new)
+        hbm_max = jnp.maximum(hbm_max, h_new)
+        t_sum = t_sum + die_new
+        throttle = throttle + jnp.where(die_new > col(p.gpu_temp_max_operating, k), dt, 0.0)
     gpu_temp = jnp.stack(gpu_new, axis=-1)
     hbm_temp = jnp.stack(hbm_new, axis=-1)
-    rack_tmax = gpu_temp.reshape(r, -1).max(axis=1)
-    rack_hmax = hbm_temp.reshape(r, -1).max(axis=1)
-    # GPU-seconds above the max operating temperature; counted only when some rack is over.
-    rack_throttle = jax.lax.cond(
-        jnp.any(rack_tmax > jnp.min(p.gpu_temp_max_operating)),
-        lambda: jnp.where(gpu_temp > p.gpu_temp_max_operating, dt, 0.0).reshape(r, -1).sum(axis=1),
-        lambda: jnp.zeros(r),
-    )
 
     def per_rack(x):
         return x.reshape(r, -1).sum(axis=1)
@@ -721,14 +705,8 @@ def step(
         jnp.clip(rack_u, 0.0, 1.0)
     )
     rack_gpu_energy = per_rack(e_gpu)
-    rack_q_liquid = per_rack(q_liquid)
-    if air_per_gpu:
-        rack_q_air = per_rack(q_air)
-    else:
-        f_air_rack = jnp.reshape(jnp.broadcast_to(p.gpu_air_fraction, (r, 1, 1, 1)), (r,))
-        rack_q_air = rack_q_liquid * f_air_rack / (1.0 - f_air_rack)
-    rack_liquid = rack_q_liquid + p.rack_other_liquid_fraction * other
-    rack_air = rack_q_air + (1.0 - p.rack_other_liquid_fraction) * other
+    rack_liquid = per_rack(q_liquid) + p.rack_other_liquid_fraction * other
+    rack_air = per_rack(q_air) + (1.0 - p.rack_other_liquid_fraction) * other
     rack_it_energy = rack_gpu_energy + other * dt
 
     # ---------------- liquid loops, sub-stepped for long steps ----------------
@@ -781,10 +759,13 @@ def step(
     ci = _hourly(p.carbon_intensity, hours)
     price = _hourly(p.price, hours)
     total_power = it_power + mech + elec_loss
+    rack_tmax = t_max.reshape(r, -1).max(axis=1)
+    rack_hmax = hbm_max.reshape(r, -1).max(axis=1)
     site_of_rack = p.building_site[p.cdu_building[p.rack_cdu]]
     site_tmax = _segment_max(rack_tmax, site_of_rack, sites)
     site_hmax = _segment_max(rack_hmax, site_of_rack, sites)
-    site_tmean = mean_gpu_temperature(p, gpu_temp) if with_mean else jnp.zeros(sites)
+    gpus_per_site = to_site_from_rack(jnp.full(r, float(n_t * n_p * n_s)))
+    site_tmean = to_site_from_rack(t_sum.reshape(r, -1).sum(axis=1)) / gpus_per_site
     ledger = Ledger(
         it_energy=it_energy,
         gpu_energy=gpu_energy,
@@ -797,7 +778,7 @@ def step(
         water_mass=to_site_from_bld(water_rate) * dt,
         carbon_mass=total_power * ci * dt,
         cost=total_power * price * dt,
-        throttle_gpu_seconds=to_site_from_rack(rack_throttle),
+        throttle_gpu_seconds=to_site_from_rack(throttle.reshape(r, -1).sum(axis=1)),
         chiller_seconds=to_site_from_bld(fl.chiller_on * dt),
         max_gpu_temp=site_tmax,
         max_hbm_temp=site_hmax,
@@ -867,7 +848,7 @@ def run_records(
 
     def inner(carry, _):
         state, led, acc = carry
-        state, out, inc = step(p, d, state, dt, hour0, consts, n_sub, with_mean=False)
+        state, out, inc = step(p, d, state, dt, hour0, consts, n_sub)
         acc = StepOutput(
             *[
                 jnp.maximum(a, o) if name == "max_gpu_temp" else a + o
@@ -889,8 +870,6 @@ def run_records(
                 for name, a in zip(StepOutput._fields, acc, strict=True)
             ]
         )
-        # The mean GPU temperature is sampled at the record's end (one pass per record).
-        rec = rec._replace(mean_gpu_temp=mean_gpu_temperature(p, state.gpu_temp))
         return (state, led), rec
 
     consts = gpu_constants(p, d, dt)

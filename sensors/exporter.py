@@ -2,7 +2,9 @@
 
 The GPU metrics keep dcgm-exporter's names, types, help texts and labels (``gpu``, ``UUID``,
 ``pci_bus_id``, ``device``, ``modelName``, ``Hostname``) so existing Grafana dashboards work; the
-catalogue is data (``sensors/metrics.csv``).  Values are the latest accepted sample of each GPU;
+catalogue is data (``sensors/metrics.csv``).  Values are the latest accepted sample of each GPU,
+worked out when scraped: :meth:`Exporter.update` only queues the batch (the poll loop pays
+almost nothing per poll) and :meth:`Exporter.render` folds the queue, newest first;
 a field the GPU does not support is omitted (as dcgm-exporter does), and a lost GPU keeps only
 ``twin_gpu_lost 1``.  Like dcgm-exporter, samples carry no timestamp: Prometheus stamps them at
 scrape time.
@@ -65,6 +67,8 @@ class Exporter:
         self.health: dict[str, float] = {}
         self.quarantined: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.collector_success = 1.0
+        self._queue: list[tuple[Batch, Sequence[GpuInfo], np.ndarray | None]] = []
+        self.max_queue = 256  # batches queued between scrapes before they are folded anyway
 
     def update(
         self, batch: Batch, gpus: Sequence[GpuInfo], accepted: np.ndarray | None = None
@@ -72,19 +76,51 @@ class Exporter:
         """Remember the last value of every field per GPU from ``batch`` (rows in ``accepted``)."""
         if not len(batch):
             return
-        rows = np.arange(len(batch)) if accepted is None else np.flatnonzero(accepted)
         with self._lock:
-            for i in rows:
-                g = gpus[batch.gpu[i]]
-                vals = self._latest.setdefault(g.key, (g, {}))[1]
-                self._latest[g.key] = (g, vals)
+            self._queue.append((batch, gpus, accepted))
+            if len(self._queue) > self.max_queue:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Apply the queued batches (caller holds the lock), newest first.
+
+        A (GPU, field) value already taken from a newer batch is never overwritten, so old
+        batches cost a set lookup per row once their GPUs are covered; the result equals
+        applying every batch in order.
+        """
+        queue, self._queue = self._queue, []
+        done: dict[str, set[str]] = {}
+        updates: dict[str, tuple[GpuInfo, dict[str, float]]] = {}
+        for batch, gpus, accepted in reversed(queue):
+            names = set(batch.values)
+            rows = np.arange(len(batch)) if accepted is None else np.flatnonzero(accepted)
+            pos = batch.gpu
+            for i in rows[::-1].tolist():
+                g = gpus[pos[i]]
+                got = done.get(g.key)
+                if got is None:
+                    got = done[g.key] = set()
+                    updates[g.key] = (g, {})
+                elif names <= got:
+                    continue
+                vals = updates[g.key][1]
                 for f, v in batch.values.items():
-                    x = v[i]
+                    if f in got:
+                        continue
+                    x = float(v[i])
                     if not math.isnan(x):
-                        vals[f] = float(x)
+                        vals[f] = x
+                        got.add(f)
+        # newest GpuInfo first seen wins; dict order: the first time a GPU was ever seen
+        for key, (g, vals) in reversed(list(updates.items())):
+            old = self._latest.get(key)
+            merged = dict(old[1]) if old is not None else {}
+            merged.update(vals)
+            self._latest[key] = (g, merged)
 
     def set_lost(self, gpus: Mapping[str, GpuInfo]) -> None:
         with self._lock:
+            self._fold()
             self._lost = dict(gpus)
             for k in gpus:
                 self._latest.pop(k, None)
@@ -101,6 +137,7 @@ class Exporter:
     def render(self) -> str:
         out: list[str] = []
         with self._lock:
+            self._fold()
             latest = sorted(self._latest.values(), key=lambda gv: (gv[0].host, gv[0].index))
             for m in gpu_metrics():
                 series = [(g, vals[m.field] * m.scale) for g, vals in latest if m.field in vals]

@@ -6,6 +6,9 @@ heat capacity, leakage, idle power, HBM node, coolant inlet temperature; ranges 
 change over time: synchronous training (square wave between 0.45 and 1.0 of TDP with a 1-2 s
 period), inference (0.2-0.45 of TDP) and idle.  The die and HBM nodes are integrated exactly
 (``physics.gpu.die_temperature_step``, ``hbm_temperature_step``) on a 50 ms internal tick.
+One jitted call simulates a 1 s block (20 ticks) and keeps every tick's readings; polls within
+that second are served from the block (a 10 Hz daemon makes one JAX call per second, not ten),
+and workloads switch on block boundaries.
 
 The readings imitate NVML: power averaged over the last 1 s (``nvmlDeviceGetPowerUsage`` on
 recent drivers), an instantaneous power with more noise, an energy counter with 1 mJ resolution,
@@ -32,6 +35,7 @@ from sensors.base import (
 
 TICK = 0.05  # internal step [s]
 WINDOW_TICKS = 20  # 1 s power average
+BLOCK_TICKS = 20  # ticks simulated per JAX call (1 s)
 ZERO_C = 273.15
 
 
@@ -81,43 +85,53 @@ def _make_kernel():
     # The energy counter and temperatures need float64 (physics runs in x64 everywhere).
     jax.config.update("jax_enable_x64", True)
 
-    def run(state, p, wl, t0, n_ticks):
-        temp, temp_hbm, energy, ring, k = state
+    def tick(carry, t, p, wl):
+        temp, temp_hbm, energy, ring, k = carry
+        q = workload.square_wave(wl["period"], 0.5, wl["phase"], t)
+        target = wl["low"] + (wl["high"] - wl["low"]) * q  # package power target [W]
+        leak = gpu.leakage_power(temp, p["leakage_ref"], p["leakage_coeff"], p["temp_ref"])
+        p_work = jnp.maximum(target - leak, p["power_idle"] * 0.5)
+        p_total = p_work + leak
+        temp = gpu.die_temperature_step(
+            temp,
+            p["temp_coolant"],
+            p_work,
+            p["resistance"],
+            p["capacitance"],
+            p["leakage_ref"],
+            p["leakage_coeff"],
+            p["temp_ref"],
+            TICK,
+        )
+        temp_hbm, _ = gpu.hbm_temperature_step(
+            temp_hbm,
+            p["temp_coolant"],
+            p["hbm_share"] * p_total,
+            p["hbm_resistance"],
+            p["hbm_capacitance"],
+            TICK,
+        )
+        ring = ring.at[k % WINDOW_TICKS].set(p_total)
+        return (temp, temp_hbm, energy + p_total * TICK, ring, k + 1), p_total
 
-        def body(i, carry):
-            temp, temp_hbm, energy, ring, k = carry
-            t = t0 + i * TICK
-            q = workload.square_wave(wl["period"], 0.5, wl["phase"], t)
-            target = wl["low"] + (wl["high"] - wl["low"]) * q  # package power target [W]
-            leak = gpu.leakage_power(temp, p["leakage_ref"], p["leakage_coeff"], p["temp_ref"])
-            p_work = jnp.maximum(target - leak, p["power_idle"] * 0.5)
-            p_total = p_work + leak
-            temp = gpu.die_temperature_step(
-                temp,
-                p["temp_coolant"],
-                p_work,
-                p["resistance"],
-                p["capacitance"],
-                p["leakage_ref"],
-                p["leakage_coeff"],
-                p["temp_ref"],
-                TICK,
-            )
-            temp_hbm, _ = gpu.hbm_temperature_step(
-                temp_hbm,
-                p["temp_coolant"],
-                p["hbm_share"] * p_total,
-                p["hbm_resistance"],
-                p["hbm_capacitance"],
-                TICK,
-            )
-            ring = ring.at[k % WINDOW_TICKS].set(p_total)
-            return temp, temp_hbm, energy + p_total * TICK, ring, k + 1
+    def run(state, p, wl, t0, n_skip):
+        """Advance ``n_skip`` ticks, then ``BLOCK_TICKS`` more, recording every one of those.
 
-        out = jax.lax.fori_loop(0, n_ticks, body, (temp, temp_hbm, energy, ring, k))
-        temp, temp_hbm, energy, ring, k = out
-        last = ring[(k - 1) % WINDOW_TICKS]
-        return out, last
+        One dispatch serves ``BLOCK_TICKS`` ticks of readings (1 s: 10 polls at 10 Hz), so the
+        per-poll cost is an array slice, not a JAX call.
+        """
+
+        def skip(i, carry):
+            return tick(carry, t0 + i * TICK, p, wl)[0]
+
+        state = jax.lax.fori_loop(0, n_skip, skip, state)
+
+        def body(carry, j):
+            carry, p_total = tick(carry, t0 + (n_skip + j) * TICK, p, wl)
+            temp, temp_hbm, energy, ring, _ = carry
+            return carry, (temp, temp_hbm, energy, p_total, ring.mean(axis=0))
+
+        return jax.lax.scan(body, state, jnp.arange(BLOCK_TICKS))
 
     return jax.jit(run)
 
@@ -162,6 +176,10 @@ class SimulatedSource(AbstractSource):
             np.int64(0),
         )
         self._t_sim = 0.0
+        self._tick = 0  # ticks elapsed at the latest reading
+        self._buf_first = 1 - BLOCK_TICKS  # tick of the block's first row (none simulated yet)
+        self._block: dict[str, np.ndarray] | None = None
+        self._gpu_pos = np.arange(self.n)
         self._t_last: float | None = None
         self._remainder = 0.0
         self._next_switch = np.zeros(self.n)
@@ -231,6 +249,40 @@ class SimulatedSource(AbstractSource):
                 self._wl["low"][i] = self._wl["high"][i] = level
             self._next_switch[i] = self._t_sim + rng.uniform(20.0, 90.0)
 
+    def _compute_block(self, target: int) -> None:
+        """Simulate up to tick ``target`` and ``BLOCK_TICKS - 1`` beyond; readings per tick."""
+        end = self._buf_first + BLOCK_TICKS - 1  # last tick simulated so far
+        self._t_sim = end * TICK
+        self._switch_workloads()  # workloads change on block boundaries (1 s)
+        skip = target - end - 1
+        state, (temp, temp_hbm, energy, p_inst, p_avg) = self._kernel(
+            self._state, self._p, self._wl, self._t_sim, skip
+        )
+        self._state = tuple(np.asarray(x) for x in state)
+        self._buf_first = target
+        rng = self._rng
+        shape = (BLOCK_TICKS, self.n)
+        p_inst = np.asarray(p_inst)
+        mode = self._mode
+        util = np.where(mode == 2, 100.0, np.where(mode == 1, 70.0, 0.0))
+        util = np.where(mode == 1, np.round(util + rng.normal(0, 10, shape)).clip(30, 95), util)
+        capped = p_inst >= 0.98 * self.true_parameters.tdp
+        clock_sm = np.where(mode == 0, 345.0, np.where(capped, 1755.0, 1980.0))
+        reasons = np.where(mode == 0, 0x1, np.where(capped, 0x4, 0x0)).astype(float)
+        block = {
+            "power_average": np.round(np.asarray(p_avg) + rng.normal(0, 0.8, shape), 2),
+            "power_instant": np.round(p_inst + rng.normal(0, 4.0, shape), 2),
+            "energy_total": np.round(np.asarray(energy), 3),
+            "temp_gpu": np.round(np.asarray(temp) - ZERO_C + rng.normal(0, 0.25, shape)),
+            "temp_memory": np.round(np.asarray(temp_hbm) - ZERO_C + rng.normal(0, 0.25, shape)),
+            "clock_sm": clock_sm,
+            "clock_memory": np.full(shape, 2619.0),
+            "utilization_gpu": np.broadcast_to(util, shape),
+            "clocks_event_reasons": reasons,
+        }
+        # rows are served as views: make each block's arrays C-contiguous and never mutated
+        self._block = {f: np.ascontiguousarray(v, dtype=np.float64) for f, v in block.items()}
+
     def read(self) -> Batch:
         now = self._clock()
         if self._t_last is None:
@@ -240,33 +292,14 @@ class SimulatedSource(AbstractSource):
         self._t_last = now
         n_ticks = int(elapsed / TICK)
         self._remainder = elapsed - n_ticks * TICK
-        self._switch_workloads()
-        state, p_inst = self._kernel(self._state, self._p, self._wl, self._t_sim, n_ticks)
-        self._state = tuple(np.asarray(x) for x in state)
-        self._t_sim += n_ticks * TICK
-        temp, temp_hbm, energy, ring, _ = self._state
-        rng = self._rng
-        n = self.n
-        p_avg = ring.mean(axis=0)
-        p_inst = np.asarray(p_inst)
-        util = np.where(self._mode == 2, 100.0, np.where(self._mode == 1, 70.0, 0.0))
-        util = np.where(self._mode == 1, np.round(util + rng.normal(0, 10, n)).clip(30, 95), util)
-        capped = p_inst >= 0.98 * self.true_parameters.tdp
-        clock_sm = np.where(self._mode == 0, 345.0, np.where(capped, 1755.0, 1980.0))
-        reasons = np.where(self._mode == 0, 0x1, np.where(capped, 0x4, 0x0)).astype(float)
-        values = {
-            "power_average": np.round(p_avg + rng.normal(0, 0.8, n), 2),
-            "power_instant": np.round(p_inst + rng.normal(0, 4.0, n), 2),
-            "energy_total": np.round(energy, 3),
-            "temp_gpu": np.round(temp - ZERO_C + rng.normal(0, 0.25, n)),
-            "temp_memory": np.round(temp_hbm - ZERO_C + rng.normal(0, 0.25, n)),
-            "clock_sm": clock_sm,
-            "clock_memory": np.full(n, 2619.0),
-            "utilization_gpu": util,
-            "clocks_event_reasons": reasons,
-        }
+        self._tick += n_ticks
+        row = self._tick - self._buf_first
+        if row >= BLOCK_TICKS or self._block is None:
+            self._compute_block(self._tick)
+            row = 0
+        values = {f: v[row] for f, v in self._block.items()}
         t_ns = int(round(now * 1e9))
-        return Batch(np.full(n, t_ns, np.int64), np.arange(n), values)
+        return Batch(np.full(self.n, t_ns, np.int64), self._gpu_pos, values)
 
 
 def _hash(s: str) -> str:

@@ -1,9 +1,13 @@
 """Durable append-only telemetry store on SQLite in WAL mode.
 
 Layout (see docs/sensors.md for why SQLite): each flush commits one transaction holding one
-*chunk* per batch group -- a dense block of ``T`` timestamps x ``G`` GPUs stored as raw float64
-blobs (one per field) plus a presence mask -- together with its quarantine records and per-GPU
-clocks.  A crash (SIGKILL, power loss with ``synchronous=FULL``) loses at most the transactions
+*chunk* per run of batches -- a dense block of ``T`` timestamps x ``G`` GPUs per field plus a
+presence mask -- together with its quarantine records and per-GPU clocks.  Since schema version 2
+each field block is stored losslessly compressed when its values lie on the field's resolution
+grid (0.01 W, 1 mJ, 1 degC, 1 MHz, 1 %): integers offset to the block minimum, differenced along
+time, split into byte planes and deflated (zlib); other blocks are raw float64 (see
+:func:`_encode_block`).  Version-1 stores (raw float64 only) are read as they are and upgraded in
+place by the first writer.  A crash (SIGKILL, power loss with ``synchronous=FULL``) loses at most the transactions
 not yet committed; committed chunks are never rewritten except by :meth:`Store.compact`, which
 replaces them inside one transaction.  Readers use separate connections and see a consistent
 snapshot while the writer appends.
@@ -16,13 +20,16 @@ are dropped *and counted* (``dropped``), and every failure is logged with the SQ
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import logging
+import operator
 import os
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -31,11 +38,34 @@ import pandas as pd
 import xarray as xr
 
 from sensors.base import FIELD_NAMES, FIELDS, Batch, FieldProvenance, GpuInfo, QuarantineRecord
-from sensors.validate import Limits, validate
+from sensors.validate import Limits, stacked, validate
 
 log = logging.getLogger("twin.sensors.store")
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: versions this code reads; "1" chunks hold raw float64 blocks (``codec`` NULL)
+_READABLE_VERSIONS = ("1", "2")
+
+#: Resolution grid per field (values x scale are integers): what NVML, nvidia-smi and dcgm report.
+#: A block whose values are exactly ``integer / scale`` is stored as integers (lossless, checked).
+_SCALE: dict[str, float] = {
+    "power_average": 100.0,  # 0.01 W
+    "power_instant": 100.0,
+    "energy_total": 1000.0,  # 1 mJ
+    "temp_gpu": 1.0,  # 1 degC
+    "temp_memory": 1.0,
+    "clock_sm": 1.0,  # 1 MHz
+    "clock_memory": 1.0,
+    "utilization_gpu": 1.0,  # 1 %
+    "clocks_event_reasons": 1.0,
+}
+_INTS = (np.int8, np.int16, np.int32)
+_UINTS = (np.uint8, np.uint16, np.uint32)
+_DELTA_FIELDS = frozenset({"energy_total"})
+_ZLIB_LEVEL = 6
+_ROWLOOP_MIN_GPUS = 128
+_READ_WORKERS = min(4, os.cpu_count() or 1)
+_MAX_MERGE_SAMPLES = 1_000_000  # pending live polls are merged into chunks of at most this
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,7 +80,7 @@ CREATE TABLE IF NOT EXISTS chunks(
     chunk_id INTEGER PRIMARY KEY AUTOINCREMENT, t_min INTEGER NOT NULL, t_max INTEGER NOT NULL,
     n_samples INTEGER NOT NULL, n_times INTEGER NOT NULL, n_gpus INTEGER NOT NULL,
     fields TEXT NOT NULL, times BLOB NOT NULL, gpus BLOB NOT NULL, present BLOB, data BLOB NOT NULL,
-    source TEXT);
+    source TEXT, codec TEXT);
 CREATE INDEX IF NOT EXISTS chunks_t ON chunks(t_max, t_min);
 CREATE TABLE IF NOT EXISTS quarantine(
     id INTEGER PRIMARY KEY, reason TEXT NOT NULL, time_ns INTEGER, gpu TEXT, detail TEXT);
@@ -76,8 +106,24 @@ class _Chunk:
 
 
 def _dense(
-    time_ns: np.ndarray, gpu_ids: np.ndarray, values: dict[str, np.ndarray], source: str
+    time_ns: np.ndarray,
+    gpu_ids: np.ndarray,
+    values: dict[str, np.ndarray],
+    source: str,
+    stacked: np.ndarray | None = None,
 ) -> _Chunk:
+    n = time_ns.size
+    if (
+        n
+        and time_ns[0] == time_ns[-1]
+        and (n == 1 or bool((gpu_ids[1:] > gpu_ids[:-1]).all()))
+        and bool((time_ns == time_ns[0]).all())
+    ):
+        # a live poll: one instant, each GPU once in id order -> one row, no scatter
+        m = np.stack(list(values.values())) if stacked is None else stacked.copy()
+        absent = np.isnan(m).all(axis=1).tolist()
+        data = {f: m[k : k + 1] for k, f in enumerate(values) if not absent[k]}
+        return _Chunk(time_ns[:1].copy(), gpu_ids.copy(), data, np.ones((1, n), bool), source)
     times, ti = np.unique(time_ns, return_inverse=True)
     gids, gi = np.unique(gpu_ids, return_inverse=True)
     present = np.zeros((times.size, gids.size), dtype=bool)
@@ -90,6 +136,203 @@ def _dense(
         a[ti, gi] = v
         data[f] = a
     return _Chunk(times, gids, data, present, source)
+
+
+def _merge_pending(chunks: Sequence[_Chunk]) -> list[_Chunk]:
+    """Join consecutive chunks with the same GPUs and fields whose times follow each other.
+
+    A live daemon queues one single-instant chunk per poll; committing them as one ``T x G``
+    block per flush keeps the chunk count (and per-chunk overhead on read) independent of the
+    poll rate.  The samples are the same; only their grouping into rows changes.
+    """
+    out: list[_Chunk] = []
+    run: list[_Chunk] = []
+    acc = 0
+
+    def close_run() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            names = list(run[0].data)
+            out.append(
+                _Chunk(
+                    np.concatenate([c.times for c in run]),
+                    run[0].gpu_ids,
+                    {f: np.concatenate([c.data[f] for c in run]) for f in names},
+                    np.concatenate([c.present for c in run]),
+                    run[-1].source,
+                )
+            )
+
+    for c in chunks:
+        if run:
+            last = run[-1]
+            if (
+                acc + c.present.size <= _MAX_MERGE_SAMPLES
+                and c.times[0] > last.times[-1]
+                and c.source == last.source
+                and c.data.keys() == last.data.keys()
+                and np.array_equal(c.gpu_ids, last.gpu_ids)
+            ):
+                run.append(c)
+                acc += c.present.size
+                continue
+            close_run()
+        run, acc = [c], c.present.size
+    close_run()
+    return out
+
+
+def _encode_block(field: str, a: np.ndarray) -> tuple[list, bytes]:
+    """One field's ``(T, G)`` float64 block -> (codec entry, payload).
+
+    Lossless.  Values on the field's grid (``q / scale`` reproduces every value bit for bit,
+    checked here) become integers ``q - lo`` (``lo`` the block minimum) in the smallest unsigned
+    type that holds the block's range (kind ``qz``; counters, ``_DELTA_FIELDS``: first row as
+    int32, later rows as differences along time in the smallest signed type, kind ``qdz``),
+    split into byte planes and deflated (zlib, ``_ZLIB_LEVEL``); NaN cells ("not available")
+    are a bitmap.  Quantized sensor readings shrink to a few bits each (about one byte for
+    noisy power); decoding is one inflate and one or two array passes.  Anything else (off-grid, infinite, huge range, all NaN)
+    is kept as raw float64.
+    """
+    scale = _SCALE.get(field)
+    if scale is not None and a.size:
+        with np.errstate(invalid="ignore", over="ignore"):
+            q = np.round(a * scale)
+            nan = np.isnan(a)
+            has_nan = bool(nan.any())
+            if has_nan and nan.all():
+                lo = hi = np.nan  # nothing to quantize: raw
+            elif has_nan:
+                lo, hi = np.nanmin(q), np.nanmax(q)
+            else:
+                lo, hi = q.min(), q.max()
+            if (
+                np.isfinite(lo)
+                and np.isfinite(hi)
+                and hi - lo < 2**31 - 1
+                and abs(lo) < 2**52
+                and np.array_equal(q / scale, a, equal_nan=True)
+            ):
+                q -= lo
+                if has_nan:
+                    q[nan] = 0.0
+                if field in _DELTA_FIELDS:  # counters: differences along time
+                    kind, u = "qdz", q.astype(np.int32)
+                    d = u[1:] - u[:-1]
+                    big = int(max(-int(d.min()), int(d.max()))) if d.size else 0
+                    dt = next(t for t in _INTS if big <= np.iinfo(t).max)
+                    head, d = u[0].tobytes(), d.astype(dt)
+                else:  # gauges: the offset values themselves (no prefix sum to undo)
+                    dt = next(t for t in _UINTS if hi - lo <= np.iinfo(t).max)
+                    kind, head, d = "qz", b"", q.astype(dt)
+                size = np.dtype(dt).itemsize
+                planes = d.view(np.uint8).reshape(-1, size).T.tobytes() if size > 1 else d.tobytes()
+                payload = zlib.compress(head + planes, _ZLIB_LEVEL)
+                n_data = len(payload)
+                if has_nan:
+                    payload += zlib.compress(np.packbits(nan.ravel()).tobytes(), _ZLIB_LEVEL)
+                spec = [field, kind, scale, int(lo), np.dtype(dt).str, len(payload), n_data]
+                return spec, payload
+    payload = np.ascontiguousarray(a, dtype="<f8").tobytes()
+    return [field, "f8", 1.0, 0, "<f8", len(payload), 0], payload
+
+
+def _decode_block(
+    spec: Sequence, payload: bytes | memoryview, shape: tuple[int, int], out: np.ndarray | None
+) -> np.ndarray:
+    """Inverse of :func:`_encode_block`, written into ``out`` (float64, ``shape``) if given."""
+    _, kind, scale, lo, dts, n_all, n_data = spec
+    if kind == "f8":
+        a = np.frombuffer(payload, dtype="<f8").reshape(shape)
+        if out is None:
+            return a
+        out[...] = a
+        return out
+    dt = np.dtype(dts)
+    nt, ng = shape
+    raw = zlib.decompress(payload[:n_data])
+    if out is None:
+        out = np.empty(shape)
+    if kind == "qz":
+        count = nt * ng
+        if dt.itemsize > 1:
+            planes = np.frombuffer(raw, np.uint8).reshape(dt.itemsize, count)
+            u = np.empty(count, dt)
+            u8 = u.view(np.uint8).reshape(count, dt.itemsize)
+            for k in range(dt.itemsize):
+                u8[:, k] = planes[k]
+        else:
+            u = np.frombuffer(raw, dt)
+        np.add(u.reshape(shape), float(lo), out=out)
+    else:
+        _undo_delta(raw, dt, shape, float(lo), out)
+    if scale != 1.0:  # (u + lo) / scale in float64 is exactly the stored value
+        np.divide(out, scale, out=out)
+    if n_data < n_all:
+        bits = zlib.decompress(payload[n_data:n_all])
+        nan = np.unpackbits(np.frombuffer(bits, np.uint8), count=nt * ng).reshape(shape)
+        out[nan.astype(bool)] = np.nan
+    return out
+
+
+def _undo_delta(raw: bytes, dt: np.dtype, shape: tuple[int, int], lo: float, out: np.ndarray):
+    nt, ng = shape
+    acc = np.empty(shape, np.int32)
+    acc[0] = np.frombuffer(raw, np.int32, count=ng)
+    count = (nt - 1) * ng
+    if dt.itemsize > 1:
+        planes = np.frombuffer(raw, np.uint8, offset=4 * ng).reshape(dt.itemsize, count)
+        d = np.empty(count, dt)
+        d8 = d.view(np.uint8).reshape(count, dt.itemsize)
+        for k in range(dt.itemsize):
+            d8[:, k] = planes[k]
+    else:
+        d = np.frombuffer(raw, dt, offset=4 * ng)
+    d = d.reshape(nt - 1, ng)
+    if ng >= _ROWLOOP_MIN_GPUS:  # undo the differences row by row (wide rows: fastest)
+        for i in range(1, nt):
+            np.add(acc[i - 1], d[i - 1], out=acc[i])
+    elif nt > 1:
+        np.cumsum(d, axis=0, dtype=np.int32, out=acc[1:])
+        acc[1:] += acc[0]
+    np.add(acc, lo, out=out)
+
+
+def _split_blocks(
+    fields: str, data_b: bytes, codec: str | None, nt: int, ng: int
+) -> dict[str, tuple[Sequence, memoryview]]:
+    """A chunk row's blocks: field -> (codec entry, payload); version-1 rows are raw float64."""
+    names = fields.split(",") if fields else []
+    mv = memoryview(data_b)
+    if codec is None:
+        size = nt * ng * 8
+        return {
+            f: ([f, "f8", 1.0, 0, "<f8", size, 0], mv[k * size : (k + 1) * size])
+            for k, f in enumerate(names)
+        }
+    specs = json.loads(codec)["f"]
+    out = {}
+    pos = 0
+    for spec in specs:
+        out[spec[0]] = (spec, mv[pos : pos + spec[5]])
+        pos += spec[5]
+    return out
+
+
+def _chunk_meta(
+    times_b: bytes, gpus_b: bytes, pres_b: bytes | None, nt: int, ng: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    times = np.frombuffer(times_b, dtype=np.int64)
+    gids = np.frombuffer(gpus_b, dtype=np.int64)
+    present = (
+        None
+        if pres_b is None
+        else np.unpackbits(np.frombuffer(pres_b, np.uint8), count=nt * ng)
+        .reshape(nt, ng)
+        .astype(bool)
+    )
+    return times, gids, present
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
@@ -133,6 +376,10 @@ class Store:
         self._gpu_dirty: set[str] = set()
         self._last_time: dict[str, int] = {}
         self._prov_pending: list[tuple] = []
+        self._last_gpus: list[GpuInfo] = []
+        self._last_keys: list[str] = []
+        self._last_gids = np.zeros(0, np.int64)
+        self._codec_col = "codec"
         self.stats = collections.Counter()  # this process: samples, quarantined:<reason>, ...
         self.last_error: str | None = None
         try:
@@ -169,10 +416,24 @@ class Store:
             row = self._con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a twin telemetry store: {exc}") from exc
-        if row is None or row[0] != SCHEMA_VERSION:
+        version = row and row[0]
+        if version not in _READABLE_VERSIONS:
             raise StoreError(
-                f"{self.path}: schema version {row and row[0]!r}; expected {SCHEMA_VERSION!r}"
+                f"{self.path}: telemetry store schema version {version!r}; this twin reads "
+                f"versions {', '.join(_READABLE_VERSIONS)} (a newer twin wrote it? upgrade twin)"
             )
+        if version == "1" and not self.readonly:
+            # v1 -> v2: chunks gain a codec column (NULL = v1 raw float64 blocks, still read)
+            self._con.execute("BEGIN IMMEDIATE")
+            cols = [r[1] for r in self._con.execute("PRAGMA table_info(chunks)")]
+            if "codec" not in cols:
+                self._con.execute("ALTER TABLE chunks ADD COLUMN codec TEXT")
+            self._con.execute(
+                "UPDATE meta SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,)
+            )
+            self._con.execute("COMMIT")
+            version = SCHEMA_VERSION
+        self._codec_col = "codec" if version != "1" else "NULL"
 
     # ------------------------------------------------------------------ writing
     def close(self) -> None:
@@ -221,8 +482,13 @@ class Store:
         """Validate ``batch`` (positions index ``gpus``) and queue it; returns accepted samples."""
         if self.readonly:
             raise StoreError(f"{self.path} was opened read-only")
-        keys = [g.key for g in gpus]
-        gids = np.asarray(self.register_gpus(gpus), dtype=np.int64)
+        cached = self._last_gpus
+        if len(gpus) == len(cached) and all(map(operator.is_, gpus, cached)):
+            keys, gids = self._last_keys, self._last_gids  # same GpuInfo objects as last time
+        else:
+            keys = [g.key for g in gpus]
+            gids = np.asarray(self.register_gpus(gpus), dtype=np.int64)
+            self._last_gpus, self._last_keys, self._last_gids = list(gpus), keys, gids
         accepted, records = validate(batch, keys, self._last_time, self.limits)
         self.last_accepted = accepted
         q = list(batch.quarantine) + records
@@ -231,12 +497,14 @@ class Store:
             self.stats[f"quarantined:{r.reason}"] += 1
         n_ok = int(accepted.sum())
         if n_ok:
-            if accepted.all():
+            if n_ok == accepted.size:
                 t, g, vals = batch.time_ns, batch.gpu, batch.values
+                m = stacked(batch)
             else:
                 t, g = batch.time_ns[accepted], batch.gpu[accepted]
                 vals = {f: v[accepted] for f, v in batch.values.items()}
-            chunk = _dense(t, gids[g], vals, source)
+                m = None
+            chunk = _dense(t, gids[g], vals, source, m)
             self._pending.append(chunk)
             self._pending_samples += chunk.n_samples
             # rows whose (time, gpu) collapse are impossible: duplicates were quarantined
@@ -281,8 +549,8 @@ class Store:
             con.execute("BEGIN IMMEDIATE")
             con.executemany(
                 "INSERT INTO chunks(t_min,t_max,n_samples,n_times,n_gpus,fields,times,gpus,"
-                "present,data,source) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-                [_chunk_row(c) for c in pending],
+                "present,data,source,codec) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                [_chunk_row(c) for c in _merge_pending(pending)],
             )
             con.executemany(
                 "INSERT INTO quarantine(reason,time_ns,gpu,detail) VALUES(?,?,?,?)",
@@ -425,34 +693,31 @@ class Store:
             out[f].append(FieldProvenance(origin, kind, unit, window))
         return dict(out)
 
-    def _iter_chunks(
-        self, start_ns: int | None, end_ns: int | None
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None]]:
-        sql = "SELECT times, gpus, present, fields, data, n_times, n_gpus FROM chunks"
-        args: list[int] = []
-        cond = []
+    def _chunk_where(self, start_ns: int | None, end_ns: int | None) -> tuple[str, list[int]]:
+        cond, args = [], []
         if start_ns is not None:
             cond.append("t_max >= ?")
             args.append(start_ns)
         if end_ns is not None:
             cond.append("t_min <= ?")
             args.append(end_ns)
-        if cond:
-            sql += " WHERE " + " AND ".join(cond)
-        sql += " ORDER BY chunk_id"
-        for times_b, gpus_b, pres_b, fields, data_b, nt, ng in self._con.execute(sql, args):
-            times = np.frombuffer(times_b, dtype=np.int64)
-            gids = np.frombuffer(gpus_b, dtype=np.int64)
-            present = (
-                None
-                if pres_b is None
-                else np.unpackbits(np.frombuffer(pres_b, np.uint8), count=nt * ng)
-                .reshape(nt, ng)
-                .astype(bool)
-            )
-            names = fields.split(",") if fields else []
-            block = np.frombuffer(data_b, dtype=np.float64).reshape(len(names), nt, ng)
-            yield times, gids, dict(zip(names, block, strict=True)), present
+        where = (" WHERE " + " AND ".join(cond)) if cond else ""
+        return where + " ORDER BY chunk_id", args
+
+    def _iter_chunks(
+        self, start_ns: int | None, end_ns: int | None
+    ) -> Iterator[
+        tuple[np.ndarray, np.ndarray, dict[str, tuple[Sequence, memoryview]], np.ndarray | None]
+    ]:
+        """Per chunk: times, gpu ids, field -> encoded block (see :func:`_decode_block`), mask."""
+        where, args = self._chunk_where(start_ns, end_ns)
+        sql = (
+            "SELECT times, gpus, present, fields, n_times, n_gpus, "
+            f"{self._codec_col}, data FROM chunks" + where
+        )
+        for times_b, gpus_b, pres_b, fields, nt, ng, codec, data_b in self._con.execute(sql, args):
+            times, gids, present = _chunk_meta(times_b, gpus_b, pres_b, nt, ng)
+            yield times, gids, _split_blocks(fields, data_b, codec, nt, ng), present
 
     def read(
         self,
@@ -469,7 +734,31 @@ class Store:
         start_ns = None if start is None else pd.Timestamp(start).value
         end_ns = None if end is None else pd.Timestamp(end).value
         want = list(fields) if fields is not None else list(FIELD_NAMES)
-        chunks = list(self._iter_chunks(start_ns, end_ns))
+        con = self._con
+        own = not con.in_transaction
+        if own:  # one snapshot for the two passes below, even while a daemon appends
+            con.execute("BEGIN")
+        try:
+            return self._read(start_ns, end_ns, want)
+        finally:
+            if own:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("COMMIT")
+
+    def _read(self, start_ns: int | None, end_ns: int | None, want: list[str]) -> xr.Dataset:
+        # pass 1: chunk metadata (small) -> output layout; pass 2: stream the blobs, decode
+        # into place on worker threads (zlib and numpy release the GIL; reading the next blobs
+        # from disk overlaps decoding the previous ones)
+        where, args = self._chunk_where(start_ns, end_ns)
+        chunks = []
+        # (columns stored before ``data`` only: reading one after a blob walks its overflow pages)
+        for cid, times_b, gpus_b, pres_b, fields, nt, ng in self._con.execute(
+            "SELECT chunk_id, times, gpus, present, fields, n_times, n_gpus FROM chunks" + where,
+            args,
+        ):
+            times, gids, present = _chunk_meta(times_b, gpus_b, pres_b, nt, ng)
+            names = fields.split(",") if fields else []
+            chunks.append((times, gids, names, present, cid, fields))
         gpu_rows = {
             r[0]: r[1:]
             for r in self._con.execute(
@@ -485,28 +774,55 @@ class Store:
         monotone = cat.size == 0 or bool(np.all(cat[1:] > cat[:-1]))
         times = cat if monotone else np.unique(cat)
         present_fields = sorted({f for c in chunks for f in c[2]} & set(want), key=want.index)
-        out = {f: np.full((times.size, all_g.size), np.nan) for f in present_fields}
+        ident = np.arange(all_g.size)
+        full = [
+            c[1].size == all_g.size and bool(np.all(gpos[c[1]] == ident)) and c[3] is None
+            for c in chunks
+        ]
+        wanted = set(present_fields)
+        # every cell written by a full block: no NaN pre-fill (saves a pass over the output)
+        covered = (
+            monotone and all(full) and all(all(f in c[2] for f in present_fields) for c in chunks)
+        )
+        alloc = np.empty if covered else (lambda shape: np.full(shape, np.nan))
+        out = {f: alloc((times.size, all_g.size)) for f in present_fields}
         offset = 0
-        for ctimes, gids, data, present in chunks:
-            if monotone:
-                tsl: slice | np.ndarray = slice(offset, offset + ctimes.size)
-                offset += ctimes.size
-            else:
-                tsl = np.searchsorted(times, ctimes)
-            gi = gpos[gids]
-            full_g = gi.size == all_g.size and bool(np.all(gi == np.arange(gi.size)))
-            for f, block in data.items():
-                if f not in out:
-                    continue
-                dst = out[f]
-                if present is not None:
-                    block = np.where(present, block, np.nan)
-                if full_g and isinstance(tsl, slice) and present is None:
-                    dst[tsl] = block
+        blobs = self._con.execute(
+            f"SELECT chunk_id, data, {self._codec_col} FROM chunks" + where, args
+        )
+        workers = _READ_WORKERS
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            jobs = []
+            for (ctimes, gids, names, present, cid, fields), full_g, (cid2, data_b, codec) in zip(
+                chunks, full, blobs, strict=True
+            ):
+                if cid != cid2:  # cannot happen inside one snapshot
+                    raise StoreError(f"{self.path}: chunk list changed while reading")
+                if monotone:
+                    tsl: slice | np.ndarray = slice(offset, offset + ctimes.size)
+                    offset += ctimes.size
                 else:
+                    tsl = np.searchsorted(times, ctimes)
+                if not wanted.intersection(names):
+                    continue
+                gi = gpos[gids]
+                shape = (ctimes.size, gids.size)
+                data = _split_blocks(fields, data_b, codec, shape[0], shape[1])
+                for f, (spec, payload) in data.items():
+                    if f not in out:
+                        continue
+                    dst = out[f]
+                    if full_g and isinstance(tsl, slice):  # disjoint rows: in parallel
+                        jobs.append(pool.submit(_decode_block, spec, payload, shape, dst[tsl]))
+                        continue
+                    block = _decode_block(spec, payload, shape, None)
+                    if present is not None:
+                        block = np.where(present, block, np.nan)
                     rows = np.arange(times.size)[tsl]
                     sub = dst[np.ix_(rows, gi)]
                     dst[np.ix_(rows, gi)] = np.where(np.isnan(block), sub, block)
+            for job in jobs:
+                job.result()
         if start_ns is not None or end_ns is not None:
             keep = np.ones(times.size, dtype=bool)
             if start_ns is not None:
@@ -591,8 +907,8 @@ class Store:
             lo, hi = grp[0], grp[-1]
             con.execute("BEGIN IMMEDIATE")
             parts = []
-            for times_b, gpus_b, pres_b, fields, data_b, nt, ng, src in con.execute(
-                "SELECT times,gpus,present,fields,data,n_times,n_gpus,source FROM chunks "
+            for times_b, gpus_b, pres_b, fields, data_b, nt, ng, src, codec in con.execute(
+                "SELECT times,gpus,present,fields,data,n_times,n_gpus,source,codec FROM chunks "
                 "WHERE chunk_id BETWEEN ? AND ? ORDER BY chunk_id",
                 (lo, hi),
             ):
@@ -605,12 +921,12 @@ class Store:
                     .reshape(nt, ng)
                     .astype(bool)
                 )
-                names = fields.split(",") if fields else []
-                block = np.frombuffer(data_b, np.float64).reshape(len(names), nt, ng)
+                blocks = {
+                    f: _decode_block(spec, payload, (nt, ng), None)
+                    for f, (spec, payload) in _split_blocks(fields, data_b, codec, nt, ng).items()
+                }
                 ti, gi = np.nonzero(pres)
-                parts.append(
-                    (times[ti], gids[gi], {f: block[k][ti, gi] for k, f in enumerate(names)}, src)
-                )
+                parts.append((times[ti], gids[gi], {f: b[ti, gi] for f, b in blocks.items()}, src))
             t = np.concatenate([p[0] for p in parts])
             g = np.concatenate([p[1] for p in parts])
             names = sorted({f for p in parts for f in p[2]}, key=FIELD_NAMES.index)
@@ -622,7 +938,7 @@ class Store:
             con.execute("DELETE FROM chunks WHERE chunk_id BETWEEN ? AND ?", (lo, hi))
             con.execute(
                 "INSERT INTO chunks(chunk_id,t_min,t_max,n_samples,n_times,n_gpus,fields,times,"
-                "gpus,present,data,source) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                "gpus,present,data,source,codec) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (hi, *_chunk_row(merged)),
             )
             con.execute("COMMIT")
@@ -634,11 +950,12 @@ class Store:
 
 def _chunk_row(c: _Chunk) -> tuple:
     names = [f for f in FIELD_NAMES if f in c.data]
-    data = (
-        np.stack([c.data[f] for f in names]).tobytes()
-        if names
-        else np.zeros((0,), np.float64).tobytes()
-    )
+    specs, payloads = [], []
+    for f in names:
+        spec, payload = _encode_block(f, c.data[f])
+        specs.append(spec)
+        payloads.append(payload)
+    data = b"".join(payloads)
     present = None if c.present.all() else np.packbits(c.present.ravel()).tobytes()
     return (
         int(c.times[0]),
@@ -652,6 +969,7 @@ def _chunk_row(c: _Chunk) -> tuple:
         present,
         data,
         c.source,
+        json.dumps({"f": specs}, separators=(",", ":")),
     )
 
 

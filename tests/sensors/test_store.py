@@ -218,3 +218,88 @@ def test_live_poll_fast_path_orders_per_gpu(tmp_path):
     st.flush()
     assert st.info()["quarantined"] == {"duplicate_timestamp": 2, "time_backwards": 2}
     st.close()
+
+
+def test_codec_lossless_and_compact(tmp_path):
+    """Grid values are stored as compressed integers and read back bit for bit; others raw."""
+    from sensors.store import _decode_block, _encode_block
+
+    rng = np.random.default_rng(0)
+    cases = {
+        "power_average": np.where(
+            rng.random((30, 40)) < 0.1, np.nan, np.round(rng.uniform(0, 900, (30, 40)), 2)
+        ),
+        "energy_total": np.round(np.cumsum(rng.uniform(0, 700, (30, 200)), axis=0) + 5e5, 3),
+        "temp_gpu": np.round(rng.normal(60, 2, (30, 300))),
+        "utilization_gpu": rng.uniform(0, 100, (30, 4)),  # off-grid: must stay raw
+        "clock_sm": np.full((2, 3), np.nan),
+    }
+    for f, a in cases.items():
+        spec, payload = _encode_block(f, a)
+        assert spec[1] == ("f8" if f in ("utilization_gpu", "clock_sm") else spec[1])
+        out = _decode_block(spec, payload, a.shape, None)
+        assert out.dtype == np.float64
+        np.testing.assert_array_equal(out, a)  # NaN == NaN here, values bit for bit
+        if spec[1] != "f8":
+            assert len(payload) < a.nbytes / 2
+    st = Store(tmp_path / "s.db")
+    t = np.repeat(np.arange(100), 3)
+    g = np.tile(np.arange(3), 100)
+    vals = {"power_average": np.round(rng.uniform(50, 700, 300), 2), "temp_gpu": 40.0 + g}
+    st.append(Batch(T0 + t * 10**9, g, vals), GPUS)
+    st.flush()
+    ds = st.read()
+    np.testing.assert_array_equal(ds.power_average.values.ravel(), vals["power_average"])
+    assert ds.power_average.attrs["units"] == "W"
+    st.close()
+
+
+def test_schema_v1_store_is_read_and_upgraded(tmp_path):
+    """A version-1 store (raw float64 blobs, no codec column) reads as before; a writer upgrades
+    it; an unknown version is refused clearly."""
+    path = tmp_path / "v1.db"
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES('schema_version','1');"
+        "CREATE TABLE gpus(gpu_id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, idx INTEGER,"
+        " host TEXT, uuid TEXT, name TEXT, pci_bus_id TEXT, power_limit REAL,"
+        " temp_slowdown REAL, temp_shutdown REAL, location TEXT, last_time_ns INTEGER);"
+        "CREATE TABLE provenance(field TEXT NOT NULL, source TEXT NOT NULL, origin TEXT NOT NULL,"
+        " kind TEXT, unit TEXT, window_s REAL, PRIMARY KEY(field, source, origin));"
+        "CREATE TABLE chunks(chunk_id INTEGER PRIMARY KEY AUTOINCREMENT, t_min INTEGER NOT NULL,"
+        " t_max INTEGER NOT NULL, n_samples INTEGER NOT NULL, n_times INTEGER NOT NULL,"
+        " n_gpus INTEGER NOT NULL, fields TEXT NOT NULL, times BLOB NOT NULL, gpus BLOB NOT NULL,"
+        " present BLOB, data BLOB NOT NULL, source TEXT);"
+        "CREATE TABLE quarantine(id INTEGER PRIMARY KEY, reason TEXT NOT NULL, time_ns INTEGER,"
+        " gpu TEXT, detail TEXT);"
+        "CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+        "INSERT INTO gpus(gpu_id, key, idx, host, last_time_ns) VALUES(1,'GPU-0',0,'h1',NULL);"
+    )
+    times = T0 + np.arange(4, dtype=np.int64) * 10**9
+    power = np.array([[100.123456], [101.0], [102.5], [103.0]])  # raw float64, any digits
+    con.execute(
+        "INSERT INTO chunks(t_min,t_max,n_samples,n_times,n_gpus,fields,times,gpus,present,data,"
+        "source) VALUES(?,?,4,4,1,'power_average',?,?,NULL,?,'old')",
+        (int(times[0]), int(times[-1]), times.tobytes(), np.array([1]).tobytes(), power.tobytes()),
+    )
+    con.execute("UPDATE gpus SET last_time_ns=? WHERE gpu_id=1", (int(times[-1]),))
+    con.commit()
+    con.close()
+    with contextlib.closing(Store(path, readonly=True)) as st:
+        np.testing.assert_array_equal(st.read().power_average.values, power)
+    with Store(path) as st:  # a writer upgrades in place and appends new-format chunks
+        st.append(batch([4, 5], [104.25, 105.5], gpu=[0, 0]), GPUS[:1])
+    with contextlib.closing(Store(path, readonly=True)) as st:
+        v = st.read().power_average.values[:, 0]
+        np.testing.assert_array_equal(v, [100.123456, 101.0, 102.5, 103.0, 104.25, 105.5])
+        assert (
+            st._con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+            == "2"
+        )
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="schema version '99'.*reads versions 1, 2"):
+        Store(path, readonly=True)
