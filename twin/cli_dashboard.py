@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -96,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     cmd = streamlit_command(args)
     print(f"twin dashboard: http://{args.address}:{args.port}/", file=sys.stderr)
     env = dict(os.environ, TWIN_FACILITY=args.facility, TWIN_TELEMETRY=args.telemetry)
-    try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 0
+    sys.stderr.flush()
+    # Replace this process with streamlit (no child left behind): SIGTERM/SIGINT sent to
+    # `twin dashboard` reach the server itself, so service managers and tests stop it cleanly.
+    os.execvpe(cmd[0], cmd, env)
+    return 0  # not reached
