@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from twin.cli_simulate import site_pairs as _pairs
 from twin.units import SpecError
 
 SUMMARY_KEYS = (
@@ -27,16 +28,6 @@ SUMMARY_KEYS = (
     "deferred_jobs",
     "wall_seconds",
 )
-
-
-def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for v in values or []:
-        key, sep, path = v.partition("=")
-        if not sep or not key or not path:
-            raise SpecError(flag, v, "SITE=PATH, e.g. atlanta=USA_GA_Atlanta.epw")
-        out[key] = path
-    return out
 
 
 def _common(p: argparse.ArgumentParser) -> None:

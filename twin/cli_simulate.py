@@ -10,7 +10,8 @@ import sys
 from twin.units import SpecError
 
 
-def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+def site_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    """Parse repeated ``SITE=PATH`` options (``--weather``, ``--carbon``) into a mapping."""
     out: dict[str, str] = {}
     for v in values or []:
         key, sep, path = v.partition("=")
@@ -73,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         args.step,
         args.start,
         load,
-        _pairs(args.weather, "--weather"),
-        _pairs(args.carbon, "--carbon"),
+        site_pairs(args.weather, "--weather"),
+        site_pairs(args.carbon, "--carbon"),
         record_interval=args.record,
         seed=args.seed,
         progress=progress_printer(),

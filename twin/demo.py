@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from twin.units import SpecError
-
 
 class _Stages:
     def __init__(self, total: int):
@@ -97,6 +95,7 @@ class _Limited:
 
 def run_demo(args: argparse.Namespace) -> int:
     from twin.calibrate import CalibrationConfig, calibrate, plot_fit
+    from twin.cli_simulate import site_pairs
     from twin.jobs import generate_jobs, load_jobs
     from twin.model import LoadMix
     from twin.placement import compare
@@ -105,12 +104,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    weather = {}
-    for item in args.weather or []:
-        key, sep, path = item.partition("=")
-        if not sep:
-            raise SpecError("--weather", item, "SITE=EPW")
-        weather[key] = path
+    weather = site_pairs(args.weather, "--weather")
     stages = _Stages(5)
     t_start = time.perf_counter()
 
