@@ -1,6 +1,8 @@
 """The real dashboard in a real browser: ``twin dashboard`` on a free 127.0.0.1 port, Debian's
 chromium (headless) driven by Selenium through chromium-driver, every page visited, its text
-checked and a screenshot saved under docs/screenshots/ (shown by docs/dashboard.md).
+checked and a screenshot saved. With ``TWIN_UPDATE_SCREENSHOTS=1`` the screenshots replace
+docs/screenshots/ (shown by README and docs/dashboard.md); otherwise they go to a temporary
+directory, so a test run never modifies tracked files.
 
 CI installs chromium and chromium-driver (.ci/run); without them this test fails and says so.
 Set ``TWIN_SKIP_BROWSER=1`` to skip it deliberately (e.g. on a machine without a browser).
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 from dashboard_testlib import FACILITY, ROOT, free_port
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+DOC_SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = ("chromium", "chromium-browser")
 DRIVER = ("chromedriver", "chromium-driver")
 #: Page (query parameter), text that must appear once the page has run, file name.
@@ -159,7 +161,9 @@ def _run_placement(drv) -> None:
 
 
 def test_every_page_in_chromium(browser, dashboard):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    update = os.environ.get("TWIN_UPDATE_SCREENSHOTS") == "1"
+    shots = DOC_SCREENSHOTS if update else Path(tempfile.mkdtemp(prefix="twin-shots-"))
+    shots.mkdir(parents=True, exist_ok=True)
     for page, texts, name in PAGES:
         browser.get(f"{dashboard}/?page={page}")
         if page.startswith("placement"):
@@ -168,6 +172,6 @@ def test_every_page_in_chromium(browser, dashboard):
         assert "Traceback" not in body
         if name in ("fleet", "hall", "placement", "live"):  # let Vega draw the charts
             time.sleep(2.0)
-        out = SCREENSHOTS / f"{name}.png"
+        out = shots / f"{name}.png"
         assert browser.save_screenshot(str(out)), out
         assert out.stat().st_size > 10_000, f"{out} looks blank"
