@@ -118,7 +118,7 @@ def run_demo(args: argparse.Namespace) -> int:
     plot_fit(cal, out / "calibration.png")
     cal_json = json.loads(_cal_summary(cal))
 
-    stages.start("simulate: one day of the facility")
+    stages.start(f"simulate: {args.sim_hours:g} h of the facility")
     spec = load_facility(args.facility)
     ds, sim = simulate(
         spec,
@@ -238,7 +238,7 @@ def _report(out, spec, sim, cal, summaries, wall, args) -> str:
         "",
         "![calibration](calibration.png)",
         "",
-        "## One day of the facility",
+        f"## {args.sim_hours:g} h of the facility (60 s steps)",
         "",
         "| site | IT MWh | pumps MWh | fans MWh | chillers MWh | PUE | hottest GPU °C | "
         "energy balance |",
@@ -302,7 +302,7 @@ def _print_table(summaries, cal, sim, wall) -> None:
     print(
         f"calibration held-out RMSE {cal['holdout_rmse_k']:.2f} K "
         f"(CV-RMSE {cal['cv_rmse']:.2f} %, NMBE {cal['nmbe']:.2f} %); "
-        f"simulated day PUE {sim['pue']:.4f}, energy balance "
+        f"simulated {sim['hours']:g} h: PUE {sim['pue']:.4f}, energy balance "
         f"{sim['energy_balance_relative_error']:.1e}; wall {wall:.0f} s"
     )
 
@@ -321,7 +321,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", default=None, help="a job file or the Alibaba trace CSV")
     p.add_argument("--weather", action="append", metavar="SITE=EPW")
     p.add_argument("--hours", type=float, default=168.0, help="hours of jobs to place")
-    p.add_argument("--sim-hours", type=float, default=24.0, help="hours of the simulate stage")
+    p.add_argument("--sim-hours", type=float, default=6.0, help="hours of the simulate stage")
     p.add_argument("--minutes", type=float, default=10.0, help="simulated minutes of telemetry")
     p.add_argument("--sim-gpus", type=int, default=16, help="GPUs of the simulated fleet")
     p.add_argument(
