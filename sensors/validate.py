@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from sensors.base import Batch, QuarantineRecord
+from sensors.base import REASONS, Batch, QuarantineRecord
 
 _NO_TIME = np.iinfo(np.int64).min
 
@@ -96,15 +96,8 @@ def validate(
     limits = limits if limits is not None else Limits()
     n = len(batch)
     reason = np.full(n, -1, dtype=np.int64)
-    names = [
-        "nan",
-        "power_negative",
-        "power_absurd",
-        "temperature_out_of_range",
-        "utilization_out_of_range",
-        "time_backwards",
-        "duplicate_timestamp",
-    ]
+    # Per-sample codes 0..6 index the per-sample tail of the canonical REASONS order.
+    names = REASONS[REASONS.index("nan") :]
 
     def mark(mask: np.ndarray, code: int) -> None:
         reason[(reason < 0) & mask] = code
