@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from twin.spec import bundled_toml
 from twin.units import SpecError
 
 log = logging.getLogger(__name__)
@@ -149,16 +150,7 @@ def load_carbon_profile_table(name_or_path: str | Path) -> tuple[np.ndarray, dic
     meta : dict
         The TOML's top-level metadata (``name``, ``units``, ``hour_timezone``, ...).
     """
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.is_file():
-        path = candidate
-        if not path.is_file():
-            raise FileNotFoundError(f"carbon profile file not found: {path}")
-    else:
-        path = GRID_DIR / f"{str(name_or_path).lower()}.toml"
-        if not path.is_file():
-            known = sorted(p.stem for p in GRID_DIR.glob("*.toml"))
-            raise SpecError("grid", name_or_path, f"one of {known} or a .toml path")
+    path = bundled_toml(name_or_path, GRID_DIR, "grid", "carbon profile")
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

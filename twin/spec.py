@@ -26,6 +26,24 @@ FACILITY_DIR = DATA_DIR / "facilities"
 SETPOINT_RANGE_K = (273.15 + 2.0, 273.15 + 65.0)
 
 
+def bundled_toml(name_or_path: str | Path, directory: Path, field: str, kind: str) -> Path:
+    """Resolve a TOML path, or the name of one shipped in ``directory``.
+
+    A missing explicit path raises FileNotFoundError; an unknown name raises SpecError on
+    ``field`` listing the shipped names.
+    """
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.is_file():
+        if not candidate.is_file():
+            raise FileNotFoundError(f"{kind} file not found: {candidate}")
+        return candidate
+    path = directory / f"{str(name_or_path).lower()}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in directory.glob("*.toml"))
+        raise SpecError(field, name_or_path, f"one of {known} or a .toml path")
+    return path
+
+
 class Fields:
     """Reads one TOML table, tracking the keys used so unknown keys are reported."""
 

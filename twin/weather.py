@@ -42,6 +42,7 @@ import pandas as pd
 import xarray as xr
 
 from physics import psychrometrics
+from twin.spec import bundled_toml
 from twin.units import ZERO_CELSIUS_K, SpecError, parse_quantity, ureg
 
 # float64 is enabled by twin/__init__.py
@@ -455,16 +456,7 @@ def load_climate(name_or_path: str | Path) -> ClimateStats:
     SpecError
         For an unknown name (the message lists the bundled ones) or a malformed table.
     """
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.is_file():
-        path = candidate
-        if not path.is_file():
-            raise FileNotFoundError(f"climate file not found: {path}")
-    else:
-        path = CLIMATE_DIR / f"{str(name_or_path).lower()}.toml"
-        if not path.is_file():
-            known = sorted(p.stem for p in CLIMATE_DIR.glob("*.toml"))
-            raise SpecError("climate", name_or_path, f"one of {known} or a .toml path")
+    path = bundled_toml(name_or_path, CLIMATE_DIR, "climate", "climate")
     where = str(path)
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
