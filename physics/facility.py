@@ -183,33 +183,40 @@ class Derived(NamedTuple):
 
 
 class GpuConstants(NamedTuple):
-    """Per-GPU constants of a run at a fixed step (exponentials hoisted out of the time loop)."""
+    """Per-GPU constants of a run at a fixed step, hoisted out of the time loop.
 
-    conductance: jax.Array  # G = 1/R_ji - α P_leak,ref [W/K]
-    rate: jax.Array  # λ = G/C [1/s]
+    They regroup the terms of :func:`physics.gpu.die_square_wave_step`,
+    :func:`physics.gpu.power_capped_utilization` and :func:`physics.gpu.hbm_temperature_step`
+    so that one step reads few arrays and does only multiply-adds and one exponential per GPU.
+    """
+
+    rate: jax.Array  # λ = G/C [1/s], G = 1/R - α P_leak,ref
     decay: jax.Array  # exp(-λ Δt)
-    decay_on: jax.Array  # exp(-λ d p)
-    decay_off: jax.Array  # exp(-λ (1-d) p)
+    inv_conductance: jax.Array  # 1/G [K/W]
+    inv_resistance: jax.Array  # 1/R junction → inlet coolant [W/K]
+    memory_tail: jax.Array  # (1 - e_on)/(1 - e_on e_off), e_on = exp(-λ d p), e_off = exp(-λ(1-d)p)
+    memory_on: jax.Array  # 1 - e_off × memory_tail
     hbm_decay: jax.Array  # exp(-Δt/(R_hbm C_hbm))
-    hbm_mean_factor: jax.Array  # τ/Δt (1 - exp(-Δt/τ))
 
 
 def gpu_constants(p: FacilityParams, d: Derived, dt: float) -> GpuConstants:
-    """Constants of :func:`physics.gpu.die_square_wave_step` that do not change during a run."""
+    """Constants of :func:`step`'s GPU update that do not change during a run."""
     g = gpu.die_conductance(d.gpu_resistance, p.gpu_leakage_ref, p.gpu_leakage_coeff)
     lam = g / p.gpu_capacitance
     on = (p.load_duty * p.load_period)[:, None, None, None]
     off = ((1.0 - p.load_duty) * p.load_period)[:, None, None, None]
-    tau_h = p.gpu_hbm_resistance * p.gpu_hbm_capacitance
-    hbm_decay = jnp.exp(-dt / tau_h)
+    decay = jnp.exp(-lam * dt)
+    decay_on = jnp.exp(-lam * on)
+    decay_off = jnp.exp(-lam * off)
+    tail = (1.0 - decay_on) / (1.0 - decay_on * decay_off)
     return GpuConstants(
-        conductance=g,
         rate=lam,
-        decay=jnp.exp(-lam * dt),
-        decay_on=jnp.exp(-lam * on),
-        decay_off=jnp.exp(-lam * off),
-        hbm_decay=hbm_decay,
-        hbm_mean_factor=tau_h / dt * (1.0 - hbm_decay),
+        decay=decay,
+        inv_conductance=1.0 / g,
+        inv_resistance=1.0 / d.gpu_resistance,
+        memory_tail=tail,
+        memory_on=1.0 - decay_off * tail,
+        hbm_decay=jnp.exp(-dt / (p.gpu_hbm_resistance * p.gpu_hbm_capacitance)),
     )
 
 
@@ -585,6 +592,158 @@ def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, 
     return LoopState(tcs_tanks, fws_supply_tanks, fws_return_tanks), flows, t_air_site
 
 
+class GpuStep(NamedTuple):
+    """GPU nodes after one step and their per-rack step totals (R,)."""
+
+    gpu_temp: jax.Array  # die temperatures (R, T, P, S) [K]
+    hbm_temp: jax.Array  # HBM temperatures (R, T, P, S) [K]
+    rack_energy: jax.Array  # GPU electrical energy over the step [J]
+    rack_heat_liquid: jax.Array  # GPU heat into the coolant over the step [J]
+    rack_heat_air: jax.Array  # GPU heat into the room air over the step [J]
+    rack_sum_temp: jax.Array  # sum of die temperatures at the step end [K]
+    rack_max_temp: jax.Array  # hottest die at the step end [K]
+    rack_max_hbm_temp: jax.Array  # hottest HBM at the step end [K]
+    rack_throttle_seconds: jax.Array  # GPU-seconds above the max-operating temperature [s]
+
+
+def gpu_step(
+    p: FacilityParams,
+    d: Derived,
+    s: State,
+    c: GpuConstants,
+    dt: float,
+    t0: jax.Array,
+    diurnal: jax.Array,
+) -> GpuStep:
+    r"""Advance every GPU's die and HBM node by ``dt`` and total the step per rack.
+
+    Die (:func:`physics.gpu.die_square_wave_step`, exact for the square-wave workload):
+
+    .. math:: T_1 = e^{-\lambda\Delta t}T_0 + \frac{1-e^{-\lambda\Delta t}}{G}S_{lo}
+              + \frac{P_{hi}-P_{lo}}{G}W,\quad
+              S_{lo} = P_{lo} + P_{leak}(0) + T_{in}/R
+
+    with the power cap of :func:`physics.gpu.power_capped_utilization` applied at the step's
+    start temperature; HBM (:func:`physics.gpu.hbm_temperature_step`) at its step-mean power.
+    The heat a GPU gives its coolant over the step follows from its energy balance,
+
+    .. math:: Q\,\Delta t = E_{el} - C\,(T_1 - T_0) - C_{hbm}(H_1 - H_0),
+
+    which equals :math:`\int (T-T_{in})/R\,dt + \int (H - T_{in})/R_{hbm}\,dt` of the exact
+    solution, so every rack total is one sum over its GPUs. Series plates see the inlet warmed
+    by the plates before them; the share ``gpu_air_fraction`` of the heat goes to air.
+    """
+    r, n_t, n_p, n_s = p.gpu_shape
+    u_low = (p.load_low * diurnal)[:, None, None]
+    u_high = (p.load_high * diurnal)[:, None, None]
+    period = p.load_period[:, None, None]
+    duty = p.load_duty[:, None, None]
+    phase = p.load_phase[:, None, None]
+    on_time = workload.square_wave_on_time(period, duty, phase, t0, dt)
+    on_fraction = on_time / dt
+
+    def since_edge(t):  # per rack: in the on-phase?, time since the last edge [s]
+        x = (t + phase) / period
+        theta = (x - jnp.floor(x)) * period
+        is_on = theta < duty * period
+        return is_on, jnp.where(is_on, theta, theta - duty * period)
+
+    on0, since0 = since_edge(t0)
+    on1, since1 = since_edge(t0 + dt)
+
+    def col(x, k):  # GPU-shaped (or broadcastable) parameter at series position k
+        x = jnp.asarray(x)
+        return x[..., k] if x.ndim == 4 else x
+
+    f_air = jnp.asarray(p.gpu_air_fraction)
+    air_per_rack = f_air.ndim < 4 or f_air.shape[1:] == (1, 1, 1)
+
+    def per_rack(x):
+        return jnp.broadcast_to(x, (r, n_t, n_p)).reshape(r, -1).sum(axis=1)
+
+    inlet = s.tcs_supply[p.rack_cdu][:, None, None]
+    energy = heat = heat_air = 0.0
+    gpu_new, hbm_new = [], []
+    for k in range(n_s):
+        temp = s.gpu_temp[..., k]
+        lam = col(c.rate, k)
+        tail, m_on = col(c.memory_tail, k), col(c.memory_on, k)
+        decay = col(c.decay, k)
+        # exponentially weighted on-fraction W = M(t1) - e^{-λΔt} M(t0)
+        # (physics.workload.square_wave_exponential_integral)
+        e1, e0 = jnp.exp(-lam * since1), jnp.exp(-lam * since0)
+        w = jnp.where(on1, 1.0 - e1 * m_on, e1 * tail) - decay * jnp.where(
+            on0, 1.0 - e0 * m_on, e0 * tail
+        )
+        # leakage P_leak(T) = leak0 + leak1 T (physics.gpu.leakage_power)
+        leak1 = col(p.gpu_leakage_coeff, k) * col(p.gpu_leakage_ref, k)
+        leak0 = col(p.gpu_leakage_ref, k) - leak1 * col(p.gpu_temp_ref, k)
+        p_idle, p_dyn = col(p.gpu_power_idle, k), col(p.gpu_power_dynamic, k)
+        # firmware power cap at the step's start temperature
+        # (physics.gpu.power_capped_utilization)
+        headroom = col(p.gpu_power_limit, k) - p_idle - (leak0 + leak1 * temp)
+        u_hi = jnp.maximum(jnp.minimum(u_high, headroom / p_dyn), 0.0)
+        u_lo = jnp.minimum(u_low, u_hi)
+        share = col(p.gpu_hbm_power_share, k)
+        hbm_idle = col(p.gpu_hbm_power_idle, k)
+        die_dyn = (1.0 - share) * p_dyn
+        p_lo = p_idle - hbm_idle + u_lo * die_dyn
+        amplitude = (u_hi - u_lo) * die_dyn
+        s_low = p_lo + leak0 + inlet * col(c.inv_resistance, k)
+        inv_g = col(c.inv_conductance, k)
+        die_new = decay * temp + inv_g * ((1.0 - decay) * s_low + amplitude * w)
+        stored = col(p.gpu_capacitance, k) * (die_new - temp)
+        source = s_low * dt + amplitude * on_time  # ∫ S dt
+        # ∫ T dt = (∫ S dt - C ΔT)/G: leakage energy ∫ (leak0 + leak1 T) dt
+        leak_energy = leak0 * dt + leak1 * (source - stored) * inv_g
+        u_mean = u_lo + (u_hi - u_lo) * on_fraction
+        p_hbm = hbm_idle + share * p_dyn * u_mean
+        h_inf = inlet + p_hbm * col(p.gpu_hbm_resistance, k)
+        h_old = s.hbm_temp[..., k]
+        h_new = h_inf + (h_old - h_inf) * col(c.hbm_decay, k)
+        e_k = p_lo * dt + amplitude * on_time + leak_energy + p_hbm * dt
+        q_k = e_k - stored - col(p.gpu_hbm_capacitance, k) * (h_new - h_old)
+        energy = energy + e_k
+        heat = heat + q_k
+        if not air_per_rack:
+            heat_air = heat_air + col(f_air, k) * q_k
+        if k + 1 < n_s:  # the next plate of the path sees this one's heat
+            path_cap = d.path_capacity_rate[:, None, None]
+            inlet = inlet + (1.0 - col(f_air, k)) * q_k / (dt * path_cap)
+        gpu_new.append(die_new)
+        hbm_new.append(h_new)
+    gpu_temp = jnp.stack(gpu_new, axis=-1) if n_s > 1 else gpu_new[0][..., None]
+    hbm_temp = jnp.stack(hbm_new, axis=-1) if n_s > 1 else hbm_new[0][..., None]
+    rack_heat = per_rack(heat)
+    if air_per_rack:  # one air share per rack: no second sum over its GPUs
+        x = jnp.broadcast_to(f_air, (r, 1, 1, 1)) if f_air.ndim == 4 else f_air
+        rack_air = jnp.broadcast_to(x.reshape(-1), (r,)) * rack_heat
+    else:
+        rack_air = per_rack(heat_air)
+    rack_energy = per_rack(energy)
+
+    rack_tmax = gpu_temp.reshape(r, -1).max(axis=1)
+    limit = jnp.asarray(p.gpu_temp_max_operating)
+    limit = limit.reshape(limit.shape[0], -1) if limit.ndim == 4 else limit.reshape(1, 1)
+    # GPU-seconds above the limit: counted only in a step where some rack is over it
+    throttle = jax.lax.cond(
+        jnp.any(rack_tmax > limit.min(axis=1)),
+        lambda: jnp.where(gpu_temp.reshape(r, -1) > limit, dt, 0.0).sum(axis=1),
+        lambda: jnp.zeros(r),
+    )
+    return GpuStep(
+        gpu_temp=gpu_temp,
+        hbm_temp=hbm_temp,
+        rack_energy=rack_energy,
+        rack_heat_liquid=rack_heat - rack_air,
+        rack_heat_air=rack_air,
+        rack_sum_temp=gpu_temp.reshape(r, -1).sum(axis=1),
+        rack_max_temp=rack_tmax,
+        rack_max_hbm_temp=hbm_temp.reshape(r, -1).max(axis=1),
+        rack_throttle_seconds=throttle,
+    )
+
+
 def step(
     p: FacilityParams,
     d: Derived,
@@ -612,101 +771,16 @@ def step(
     diurnal = 1.0 + p.load_diurnal_amplitude * jnp.cos(
         2.0 * jnp.pi * (t_mid / 3600.0 + hour0 - p.load_diurnal_peak_hour) / 24.0
     )
-    u_low = (p.load_low * diurnal)[:, None, None]
-    u_high = (p.load_high * diurnal)[:, None, None]
-    period = p.load_period[:, None, None]
-    duty = p.load_duty[:, None, None]
-    phase = p.load_phase[:, None, None]
-
-    def col(x, k):  # GPU-shaped (or broadcastable) parameter at series position k
-        x = jnp.asarray(x)
-        return x[..., k] if x.ndim == 4 else x
-
-    inlet = s.tcs_supply[p.rack_cdu][:, None, None]
-    path_cap = d.path_capacity_rate[:, None, None]
-    gpu_new, hbm_new = [], []
-    q_liquid = jnp.zeros((r, n_t, n_p))
-    q_air = jnp.zeros((r, n_t, n_p))
-    e_gpu = jnp.zeros((r, n_t, n_p))
-    t_max = jnp.full((r, n_t, n_p), -jnp.inf)
-    t_sum = jnp.zeros((r, n_t, n_p))
-    hbm_max = jnp.full((r, n_t, n_p), -jnp.inf)
-    throttle = jnp.zeros((r, n_t, n_p))
-    for k in range(n_s):
-        temp = s.gpu_temp[..., k]
-        res = d.gpu_resistance[..., k]
-        cap = col(p.gpu_capacitance, k)
-        leak_ref = col(p.gpu_leakage_ref, k)
-        leak_a = col(p.gpu_leakage_coeff, k)
-        t_ref = col(p.gpu_temp_ref, k)
-        p_idle = col(p.gpu_power_idle, k)
-        p_dyn = col(p.gpu_power_dynamic, k)
-        share = col(p.gpu_hbm_power_share, k)
-        hbm_idle = col(p.gpu_hbm_power_idle, k)
-        u_hi = gpu.power_capped_utilization(
-            u_high, col(p.gpu_power_limit, k), p_idle, p_dyn, temp, leak_ref, leak_a, t_ref
-        )
-        u_lo = jnp.minimum(u_low, u_hi)
-        die_idle = p_idle - hbm_idle
-        die_dyn = (1.0 - share) * p_dyn
-        # Exact square-wave integration (physics.gpu.die_square_wave_step) with the run's
-        # constant exponentials hoisted into `c`.
-        g = col(c.conductance, k)
-        lam = col(c.rate, k)
-        p_lo = die_idle + u_lo * die_dyn
-        amplitude = (u_hi - u_lo) * die_dyn
-        s_low = p_lo + leak_ref * (1.0 - leak_a * t_ref) + inlet / res
-        w = workload.square_wave_exponential_integral_hoisted(
-            lam,
-            period,
-            duty,
-            phase,
-            t0,
-            dt,
-            col(c.decay_on, k),
-            col(c.decay_off, k),
-            col(c.decay, k),
-        )
-        decay = col(c.decay, k)
-        die_new = decay * temp + (1.0 - decay) * s_low / g + amplitude / g * w
-        on_time = workload.square_wave_on_time(period, duty, phase, t0, dt)
-        die_work = p_lo * dt + amplitude * on_time
-        die_mean = (s_low * dt + amplitude * on_time - cap * (die_new - temp)) / (g * dt)
-        u_mean = u_lo + (u_hi - u_lo) * on_time / dt
-        p_hbm = hbm_idle + share * p_dyn * u_mean
-        hbm_res = col(p.gpu_hbm_resistance, k)
-        h_inf = inlet + p_hbm * hbm_res
-        h_old = s.hbm_temp[..., k]
-        h_new = h_inf + (h_old - h_inf) * col(c.hbm_decay, k)
-        h_mean = h_inf + (h_old - h_inf) * col(c.hbm_mean_factor, k)
-        leak_energy = gpu.leakage_power(die_mean, leak_ref, leak_a, t_ref) * dt
-        heat = (die_mean - inlet) / res + (h_mean - inlet) / hbm_res  # step-mean [W]
-        f_air = col(p.gpu_air_fraction, k)
-        to_liquid = (1.0 - f_air) * heat
-        q_liquid = q_liquid + to_liquid
-        q_air = q_air + f_air * heat
-        e_gpu = e_gpu + die_work + leak_energy + p_hbm * dt
-        inlet = inlet + to_liquid / path_cap
-        gpu_new.append(die_new)
-        hbm_new.append(h_new)
-        t_max = jnp.maximum(t_max, die_new)
-        hbm_max = jnp.maximum(hbm_max, h_new)
-        t_sum = t_sum + die_new
-        throttle = throttle + jnp.where(die_new > col(p.gpu_temp_max_operating, k), dt, 0.0)
-    gpu_temp = jnp.stack(gpu_new, axis=-1)
-    hbm_temp = jnp.stack(hbm_new, axis=-1)
-
-    def per_rack(x):
-        return x.reshape(r, -1).sum(axis=1)
+    g = gpu_step(p, d, s, c, dt, t0, diurnal)
 
     rack_on = workload.square_wave_on_time(p.load_period, p.load_duty, p.load_phase, t0, dt) / dt
     rack_u = (p.load_low + (p.load_high - p.load_low) * rack_on) * diurnal
     other = p.rack_other_power_idle + (p.rack_other_power_max - p.rack_other_power_idle) * (
         jnp.clip(rack_u, 0.0, 1.0)
     )
-    rack_gpu_energy = per_rack(e_gpu)
-    rack_liquid = per_rack(q_liquid) + p.rack_other_liquid_fraction * other
-    rack_air = per_rack(q_air) + (1.0 - p.rack_other_liquid_fraction) * other
+    rack_gpu_energy = g.rack_energy
+    rack_liquid = g.rack_heat_liquid / dt + p.rack_other_liquid_fraction * other
+    rack_air = g.rack_heat_air / dt + (1.0 - p.rack_other_liquid_fraction) * other
     rack_it_energy = rack_gpu_energy + other * dt
 
     # ---------------- liquid loops, sub-stepped for long steps ----------------
@@ -759,13 +833,12 @@ def step(
     ci = _hourly(p.carbon_intensity, hours)
     price = _hourly(p.price, hours)
     total_power = it_power + mech + elec_loss
-    rack_tmax = t_max.reshape(r, -1).max(axis=1)
-    rack_hmax = hbm_max.reshape(r, -1).max(axis=1)
+    rack_tmax, rack_hmax = g.rack_max_temp, g.rack_max_hbm_temp
     site_of_rack = p.building_site[p.cdu_building[p.rack_cdu]]
     site_tmax = _segment_max(rack_tmax, site_of_rack, sites)
     site_hmax = _segment_max(rack_hmax, site_of_rack, sites)
     gpus_per_site = to_site_from_rack(jnp.full(r, float(n_t * n_p * n_s)))
-    site_tmean = to_site_from_rack(t_sum.reshape(r, -1).sum(axis=1)) / gpus_per_site
+    site_tmean = to_site_from_rack(g.rack_sum_temp) / gpus_per_site
     ledger = Ledger(
         it_energy=it_energy,
         gpu_energy=gpu_energy,
@@ -778,7 +851,7 @@ def step(
         water_mass=to_site_from_bld(water_rate) * dt,
         carbon_mass=total_power * ci * dt,
         cost=total_power * price * dt,
-        throttle_gpu_seconds=to_site_from_rack(throttle.reshape(r, -1).sum(axis=1)),
+        throttle_gpu_seconds=to_site_from_rack(g.rack_throttle_seconds),
         chiller_seconds=to_site_from_bld(fl.chiller_on * dt),
         max_gpu_temp=site_tmax,
         max_hbm_temp=site_hmax,
@@ -798,8 +871,8 @@ def step(
     )
     new_state = State(
         t=t0 + dt,
-        gpu_temp=gpu_temp,
-        hbm_temp=hbm_temp,
+        gpu_temp=g.gpu_temp,
+        hbm_temp=g.hbm_temp,
         tcs_supply=tcs_supply,
         tcs_tanks=tcs_tanks,
         fws_supply_tanks=fws_supply_tanks,
