@@ -63,6 +63,7 @@ _INTS = (np.int8, np.int16, np.int32)
 _UINTS = (np.uint8, np.uint16, np.uint32)
 _DELTA_FIELDS = frozenset({"energy_total"})
 _ZLIB_LEVEL = 6
+_MMAP_BYTES = 1 << 40  # SQLite caps it at its compile-time SQLITE_MAX_MMAP_SIZE (2 GiB default)
 _ROWLOOP_MIN_GPUS = 128
 _READ_WORKERS = min(4, os.cpu_count() or 1)
 _MAX_MERGE_SAMPLES = 1_000_000  # pending live polls are merged into chunks of at most this
@@ -343,6 +344,8 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     else:
         con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
     con.execute("PRAGMA busy_timeout=30000")
+    if readonly:  # memory-mapped reads: no read() call per 4 KiB overflow page, kernel readahead
+        con.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
     return con
 
 
