@@ -919,9 +919,18 @@ def run_records(
     over each record, and their max for temperatures) per record.
     """
 
+    shape4 = p.gpu_shape
+    flat = (shape4[0], shape4[1] * shape4[2] * shape4[3])
+
     def inner(carry, _):
         state, led, acc = carry
+        state = state._replace(
+            gpu_temp=state.gpu_temp.reshape(shape4), hbm_temp=state.hbm_temp.reshape(shape4)
+        )
         state, out, inc = step(p, d, state, dt, hour0, consts, n_sub)
+        state = state._replace(
+            gpu_temp=state.gpu_temp.reshape(flat), hbm_temp=state.hbm_temp.reshape(flat)
+        )
         acc = StepOutput(
             *[
                 jnp.maximum(a, o) if name == "max_gpu_temp" else a + o
@@ -935,7 +944,7 @@ def run_records(
         zero = StepOutput(*[jnp.zeros(p.n_sites)] * len(StepOutput._fields))
         zero = zero._replace(max_gpu_temp=jnp.full(p.n_sites, -jnp.inf))
         (state, led, acc), _ = jax.lax.scan(
-            inner, (state, led, zero), None, length=steps_per_record
+            inner, (state, led, zero), None, length=steps_per_record, unroll=2
         )
         rec = StepOutput(
             *[
@@ -947,5 +956,7 @@ def run_records(
 
     consts = gpu_constants(p, d, dt)
 
+    s = s._replace(gpu_temp=s.gpu_temp.reshape(flat), hbm_temp=s.hbm_temp.reshape(flat))
     (s, ledger), records = jax.lax.scan(outer, (s, ledger), None, length=n_records)
+    s = s._replace(gpu_temp=s.gpu_temp.reshape(shape4), hbm_temp=s.hbm_temp.reshape(shape4))
     return s, ledger, records
