@@ -68,6 +68,16 @@ CDU_APPROACH_MIN_K = 1.0
 PUMP_BOUNDS = (0.5, 1.0)
 #: Distance below the temperature limits that the repair step leaves [K].
 REPAIR_BUFFER_K = 0.1
+#: The optimizer's start is kept this share of the range inside the bounds: the design pump
+#: speed (1.0) sits on its upper bound, where the sigmoid parameterization is saturated and 40
+#: Adam steps (0.15 each in the unconstrained variable) could not leave it.
+START_INTERIOR = 0.05
+#: Largest decrease of a building's FWS supply setpoint per hour [K/h] (a reset ramp). The
+#: steady model does not see the heat stored in the FWS mains (about 4.2 MJ/K per m^3): a step
+#: down of several K is pulled down by the trim chiller, which holds the new setpoint at once,
+#: in the first epoch after the change. At 1 K/h the dry coolers' spare capacity does it.
+#: The repair step (temperature limits) is not ramped.
+FWS_RAMP_DOWN_K_PER_H = 1.0
 
 
 class Infeasible(SpecError):
@@ -223,10 +233,15 @@ def with_schedule(p: F.FacilityParams, low, high, period, phase) -> F.FacilityPa
 
 
 # ----------------------------------------------------------------------------- optimizer
-def _bounds(p):
+def _bounds(p, fws_floor_c=None):
+    """Box bounds of the optimizer's variables (FWS degC, CDU approach K, pump speed);
+    ``fws_floor_c`` (B,) raises the FWS lower bound per building (the ramp limit)."""
+    fws_lo = jnp.full(p.n_buildings, FWS_BOUNDS_C[0])
+    if fws_floor_c is not None:
+        fws_lo = jnp.clip(jnp.asarray(fws_floor_c), FWS_BOUNDS_C[0], FWS_BOUNDS_C[1] - 1e-3)
     lo = jnp.concatenate(
         [
-            jnp.full(p.n_buildings, FWS_BOUNDS_C[0]),
+            fws_lo,
             jnp.full(p.n_cdus, CDU_APPROACH_MIN_K),
             jnp.full(p.n_cdus, PUMP_BOUNDS[0]),
         ]
@@ -263,8 +278,7 @@ def _objective(x, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale):
 
 
 @eqx.filter_jit
-def _optimize(z, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, iterations: int):
-    lo, hi = _bounds(p)
+def _optimize(z, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, lo, hi, iterations: int):
     scale = jnp.sum(weight * steady_state(p, F.derive(p), u_mean, u_hot, hours, passes=1).total)
     opt = optax.adam(0.15)
 
@@ -508,6 +522,8 @@ def optimize_setpoints(
     weight,
     iterations: int = 40,
     z0: jax.Array | None = None,
+    x0=None,
+    fws_floor=None,
 ) -> SetpointResult:
     """Minimize the weighted steady facility power over the FWS setpoint of every building and
     the TCS setpoint and pump speed of every CDU (Adam on ``jax.grad`` through
@@ -515,12 +531,21 @@ def optimize_setpoints(
     GPU (or HBM) exceeds its limit has its supply lowered by the excess until none does.
 
     ``u_mean``/``u_hot``: per-rack mean and hottest-GPU utilization; ``weight``: per-site weight
-    of a W (1 for energy). ``z0`` warm-starts the unconstrained variables.
+    of a W (1 for energy). ``x0`` = (fws K, tcs K, pump) warm-starts from setpoints (default:
+    the design setpoints), ``z0`` from the unconstrained variables of an earlier result (same
+    bounds); either start is moved :data:`START_INTERIOR` inside the bounds. ``fws_floor``
+    (B,) K: lowest FWS setpoint allowed per building (the ramp limit; repair may go below).
     """
-    lo, hi = _bounds(p)
+    floor_c = None if fws_floor is None else np.asarray(fws_floor) - ZERO_CELSIUS_K
+    lo, hi = _bounds(p, floor_c)
     if z0 is None:
-        x0 = _pack(p, p.fws_supply_setpoint, p.tcs_supply_setpoint, p.tcs_pump_speed)
-        z0 = jnp.log((x0 - lo + 1e-6) / (hi - x0 + 1e-6))
+        xs = (p.fws_supply_setpoint, p.tcs_supply_setpoint, p.tcs_pump_speed) if x0 is None else x0
+        xx = _pack(p, *(jnp.asarray(v) for v in xs))
+    else:
+        xx = lo + (hi - lo) * jax.nn.sigmoid(jnp.asarray(z0))
+    pad = START_INTERIOR * (hi - lo)
+    xx = jnp.clip(xx, lo + pad, hi - pad)
+    z0 = jnp.log((xx - lo) / (hi - xx))
     u_mean, u_hot, weight = jnp.asarray(u_mean), jnp.asarray(u_hot), jnp.asarray(weight)
     h = jnp.asarray(hours, dtype=float)
     z, _ = _optimize(
@@ -532,6 +557,8 @@ def optimize_setpoints(
         weight,
         jnp.asarray(topo.gpu_limit),
         jnp.asarray(topo.hbm_limit),
+        lo,
+        hi,
         iterations,
     )
     fws_k, tcs_k, pump = _unpack(p, lo + (hi - lo) * jax.nn.sigmoid(z))
@@ -687,6 +714,7 @@ def replay(
     iterations: int = 40,
     seed: int = 0,
     progress: Callable[[float, float], None] | None = None,
+    ramp: bool = True,
 ) -> PolicyResult:
     """Replay ``jobs`` for ``hours`` on ``run``'s twin under ``policy``; returns summary and plan."""
     if policy not in POLICIES:
@@ -737,7 +765,6 @@ def replay(
     np.add.at(ctx.site_peak, topo.rack_site, ctx.rack_peak)
     design = (p0.fws_supply_setpoint, p0.tcs_supply_setpoint, p0.tcs_pump_speed)
     fws_k, tcs_k, pump = design
-    z = None
     state = F.initial_state(p0, d0)
     ledger = F.empty_ledger(p0.n_sites)
     ctx.hot_a, ctx.hot_b = _hot_coefficients(p0, d0, np.asarray(tcs_k)[topo.rack_cdu])
@@ -837,8 +864,21 @@ def replay(
             # every rack keeps room for a job at TDP: GPUs freed within the hour stay admissible
             u_hot = jnp.asarray(np.maximum(u_hot, reserve))
             weight = jnp.asarray(w_hour[hour_idx])
-            opt = optimize_setpoints(p0, topo, u_mean, u_hot, hours_now, weight, iterations, z)
-            z, (fws_k, tcs_k, pump), s, grad_u = opt.z, opt.setpoints, opt.steady, opt.grad_u
+            # warm start from the setpoints in force; the FWS supply falls at most
+            # FWS_RAMP_DOWN_K_PER_H per hour (free pull-down by the dry coolers)
+            floor = np.asarray(fws_k) - FWS_RAMP_DOWN_K_PER_H * setpoint_interval / 3600.0
+            opt = optimize_setpoints(
+                p0,
+                topo,
+                u_mean,
+                u_hot,
+                hours_now,
+                weight,
+                iterations,
+                x0=(fws_k, tcs_k, pump),
+                fws_floor=floor if ramp else None,
+            )
+            (fws_k, tcs_k, pump), s, grad_u = opt.setpoints, opt.steady, opt.grad_u
             q = with_setpoints(p0, fws_k, tcs_k, pump)
             dq = _derive_jit(q)
             ctx.hot_a, ctx.hot_b = _hot_coefficients(q, dq, np.asarray(s.tcs_supply)[topo.rack_cdu])
