@@ -886,8 +886,10 @@ def empty_ledger(n_sites: int) -> Ledger:
     z = jnp.zeros(n_sites)
     return Ledger(
         *([z] * 13),
-        max_gpu_temp=jnp.full(n_sites, -jnp.inf),
-        max_hbm_temp=jnp.full(n_sites, -jnp.inf),
+        # strongly typed like the ledger a run returns: no second compilation of a run
+        # that continues from it
+        max_gpu_temp=jnp.full(n_sites, -jnp.inf, dtype=z.dtype),
+        max_hbm_temp=jnp.full(n_sites, -jnp.inf, dtype=z.dtype),
     )
 
 

@@ -72,7 +72,8 @@ REPAIR_BUFFER_K = 0.1
 #: speed (1.0) sits on its upper bound, where the sigmoid parameterization is saturated and 40
 #: Adam steps (0.15 each in the unconstrained variable) could not leave it.
 START_INTERIOR = 0.05
-#: Largest decrease of a building's FWS supply setpoint per hour [K/h] (a reset ramp). The
+#: Largest decrease of a building's FWS supply setpoint per hour [K/h] (a reset ramp), and per
+#: re-optimization when setpoints are re-optimized less often than hourly. The
 #: steady model does not see the heat stored in the FWS mains (about 4.2 MJ/K per m^3): a step
 #: down of several K is pulled down by the trim chiller, which holds the new setpoint at once,
 #: in the first epoch after the change. At 1 K/h the dry coolers' spare capacity does it.
@@ -865,8 +866,10 @@ def replay(
             u_hot = jnp.asarray(np.maximum(u_hot, reserve))
             weight = jnp.asarray(w_hour[hour_idx])
             # warm start from the setpoints in force; the FWS supply falls at most
-            # FWS_RAMP_DOWN_K_PER_H per hour (free pull-down by the dry coolers)
-            floor = np.asarray(fws_k) - FWS_RAMP_DOWN_K_PER_H * setpoint_interval / 3600.0
+            # FWS_RAMP_DOWN_K_PER_H per hour and at most that much at a time, however long the
+            # setpoint interval (a longer step down would again be pulled down by the chiller)
+            ramp_hours = min(setpoint_interval, 3600.0) / 3600.0
+            floor = np.asarray(fws_k) - FWS_RAMP_DOWN_K_PER_H * ramp_hours
             opt = optimize_setpoints(
                 p0,
                 topo,

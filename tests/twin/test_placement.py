@@ -161,7 +161,8 @@ def test_twin_beats_every_baseline_on_mini_superfactory(mini):
         assert tw["energy_kwh"]["total"] < s["energy_kwh"]["total"], pol
         assert tw["kwh_per_gpu_hour"] < s["kwh_per_gpu_hour"], pol
         assert tw["carbon_kg"] < s["carbon_kg"], pol
-    # cooling (pumps + fans + chillers) >= 30 % below pack at design setpoints (-32.6 % here)
+    # cooling (pumps + fans + chillers) >= 30 % below pack at design setpoints (-32.6 % on
+    # this 12 h replay)
     assert tw["energy_kwh"]["cooling"] <= 0.70 * res["pack"]["energy_kwh"]["cooling"]
     carbon = replay(run, jobs, "twin", 12.0, topo=topo, objective="carbon").summary
     assert carbon["violations"] == 0
@@ -210,6 +211,7 @@ def test_setpoint_optimizer_converges_from_the_design_start(mini):
         jac=True,
         method="L-BFGS-B",
         bounds=list(zip(lo, hi, strict=True)),
+        options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 1000},
     )
     ref = float(r.fun) * float(design)
     q = with_setpoints(p, *res.setpoints)
@@ -223,7 +225,9 @@ def test_setpoint_optimizer_converges_from_the_design_start(mini):
 
 def test_twin_fws_setpoint_ramps_down_without_chiller_pulldown(mini):
     """The FWS setpoint falls at most FWS_RAMP_DOWN_K_PER_H per hour (the repair step may go
-    lower; it is not needed here), so the trim chiller does not pull the mains down."""
+    lower; it is not needed here), so the trim chiller does not pull the mains down. Over these
+    6 h the ramp trades chiller energy for leakage (warmer water for longer): cooling falls,
+    total stays within 0.1 %."""
     from twin.placement import FWS_RAMP_DOWN_K_PER_H
 
     run, topo = mini
@@ -238,6 +242,7 @@ def test_twin_fws_setpoint_ramps_down_without_chiller_pulldown(mini):
     assert ramped.summary["violations"] == 0 and ramped.summary["throttle_minutes"] == 0
     assert e_r["chillers"] <= e_s["chillers"]
     assert e_r["cooling"] < e_s["cooling"]
+    assert abs(e_r["total"] - e_s["total"]) <= 1e-3 * e_s["total"]
 
 
 def test_bad_inputs_name_the_constraint(mini, tmp_path):
