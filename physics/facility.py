@@ -185,9 +185,9 @@ class Derived(NamedTuple):
 class GpuConstants(NamedTuple):
     """Per-GPU constants of a run at a fixed step, hoisted out of the time loop.
 
-    They regroup the terms of :func:`physics.gpu.die_square_wave_step`,
-    :func:`physics.gpu.power_capped_utilization` and :func:`physics.gpu.hbm_temperature_step`
-    so that one step reads few arrays and does only multiply-adds and one exponential per GPU.
+    They regroup the terms of :func:`physics.gpu.die_square_wave_step` and
+    :func:`physics.gpu.hbm_temperature_step` so that a step (:func:`gpu_step`) needs two
+    exponentials and multiply-adds per GPU.
     """
 
     rate: jax.Array  # λ = G/C [1/s], G = 1/R - α P_leak,ref
@@ -208,14 +208,14 @@ def gpu_constants(p: FacilityParams, d: Derived, dt: float) -> GpuConstants:
     decay = jnp.exp(-lam * dt)
     decay_on = jnp.exp(-lam * on)
     decay_off = jnp.exp(-lam * off)
-    tail = (1.0 - decay_on) / (1.0 - decay_on * decay_off)
+    tail, memory_on = workload.square_wave_memory_constants(decay_on, decay_off)
     return GpuConstants(
         rate=lam,
         decay=decay,
         inv_conductance=1.0 / g,
         inv_resistance=1.0 / d.gpu_resistance,
         memory_tail=tail,
-        memory_on=1.0 - decay_off * tail,
+        memory_on=memory_on,
         hbm_decay=jnp.exp(-dt / (p.gpu_hbm_resistance * p.gpu_hbm_capacitance)),
     )
 
@@ -642,15 +642,6 @@ def gpu_step(
     on_time = workload.square_wave_on_time(period, duty, phase, t0, dt)
     on_fraction = on_time / dt
 
-    def since_edge(t):  # per rack: in the on-phase?, time since the last edge [s]
-        x = (t + phase) / period
-        theta = (x - jnp.floor(x)) * period
-        is_on = theta < duty * period
-        return is_on, jnp.where(is_on, theta, theta - duty * period)
-
-    on0, since0 = since_edge(t0)
-    on1, since1 = since_edge(t0 + dt)
-
     def col(x, k):  # GPU-shaped (or broadcastable) parameter at series position k
         x = jnp.asarray(x)
         return x[..., k] if x.ndim == 4 else x
@@ -666,14 +657,18 @@ def gpu_step(
     gpu_new, hbm_new = [], []
     for k in range(n_s):
         temp = s.gpu_temp[..., k]
-        lam = col(c.rate, k)
-        tail, m_on = col(c.memory_tail, k), col(c.memory_on, k)
         decay = col(c.decay, k)
         # exponentially weighted on-fraction W = M(t1) - e^{-λΔt} M(t0)
-        # (physics.workload.square_wave_exponential_integral)
-        e1, e0 = jnp.exp(-lam * since1), jnp.exp(-lam * since0)
-        w = jnp.where(on1, 1.0 - e1 * m_on, e1 * tail) - decay * jnp.where(
-            on0, 1.0 - e0 * m_on, e0 * tail
+        w = workload.square_wave_exponential_integral_hoisted(
+            col(c.rate, k),
+            period,
+            duty,
+            phase,
+            t0,
+            dt,
+            col(c.memory_tail, k),
+            col(c.memory_on, k),
+            decay,
         )
         # leakage P_leak(T) = leak0 + leak1 T (physics.gpu.leakage_power)
         leak1 = col(p.gpu_leakage_coeff, k) * col(p.gpu_leakage_ref, k)

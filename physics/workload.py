@@ -77,12 +77,22 @@ def diurnal_level(mean, amplitude, peak_hour, t):
     return mean * (1.0 + amplitude * jnp.cos(2.0 * jnp.pi * (t / 3600.0 - peak_hour) / 24.0))
 
 
-def square_wave_exponential_integral_hoisted(
-    lam, period, duty, phase, t0, dt, decay_on, decay_off, decay_step
-):
-    """:func:`square_wave_exponential_integral` with the step-independent exponentials
-    ``exp(-λ d p)``, ``exp(-λ (1-d) p)`` and ``exp(-λ Δt)`` given (two exponentials per call)."""
+def square_wave_memory_constants(decay_on, decay_off):
+    r"""Step-independent factors of the infinite-past memory :math:`M` (geometric sum over
+    earlier periods), from :math:`e_{on} = e^{-\lambda d p}` and :math:`e_{off} =
+    e^{-\lambda (1-d) p}`: ``tail`` :math:`= (1-e_{on})/(1-e_{on}e_{off})` and ``on``
+    :math:`= 1 - e_{off}\,\mathrm{tail}`, so that :math:`M = 1 - e\,\mathrm{on}` in an on-phase
+    and :math:`M = e\,\mathrm{tail}` in an off-phase, :math:`e = e^{-\lambda s}` with :math:`s`
+    the time since the last edge."""
     tail = (1.0 - decay_on) / (1.0 - decay_on * decay_off)
+    return tail, 1.0 - decay_off * tail
+
+
+def square_wave_exponential_integral_hoisted(
+    lam, period, duty, phase, t0, dt, memory_tail, memory_on, decay_step
+):
+    """:func:`square_wave_exponential_integral` with the step-independent factors of
+    :func:`square_wave_memory_constants` and ``exp(-λ Δt)`` given (two exponentials per call)."""
 
     def memory(t):
         on = duty * period
@@ -90,6 +100,6 @@ def square_wave_exponential_integral_hoisted(
         theta = (x - jnp.floor(x)) * period
         is_on = theta < on
         e = jnp.exp(-lam * jnp.where(is_on, theta, theta - on))
-        return jnp.where(is_on, (1.0 - e) + e * decay_off * tail, e * tail)
+        return jnp.where(is_on, 1.0 - e * memory_on, e * memory_tail)
 
     return memory(t0 + dt) - decay_step * memory(t0)

@@ -131,8 +131,9 @@ def test_square_wave_integrals_against_quadrature():
             ph,
             t0,
             dt,
-            np.exp(-lam * d * p),
-            np.exp(-lam * (1 - d) * p),
+            *workload.square_wave_memory_constants(
+                np.exp(-lam * d * p), np.exp(-lam * (1 - d) * p)
+            ),
             np.exp(-lam * dt),
         )
         assert_allclose(float(hoisted), w, rtol=1e-12, atol=1e-15)
