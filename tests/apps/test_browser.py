@@ -130,34 +130,63 @@ def dashboard():
     log.close()
 
 
+_PAGE_STATE_JS = """
+const q = (sel) => Array.from(document.querySelectorAll(sel));
+return {
+  body: document.body ? document.body.innerText : "",
+  running: q('[data-testid="stStatusWidget"]').some((e) => e.innerText.includes("Running")),
+  spinners: q('[data-testid="stSpinner"]').length,
+  exceptions: q('[data-testid="stException"]').length,
+};
+"""
+
+
+def _page_state(drv) -> dict:
+    """Body text, run status, spinners and exceptions read in one script call.
+
+    Streamlit re-renders while it runs, so element handles fetched one call and read the
+    next can be stale; one script evaluates the DOM atomically and returns plain values.
+    """
+    return drv.execute_script(_PAGE_STATE_JS)
+
+
 def _wait_for(drv, texts: tuple[str, ...], timeout: float) -> str:
     """Wait until the app has finished running and shows every text; return the page text."""
-    from selenium.webdriver.common.by import By
-
     deadline = time.monotonic() + timeout
     body = ""
     while time.monotonic() < deadline:
-        body = drv.find_element(By.TAG_NAME, "body").text
-        status = drv.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
-        running = any("Running" in e.text for e in status)
-        spinner = drv.find_elements(By.CSS_SELECTOR, '[data-testid="stSpinner"]')
-        if all(t in body for t in texts) and not spinner and not running:
+        state = _page_state(drv)
+        body = state["body"]
+        if all(t in body for t in texts) and not state["spinners"] and not state["running"]:
             return body
-        if "Traceback" in body or drv.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'):
+        if "Traceback" in body or state["exceptions"]:
             pytest.fail(f"the page shows an exception:\n{body[-3000:]}")
         time.sleep(0.5)
     missing = [t for t in texts if t not in body]
     pytest.fail(f"page never showed {missing} within {timeout:.0f} s; it shows:\n{body[-3000:]}")
 
 
+_CLICK_JS = """
+const b = Array.from(document.querySelectorAll("button"))
+  .find((e) => e.innerText.includes(arguments[0]));
+if (b) { b.click(); }
+return Boolean(b);
+"""
+
+
 def _run_placement(drv) -> None:
     """Press 'Run the optimizer' (the URL chose the fast policies and a short replay)."""
-    from selenium.webdriver.common.by import By
-
     _wait_for(drv, ("Placement what-if", "Run the optimizer"), 120)
-    buttons = [b for b in drv.find_elements(By.TAG_NAME, "button") if "Run the optimizer" in b.text]
-    assert buttons, "no 'Run the optimizer' button"
-    buttons[0].click()
+    # found and clicked in one script call (a handle kept across calls can go stale),
+    # retried while Streamlit is still drawing the page
+    deadline = time.monotonic() + 30
+    while not drv.execute_script(_CLICK_JS, "Run the optimizer"):
+        if time.monotonic() > deadline:
+            buttons = drv.execute_script(
+                "return Array.from(document.querySelectorAll('button')).map((e) => e.innerText);"
+            )
+            pytest.fail(f"no 'Run the optimizer' button; buttons: {buttons}")
+        time.sleep(0.5)
 
 
 def test_every_page_in_chromium(browser, dashboard):
