@@ -44,6 +44,7 @@ CARBON = {
     "atlanta": SHARED / "grid" / "dcrl_SOCO_NG_and_avgCI.csv",
 }
 TRACE = SHARED / "jobs" / "alibaba_gpu_v2023_openb_pod_list_default.csv"
+NO_PARK = "twin, no parking"
 
 
 def comparison(facility: str, hours: float, start: str, objective: str) -> dict:
@@ -66,8 +67,10 @@ def comparison(facility: str, hours: float, start: str, objective: str) -> dict:
         flush=True,
     )
     out = {}
-    for pol in POLICIES[1:] + POLICIES[:1]:
-        res = replay(run, jobs, pol, hours, topo=topo, objective=objective)
+    # the twin without idle-rack parking separates that mechanism from setpoints and placement
+    for pol, park in [(p, True) for p in POLICIES[1:]] + [("twin", False), ("twin", True)]:
+        res = replay(run, jobs, pol, hours, topo=topo, objective=objective, park=park)
+        pol = pol if park or pol != "twin" else NO_PARK
         out[pol] = res
         s = res.summary
         print(
@@ -94,6 +97,8 @@ def table(results: dict) -> str:
         "deferred",
         "work GPU-h",
         "kWh/GPU-h",
+        "parked rack-h",
+        "mean wait s",
         "wall s",
     ]
     lines.append("| " + " | ".join(head) + " |")
@@ -119,6 +124,8 @@ def table(results: dict) -> str:
                     f"{s['deferred_jobs']}",
                     f"{s['work_gpu_hours']:,.0f}",
                     f"{s['kwh_per_gpu_hour']:.4f}",
+                    f"{s['parked_rack_hours']:,.0f}",
+                    f"{s['mean_wait_seconds']:.0f}",
                     f"{s['wall_seconds']:.0f}",
                 ]
             )
@@ -156,7 +163,12 @@ def plots(results: dict, docs: Path) -> None:
         ("total energy [MWh]", "cooling energy [MWh]", "carbon [t CO2]"),
         strict=True,
     ):
-        a.bar(pols, vals, color=["#d62728" if p == "twin" else "#7f7f7f" for p in pols])
+        colors = {"twin": "#d62728", NO_PARK: "#ff9896"}
+        a.bar(
+            [p.replace(", ", "\n") for p in pols],
+            vals,
+            color=[colors.get(p, "#7f7f7f") for p in pols],
+        )
         lo = min(vals)
         a.set_ylim(lo * 0.97 if title != "cooling energy [MWh]" else 0, max(vals) * 1.01)
         a.set_title(title)
@@ -164,7 +176,7 @@ def plots(results: dict, docs: Path) -> None:
     fig.savefig(docs / "placement_policies.png", dpi=110)
     plt.close(fig)
     pk, tw = results["pack"].plan, results["twin"].plan
-    fig, ax = plt.subplots(2, 2, figsize=(13, 7))
+    fig, ax = plt.subplots(3, 2, figsize=(13, 10.5))
     t = pk.time.values
     for i, site in enumerate(pk.site.values):
         ax[0, 0].plot(t, pk.chiller_power.sel(site=site) / 1e6, "--", label=f"pack {site}")
@@ -175,6 +187,12 @@ def plots(results: dict, docs: Path) -> None:
         ax[1, 0].plot(t, tw.pump_power.sel(site=site) / 1e6, label=f"twin {site}")
         ax[1, 1].plot(t, pk.fan_power.sel(site=site) / 1e6, "--", label=f"pack {site}")
         ax[1, 1].plot(t, tw.fan_power.sel(site=site) / 1e6, label=f"twin {site}")
+        ax[2, 0].plot(t, tw.parked_racks.sel(site=site), label=f"twin {site}")
+        ax[2, 1].plot(t, pk.it_power.sel(site=site) / 1e6, "--", label=f"pack {site}")
+        ax[2, 1].plot(t, tw.it_power.sel(site=site) / 1e6, label=f"twin {site}")
+        if NO_PARK in results:
+            np_ = results[NO_PARK].plan
+            ax[2, 1].plot(t, np_.it_power.sel(site=site) / 1e6, ":", label=f"{NO_PARK} {site}")
         del i
     ch_p = sum(v["chiller_hours"] for v in results["pack"].summary["sites"].values())
     ch_t = sum(v["chiller_hours"] for v in results["twin"].summary["sites"].values())
@@ -184,6 +202,9 @@ def plots(results: dict, docs: Path) -> None:
     ax[0, 1].set_title("mean GPU temperature [degC] (leakage)")
     ax[1, 0].set_title("pump power [MW]")
     ax[1, 1].set_title("fan power [MW]")
+    parked_h = results["twin"].summary["parked_rack_hours"]
+    ax[2, 0].set_title(f"idle racks parked (powered down): {parked_h:,.0f} rack-hours")
+    ax[2, 1].set_title("IT power [MW] (idle power of parked racks, leakage)")
     for a in ax.ravel():
         a.legend(fontsize=7)
         a.tick_params(axis="x", labelsize=7)

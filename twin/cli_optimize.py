@@ -83,6 +83,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--price", type=float, default=None, help="electricity price [USD/kWh] (all sites)"
     )
     p.add_argument(
+        "--no-park",
+        dest="park",
+        action="store_false",
+        help="twin policy: keep idle racks powered (no idle-rack parking)",
+    )
+    p.add_argument(
+        "--wake-time",
+        default="10 min",
+        help="idle-rack parking: time from power-on until a rack takes jobs (default 10 min)",
+    )
+    p.add_argument(
+        "--standby-power",
+        default="1.5 kW",
+        help="idle-rack parking: power of a parked rack (default 1.5 kW, an estimate)",
+    )
+    p.add_argument(
         "--out", default=None, help="write the plan (xarray/netCDF); per policy with --compare"
     )
     p.add_argument(
@@ -164,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
         run_.params = eqx.tree_at(
             lambda q: q.price, run_.params, jnp.full_like(run_.params.price, args.price / 3.6e6)
         )
+    from twin.units import parse_quantity
+
+    wake_time = parse_quantity(args.wake_time, "--wake-time", "s")
+    standby_w = parse_quantity(args.standby_power, "--standby-power", "W")
     jobs = _jobs(args, spec)
     topo = build_topology(run_, parse_caps(args.cap), args.margin)
     check_feasible(run_, topo, jobs)
@@ -184,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
             objective=args.objective,
             seed=args.seed,
             progress=progress_printer(f"optimize {pol}"),
+            park=args.park,
+            wake_time=wake_time,
+            standby_w=standby_w,
         )
         results[pol] = res
         if args.out:
@@ -220,6 +243,8 @@ def _table(summaries: dict) -> None:
         ("violations", lambda s: s["violations"], "{:d}"),
         ("deferred jobs", lambda s: s["deferred_jobs"], "{:d}"),
         ("work GPU-h", lambda s: s["work_gpu_hours"], "{:,.0f}"),
+        ("parked rack-h", lambda s: s["parked_rack_hours"], "{:,.0f}"),
+        ("mean wait s", lambda s: s["mean_wait_seconds"], "{:,.0f}"),
         ("wall s", lambda s: s["wall_seconds"], "{:.1f}"),
     ]
     print(f"{'':16}" + "".join(f"{p:>14}" for p in summaries))

@@ -79,6 +79,19 @@ START_INTERIOR = 0.05
 #: in the first epoch after the change. At 1 K/h the dry coolers' spare capacity does it.
 #: The repair step (temperature limits) is not ramped.
 FWS_RAMP_DOWN_K_PER_H = 1.0
+#: Idle-rack parking (twin policy; Slurm's power saving does the same for nodes): a rack with
+#: no job for PARK_IDLE_S (Slurm SuspendTime) is powered down unless it is part of its site's
+#: reserve of powered idle racks; waking takes RACK_WAKE_S (power-on, boot, GPU health check:
+#: published Slurm configurations set ResumeTimeout = 600 s, AWS PCS scales down after 600 s
+#: idle by default). A parked rack draws RACK_STANDBY_W (BMCs, management network, power-shelf
+#: no-load losses: an engineering estimate, ~1 % of a 140 kW rack's design power).
+PARK_IDLE_S = 900.0
+RACK_WAKE_S = 600.0
+RACK_STANDBY_W = 1500.0
+#: Powered idle racks kept per site, as a multiple of the largest GPU demand that arrived (in
+#: the whole facility) in any window of one epoch plus the wake time over the last day.
+PARK_RESERVE_FACTOR = 1.0
+PARK_HISTORY_S = 86400.0
 
 
 class Infeasible(SpecError):
@@ -229,6 +242,37 @@ def with_schedule(p: F.FacilityParams, low, high, period, phase) -> F.FacilityPa
             jnp.full(r, 0.5),
             jnp.asarray(phase),
             jnp.zeros(r),
+        ),
+    )
+
+
+def with_power_state(p: F.FacilityParams, powered, standby_w: float) -> F.FacilityParams:
+    """Parameters of racks that are powered for the share ``powered`` (R,) of the time.
+
+    A powered-down (parked) rack's GPUs draw nothing: their idle power, HBM idle power and
+    leakage (:func:`physics.gpu.leakage_power`, no supply voltage) scale with ``powered``; its
+    CPUs, switches and NICs draw ``standby_w`` [W] instead of their idle-to-max range. Energy is
+    linear in these terms, so a share between 0 and 1 gives the mean of an epoch in which the
+    rack was parked part of the time. ``powered = 1`` leaves every value as it was.
+    """
+    on = jnp.asarray(powered, dtype=float)
+    g4 = on[:, None, None, None]
+    off_w = (1.0 - on) * standby_w
+    return eqx.tree_at(
+        lambda q: (
+            q.gpu_power_idle,
+            q.gpu_hbm_power_idle,
+            q.gpu_leakage_ref,
+            q.rack_other_power_idle,
+            q.rack_other_power_max,
+        ),
+        p,
+        (
+            g4 * p.gpu_power_idle,
+            g4 * p.gpu_hbm_power_idle,
+            g4 * p.gpu_leakage_ref,
+            on * p.rack_other_power_idle + off_w,
+            on * p.rack_other_power_max + off_w,
         ),
     )
 
@@ -614,6 +658,7 @@ class _Ctx:
     rng: np.random.Generator
     pointer: int = 0
     cost: np.ndarray | None = None  # twin: marginal cost per busy GPU-utilization per rack
+    unavailable: np.ndarray | None = None  # parked or still waking racks (twin)
 
 
 def _hot_coefficients(p, d, t_in_rack):
@@ -649,6 +694,8 @@ def _allocate(policy: str, ctx: _Ctx, g: int, workload: str, frac_high: float, s
     n_rack = topo.gpus_per_rack
     u_high = topo.utilization(frac_high, np.arange(topo.n_racks))
     thermal_ok = ctx.hot_a + ctx.hot_b * u_high <= topo.gpu_limit
+    if ctx.unavailable is not None:
+        thermal_ok = thermal_ok & ~ctx.unavailable
     if g <= n_rack:
         add = _peak_power(topo, np.arange(topo.n_racks), np.full(topo.n_racks, g), frac_high)
         ok = (
@@ -716,14 +763,26 @@ def replay(
     seed: int = 0,
     progress: Callable[[float, float], None] | None = None,
     ramp: bool = True,
+    park: bool = True,
+    wake_time: float = RACK_WAKE_S,
+    standby_w: float = RACK_STANDBY_W,
 ) -> PolicyResult:
-    """Replay ``jobs`` for ``hours`` on ``run``'s twin under ``policy``; returns summary and plan."""
+    """Replay ``jobs`` for ``hours`` on ``run``'s twin under ``policy``; returns summary and plan.
+
+    ``park`` (twin policy only): power down idle racks beyond each site's reserve and wake them
+    when demand returns (``wake_time`` [s] until a woken rack takes jobs; ``standby_w`` [W]
+    drawn by a parked rack); see :data:`PARK_IDLE_S` and :func:`with_power_state`.
+    """
     if policy not in POLICIES:
         raise SpecError("--policy", policy, f"one of {', '.join(POLICIES)}")
     if objective not in ("energy", "carbon", "cost"):
         raise SpecError("--objective", objective, "one of energy, carbon, cost")
     if not (math.isfinite(hours) and hours > 0):
         raise SpecError("--hours", hours, "a positive number of hours")
+    if not (math.isfinite(wake_time) and wake_time >= 0):
+        raise SpecError("--wake-time", wake_time, "a wake time >= 0 s")
+    if not (math.isfinite(standby_w) and standby_w >= 0):
+        raise SpecError("--standby-power", standby_w, "a standby power >= 0 W")
     topo = topo or build_topology(run)
     p0, d0, dt = run.params, run.derived, run.dt
     steps = max(1, int(round(epoch / dt)))
@@ -764,6 +823,16 @@ def replay(
     )
     np.add.at(ctx.cdu_peak, topo.rack_cdu, ctx.rack_peak)
     np.add.at(ctx.site_peak, topo.rack_site, ctx.rack_peak)
+    # idle-rack parking (twin): parked racks, the time a woken rack takes jobs, idle since when
+    parking = policy == "twin" and park
+    parked = np.zeros(r_n, bool)
+    wake_at = np.full(r_n, -np.inf)
+    idle_since = np.zeros(r_n)
+    ctx.unavailable = np.zeros(r_n, bool)
+    demand_log: list[tuple[float, int]] = []  # (arrival time, GPUs) of arrivals after t = 0
+    park_stats = {"wakes": 0, "parks": 0, "parked_rack_seconds": 0.0}
+    waited_for_wake: set[int] = set()
+    parked_count: list[np.ndarray] = []
     design = (p0.fws_supply_setpoint, p0.tcs_supply_setpoint, p0.tcs_pump_speed)
     fws_k, tcs_k, pump = design
     state = F.initial_state(p0, d0)
@@ -850,11 +919,94 @@ def replay(
             ctx.pointer = int(racks[-1]) + 1
         return True
 
+    def reserve_racks(now: float) -> int:
+        """Powered idle racks a site keeps: the peak GPU demand over any (epoch + wake) window."""
+        while demand_log and demand_log[0][0] < now - PARK_HISTORY_S:
+            demand_log.pop(0)
+        window = epoch + wake_time
+        peak, lo, acc = 0, 0, 0
+        for a, g in demand_log:
+            acc += g
+            while demand_log[lo][0] < a - window:
+                acc -= demand_log[lo][1]
+                lo += 1
+            peak = max(peak, acc)
+        return int(math.ceil(PARK_RESERVE_FACTOR * peak / topo.gpus_per_rack))
+
+    def rack_cost() -> np.ndarray:
+        return ctx.cost if ctx.cost is not None else np.arange(r_n, dtype=float)
+
+    def wake(racks: np.ndarray, now: float) -> None:
+        if len(racks) == 0:
+            return
+        parked[racks] = False
+        wake_at[racks] = now + wake_time
+        park_stats["wakes"] += len(racks)
+        heapq.heappush(events, (now + wake_time, 2, -1))
+
+    def park_control(now: float) -> None:
+        """Park idle racks beyond each site's reserve (costliest first); wake racks when short."""
+        need = reserve_racks(now)
+        idle = ~parked & (ctx.free == topo.gpus_per_rack)
+        cost = rack_cost()
+        for site in range(len(topo.site_keys)):
+            in_s = topo.rack_site == site
+            n_idle = int((idle & in_s).sum())
+            if n_idle > need:
+                cand = np.flatnonzero(
+                    in_s & idle & ~ctx.unavailable & (now - idle_since >= PARK_IDLE_S)
+                )
+                cand = cand[np.argsort(-cost[cand], kind="stable")][: n_idle - need]
+                parked[cand] = True
+                ctx.unavailable[cand] = True
+                park_stats["parks"] += len(cand)
+            elif n_idle < need:
+                cand = np.flatnonzero(in_s & parked)
+                wake(cand[np.argsort(cost[cand], kind="stable")][: need - n_idle], now)
+
+    def wake_for(i: int, now: float) -> None:
+        """A job found no room: wake enough parked racks in the site with most parked."""
+        if not parking or not parked.any():
+            return
+        waking = ~parked & (wake_at > now)
+        per_site = np.bincount(topo.rack_site[parked], minlength=len(topo.site_keys))
+        site = int(np.argmax(per_site))
+        in_s = topo.rack_site == site
+        free_now = ctx.free[in_s & ~ctx.unavailable].sum() + ctx.free[in_s & waking].sum()
+        short = int(gpus[i]) - int(free_now)
+        if short <= 0:
+            return
+        cand = np.flatnonzero(in_s & parked)
+        cand = cand[np.argsort(rack_cost()[cand], kind="stable")]
+        wake(cand[: int(math.ceil(short / topo.gpus_per_rack))], now)
+        waited_for_wake.add(i)
+
+    def retry_queue(now: float) -> None:
+        """Retry the queue in arrival order (jobs that cannot fit in any site's free GPUs are
+        skipped without a search)."""
+        nonlocal queue
+        if not queue:
+            return
+        usable = np.where(ctx.unavailable, 0, ctx.free)
+        site_free = np.bincount(topo.rack_site, weights=usable, minlength=len(topo.site_keys))
+        still = []
+        for j in queue:
+            if gpus[j] > site_free.max() or not try_start(j, now):
+                still.append(j)
+            else:
+                usable = np.where(ctx.unavailable, 0, ctx.free)
+                site_free = np.bincount(
+                    topo.rack_site, weights=usable, minlength=len(topo.site_keys)
+                )
+        queue = still
+
     factor_cache: dict = {}
     for e in range(n_epochs):
         t0, t1 = e * epoch, (e + 1) * epoch
         hours_now = hour0 + t0 / 3600.0
         hour_idx = int(hours_now) % ci.shape[0]
+        if parking:
+            park_control(t0)
         # ---------------- setpoints (twin) ----------------
         if policy == "twin" and (e == 0 or (t0 % setpoint_interval) < 1e-9):
             s0 = time.perf_counter()
@@ -871,7 +1023,7 @@ def replay(
             ramp_hours = min(setpoint_interval, 3600.0) / 3600.0
             floor = np.asarray(fws_k) - FWS_RAMP_DOWN_K_PER_H * ramp_hours
             opt = optimize_setpoints(
-                p0,
+                with_power_state(p0, (~parked).astype(float), standby_w),
                 topo,
                 u_mean,
                 u_hot,
@@ -882,7 +1034,9 @@ def replay(
                 fws_floor=floor if ramp else None,
             )
             (fws_k, tcs_k, pump), s, grad_u = opt.setpoints, opt.steady, opt.grad_u
-            q = with_setpoints(p0, fws_k, tcs_k, pump)
+            q = with_setpoints(
+                with_power_state(p0, (~parked).astype(float), standby_w), fws_k, tcs_k, pump
+            )
             dq = _derive_jit(q)
             ctx.hot_a, ctx.hot_b = _hot_coefficients(q, dq, np.asarray(s.tcs_supply)[topo.rack_cdu])
             ctx.cost = np.asarray(grad_u)
@@ -897,6 +1051,7 @@ def replay(
         acc_low = np.zeros(r_n)
         acc_high = np.zeros(r_n)
         acc_busy = 0.0
+        acc_on = np.zeros(r_n)
         t_last_busy = [t0]
         lvl_now = np.ones(r_n)
         t_last = t0
@@ -908,26 +1063,18 @@ def replay(
             acc_low += rate_low * (tt - t_last)
             acc_high += rate_high * (tt - t_last)
             acc_busy += (total_gpus - ctx.free.sum()) * (tt - t_last)
+            acc_on += ~parked * (tt - t_last)
             t_last = tt
             t_last_busy[0] = tt
+            if kind == 2:  # woken racks take jobs from now
+                ctx.unavailable = parked | (wake_at > tt)
+                retry_queue(tt)
+                continue
             if kind == 0:
                 run_i = running.pop(i)
                 apply(i, run_i.racks, run_i.counts, -1)
-                # capacity freed: retry the queue in arrival order (jobs that cannot fit in any
-                # site's free GPUs are skipped without a search)
-                if queue:
-                    site_free = np.bincount(
-                        topo.rack_site, weights=ctx.free, minlength=len(topo.site_keys)
-                    )
-                    still = []
-                    for j in queue:
-                        if gpus[j] > site_free.max() or not try_start(j, tt):
-                            still.append(j)
-                        else:
-                            site_free = np.bincount(
-                                topo.rack_site, weights=ctx.free, minlength=len(topo.site_keys)
-                            )
-                    queue = still
+                idle_since[run_i.racks[ctx.free[run_i.racks] == topo.gpus_per_rack]] = tt
+                retry_queue(tt)  # capacity freed
                 continue
             # arrival (or the release of a deferred job)
             if policy == "twin" and deferral[i] > 0 and not deferred[i] and factor_cache:
@@ -944,13 +1091,20 @@ def replay(
                         deferred[i] = True
                         heapq.heappush(events, (tt + k * 3600.0, 1, i))
                         continue
+            if tt > 0:
+                demand_log.append((tt, int(gpus[i])))
             if not try_start(i, tt):
                 queue.append(i)
+                wake_for(i, tt)
             else:
                 for r in placed_racks[i][0]:
                     hot_epoch[r] = max(hot_epoch[r], rack_jobs[r][i][0])
         acc_low += rate_low * (t1 - t_last)
         acc_high += rate_high * (t1 - t_last)
+        acc_on += ~parked * (t1 - t_last)
+        powered = acc_on / epoch
+        park_stats["parked_rack_seconds"] += float(epoch * r_n - acc_on.sum())
+        parked_count.append(np.bincount(topo.rack_site[parked], minlength=len(topo.site_keys)))
         busy_gpu_s += float(acc_busy + (total_gpus - ctx.free.sum()) * (t1 - t_last_busy[0]))
         acc_busy = 0.0
         # Diurnal inference level: scale racks by the epoch-mid level of their inference jobs.
@@ -972,7 +1126,13 @@ def replay(
         low = acc_low / epoch * scale
         high = acc_high / epoch * scale
         # ---------------- advance the twin ----------------
-        q = with_schedule(with_setpoints(p0, fws_k, tcs_k, pump), low, high, periods, phases)
+        q = with_schedule(
+            with_setpoints(with_power_state(p0, powered, standby_w), fws_k, tcs_k, pump),
+            low,
+            high,
+            periods,
+            phases,
+        )
         dq = _derive_jit(q) if policy == "twin" else d0
         state, ledger, rec = _run_jit(q, dq, state, ledger, dt, hour0, 1, steps, run.n_sub)
         rec = jax.tree.map(lambda x: np.asarray(x)[0], rec)
@@ -1016,6 +1176,7 @@ def replay(
     energy["total"] = energy["it"] + energy["cooling"] + energy["electrical_losses"]
     horizon = n_epochs * epoch
     started = ~np.isnan(start_time)
+    wait = (start_time - arrival)[started & ~deferred]
     max_t = max(float(led.max_gpu_temp.max()), hot_max)
     summary = {
         "policy": policy,
@@ -1035,6 +1196,14 @@ def replay(
         "violations_by_constraint": counters,
         "deferred_jobs": int(deferred.sum()),
         "queued_jobs": int(len(queue)),
+        # waiting for capacity (deferral excluded): start - arrival of jobs not deferred
+        "mean_wait_seconds": float(np.mean(wait)) if len(wait) else 0.0,
+        "max_wait_seconds": float(np.max(wait)) if len(wait) else 0.0,
+        "parking": parking,
+        "parked_rack_hours": park_stats["parked_rack_seconds"] / 3600.0,
+        "rack_parks": park_stats["parks"],
+        "rack_wakes": park_stats["wakes"],
+        "jobs_waited_for_wake": len(waited_for_wake),
         "mean_gpu_load": busy_gpu_s / (total_gpus * horizon),
         "work_gpu_hours": busy_gpu_s / 3600.0,
         "kwh_per_gpu_hour": energy["total"] / max(busy_gpu_s / 3600.0, 1e-9),
@@ -1066,6 +1235,7 @@ def replay(
         sp_pump,
         epoch,
         summary,
+        np.stack(parked_count),
     )
     return PolicyResult(policy, summary, plan)
 
@@ -1074,7 +1244,9 @@ _run_jit = jax.jit(F.run_records, static_argnums=(4, 5, 6, 7, 8))
 _derive_jit = jax.jit(F.derive)
 
 
-def _plan_dataset(run, topo, t, start_time, placed, deferred, recs, fws, tcs, pump, epoch, summary):
+def _plan_dataset(
+    run, topo, t, start_time, placed, deferred, recs, fws, tcs, pump, epoch, summary, parked
+):
     n = len(recs)
     times = run.start + pd.to_timedelta((np.arange(n) + 0.5) * epoch, unit="s")
     site_idx = np.array([topo.rack_site[pl[0][0]] if pl is not None else -1 for pl in placed])
@@ -1119,6 +1291,11 @@ def _plan_dataset(run, topo, t, start_time, placed, deferred, recs, fws, tcs, pu
             "fws_supply_setpoint": (("time", "building"), np.stack(fws), {"units": "degC"}),
             "tcs_supply_setpoint": (("time", "cdu"), np.stack(tcs), {"units": "degC"}),
             "tcs_pump_speed": (("time", "cdu"), np.stack(pump), {"units": "1"}),
+            "parked_racks": (
+                ("time", "site"),
+                parked,
+                {"long_name": "racks powered down (idle-rack parking) at the epoch end"},
+            ),
         },
         coords={
             "time": times.tz_convert(None),

@@ -336,3 +336,89 @@ def test_cli_errors(tmp_path, capsys):
         == 2
     )
     assert "--policy: got 'fifo'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ idle-rack parking
+def test_parked_rack_draws_its_standby_power_only(one_rack):
+    """with_power_state: a rack powered 0 % of the time draws exactly its standby power (GPU
+    idle, HBM idle and leakage are gone); powered 100 % reproduces the unmodified twin."""
+    import jax
+
+    from physics import facility as F
+    from twin.placement import with_power_state, with_schedule
+
+    run, _ = one_rack
+    p = with_schedule(run.params, [0.0], [0.0], [1.0], [0.0])  # no job on the rack
+    d = run.derived
+    steps, dt = 12, run.dt
+
+    def it_energy(q):
+        s = F.initial_state(q, d)
+        _, led, _ = F.run_records(q, d, s, F.empty_ledger(q.n_sites), dt, run.hour0, 1, steps)
+        return jax.tree.map(np.asarray, led)
+
+    base = it_energy(p)
+    on = it_energy(with_power_state(p, np.ones(1), 1500.0))
+    off = it_energy(with_power_state(p, np.zeros(1), 1500.0))
+    np.testing.assert_allclose(on.it_energy, base.it_energy, rtol=1e-12)
+    np.testing.assert_allclose(on.gpu_energy, base.gpu_energy, rtol=1e-12)
+    assert float(off.gpu_energy.sum()) == pytest.approx(0.0, abs=1e-6)
+    assert float(off.it_energy.sum()) == pytest.approx(1500.0 * steps * dt, rel=1e-12)
+    # an idle powered rack: 12 kW CPUs/switches + 72 GPUs at ~120 W idle (spec, refs 1)
+    idle_w = float(base.it_energy.sum()) / (steps * dt)
+    assert 12e3 + 72 * 100.0 < idle_w < 12e3 + 72 * 140.0
+
+
+def _parking_jobs():
+    """Four one-rack training jobs for the whole replay, then after 3 quiet hours a two-rack
+    job: every spare rack is parked by then and the burst has to wake two."""
+    rows = [
+        dict(id=f"base-{k}", arrival=0.0, duration=6 * 3600.0, gpus=72, workload="training")
+        for k in range(4)
+    ]
+    rows.append(dict(id="burst", arrival=3 * 3600.0, duration=3600.0, gpus=144, workload="batch"))
+    import pandas as pd
+
+    return JobSet(validate_jobs(pd.DataFrame(rows).assign(deferral=0.0)))
+
+
+def test_twin_parks_idle_racks_and_wakes_them_for_a_burst(mini):
+    """Parking saves the idle power of the parked rack-hours (less standby), independently
+    computed from the spec's idle figures; the burst job waits for its racks to wake (at most
+    the wake time) and nothing else changes: same jobs, zero violations."""
+    from twin.placement import RACK_STANDBY_W, RACK_WAKE_S
+
+    run, topo = mini
+    jobs = _parking_jobs()
+    parked = replay(run, jobs, "twin", 6.0, topo=topo).summary
+    powered = replay(run, jobs, "twin", 6.0, topo=topo, park=False).summary
+    for s in (parked, powered):
+        assert s["violations"] == 0 and s["throttle_minutes"] == 0
+        assert s["jobs_started"] == 5 and s["queued_jobs"] == 0
+    assert powered["parked_rack_hours"] == 0 and powered["mean_wait_seconds"] == 0
+    # 16 racks, 4 busy: up to 12 parked after the first 15 idle minutes
+    assert 12 * 2.0 < parked["parked_rack_hours"] < 12 * 5.75
+    assert parked["jobs_waited_for_wake"] == 1
+    assert 0 < parked["max_wait_seconds"] <= RACK_WAKE_S + 1e-9
+    # the burst still ends inside the replay: the same work, 4 x 72 x 6 h + 144 x 1 h
+    for s in (parked, powered):
+        assert s["work_gpu_hours"] == pytest.approx(4 * 72 * 6 + 144)
+    # independent estimate: idle rack = other IT at idle + 72 GPUs at the spec idle power
+    idle_rack_w = float(topo.other_idle[0] + 72 * topo.idle_power[0])
+    saved_kwh = parked["parked_rack_hours"] * (idle_rack_w - RACK_STANDBY_W) / 1e3
+    d_it = powered["energy_kwh"]["it"] - parked["energy_kwh"]["it"]
+    assert d_it == pytest.approx(saved_kwh, rel=0.05)
+    assert parked["energy_kwh"]["cooling"] < powered["energy_kwh"]["cooling"]
+    assert parked["energy_kwh"]["total"] < powered["energy_kwh"]["total"] - 0.9 * saved_kwh
+
+
+def test_parking_bad_inputs(mini, capsys):
+    run, topo = mini
+    jobs = _parking_jobs()
+    with pytest.raises(SpecError, match="--wake-time"):
+        replay(run, jobs, "twin", 1.0, topo=topo, wake_time=-5.0)
+    with pytest.raises(SpecError, match="--standby-power"):
+        replay(run, jobs, "twin", 1.0, topo=topo, standby_w=float("nan"))
+    assert twin_main(["optimize", "--facility", "mini-superfactory", "--standby-power", "3 m"]) == 2
+    err = capsys.readouterr().err
+    assert "--standby-power" in err and "3 m" in err
