@@ -365,7 +365,8 @@ def parse_caps_text(caps_text: str) -> dict:
 
 
 def comparison_table(results: dict) -> pd.DataFrame:
-    """One row per policy: energy, cooling, carbon, PUE, max GPU temperature, jobs."""
+    """One row per policy: energy, cooling, carbon, PUE, max GPU temperature, jobs, waits and
+    idle-rack parking."""
     rows = []
     for name, res in results.items():
         s = res.summary
@@ -380,6 +381,8 @@ def comparison_table(results: dict) -> pd.DataFrame:
                 "max_gpu_temperature_c": s["max_gpu_temperature_c"],
                 "jobs_started": s["jobs_started"],
                 "jobs": s["jobs"],
+                "mean_wait_s": s["mean_wait_seconds"],
+                "parked_rack_hours": s["parked_rack_hours"],
                 "violations": s["violations"],
             }
         )

@@ -15,7 +15,7 @@ Policies
 ``twin``     optimization through the differentiable twin. Each setpoint interval, the steady
              state of the twin's own loop physics (:func:`steady_state`, which calls
              :func:`physics.facility.derive` and :func:`physics.facility.loop_substep`) is
-             minimized by gradient descent (``jax.grad``, Adam) over the facility-water supply
+             minimized by L-BFGS-B on its value and ``jax.grad`` over the facility-water supply
              setpoint of every building, the CDU (TCS) supply setpoint and pump speed of every
              row, subject to the GPU and HBM temperature limits (penalty, then repair). The
              gradient of the optimized objective with respect to each rack's utilization (the
@@ -45,7 +45,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pandas as pd
 import xarray as xr
 
@@ -68,10 +67,6 @@ CDU_APPROACH_MIN_K = 1.0
 PUMP_BOUNDS = (0.5, 1.0)
 #: Distance below the temperature limits that the repair step leaves [K].
 REPAIR_BUFFER_K = 0.1
-#: The optimizer's start is kept this share of the range inside the bounds: the design pump
-#: speed (1.0) sits on its upper bound, where the sigmoid parameterization is saturated and 40
-#: Adam steps (0.15 each in the unconstrained variable) could not leave it.
-START_INTERIOR = 0.05
 #: Largest decrease of a building's FWS supply setpoint per hour [K/h] (a reset ramp), and per
 #: re-optimization when setpoints are re-optimized less often than hourly. The
 #: steady model does not see the heat stored in the FWS mains (about 4.2 MJ/K per m^3): a step
@@ -123,7 +118,9 @@ def _gpu_terms(p: F.FacilityParams, d: F.Derived):
     return res, g, die_idle, die_dyn, c0
 
 
-def _racks(p, d, t_in, u_mean, u_hot):
+def _racks(p, d, t_in, u_mean, u_hot, p_hot=None):
+    """Per-rack IT power, liquid and air heat (from ``p``) and the hottest GPU die and HBM
+    temperatures at ``u_hot`` (from ``p_hot``: a powered rack, even if ``p`` parks it)."""
     r = p.n_racks
     res, g, die_idle, die_dyn, c0 = _gpu_terms(p, d)
     tin = t_in[:, None, None, None]
@@ -152,11 +149,13 @@ def _racks(p, d, t_in, u_mean, u_hot):
     liquid = rack_gpu - rack_gpu_air + p.rack_other_liquid_fraction * other
     air_heat = rack_gpu_air + (1.0 - p.rack_other_liquid_fraction) * other
     uh = u_hot[:, None, None, None]
+    ph = p if p_hot is None else p_hot
+    res, g, die_idle, die_dyn, c0 = _gpu_terms(ph, d)
     hot = (die_idle + uh * die_dyn + c0 + tin / res) / g
     hbm = (
         tin
-        + (p.gpu_hbm_power_idle + p.gpu_hbm_power_share * p.gpu_power_dynamic * uh)
-        * p.gpu_hbm_resistance
+        + (ph.gpu_hbm_power_idle + ph.gpu_hbm_power_share * ph.gpu_power_dynamic * uh)
+        * ph.gpu_hbm_resistance
     )
     rmax = lambda x: jnp.broadcast_to(x, (r,) + tuple(jnp.shape(x)[1:])).reshape(r, -1).max(axis=1)  # noqa: E731
     return rack_gpu + other, liquid, air_heat, rmax(hot), rmax(hbm)
@@ -169,8 +168,12 @@ def steady_state(
     u_hot: jax.Array,
     hours: jax.Array,
     passes: int = 2,
+    power: tuple | None = None,
 ) -> Steady:
     """Steady state of the twin at hour-of-year ``hours`` for per-rack mean and hot utilization.
+
+    ``power`` = (powered (R,), standby W): racks in that power state (:func:`with_power_state`)
+    for the energy; the hottest-GPU temperatures are those of powered racks (a job wakes one).
 
     GPU nodes at their time-mean temperature (exact for the linear die model), the loops by
     :func:`physics.facility.loop_substep` over a step long enough that every tank equals its
@@ -179,9 +182,12 @@ def steady_state(
     inlet at the setpoint, used inside the optimizer; the repair step re-checks with two).
     """
     n, b, sites = p.n_cdus, p.n_buildings, p.n_sites
+    p_hot = p
+    if power is not None:
+        p = with_power_state(p, *power)
     t_in = p.tcs_supply_setpoint[p.rack_cdu]
     for _ in range(passes):
-        rack_it, liquid, air_heat, hot, hbm = _racks(p, d, t_in, u_mean, u_hot)
+        rack_it, liquid, air_heat, hot, hbm = _racks(p, d, t_in, u_mean, u_hot, p_hot)
         cdu_liquid = F._segment_sum(liquid, p.rack_cdu, n) + d.tcs_pump_heat
         mixed = p.tcs_supply_setpoint + cdu_liquid / d.cdu_capacity_rate
         sup = jnp.broadcast_to(p.fws_supply_setpoint[:, None], (b, p.n_fws_tanks))
@@ -313,49 +319,34 @@ def _pack(p, fws_k, tcs_k, pump):
     return jnp.concatenate([fws_k - ZERO_CELSIUS_K, tcs_k - fws_k[p.cdu_building], pump])
 
 
-def _objective(x, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale):
+def _objective(x, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale, power=None):
     fws, tcs, pump = _unpack(p, x)
     q = with_setpoints(p, fws, tcs, pump)
     d = F.derive(q)
-    s = steady_state(q, d, u_mean, u_hot, hours, passes=1)
+    s = steady_state(q, d, u_mean, u_hot, hours, passes=1, power=power)
     over = jax.nn.relu(s.gpu_hot - t_lim) ** 2 + jax.nn.relu(s.hbm_hot - hbm_lim) ** 2
     return jnp.sum(weight * s.total) / scale + 10.0 * jnp.sum(over), s
 
 
 @eqx.filter_jit
-def _optimize(z, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, lo, hi, iterations: int):
-    scale = jnp.sum(weight * steady_state(p, F.derive(p), u_mean, u_hot, hours, passes=1).total)
-    opt = optax.adam(0.15)
-
-    def f(zz):
-        return _objective(
-            lo + (hi - lo) * jax.nn.sigmoid(zz),
-            p,
-            u_mean,
-            u_hot,
-            hours,
-            weight,
-            t_lim,
-            hbm_lim,
-            scale,
-        )[0]
-
-    def body(carry, _):
-        zz, st = carry
-        val, g = jax.value_and_grad(f)(zz)
-        upd, st = opt.update(g, st)
-        return (optax.apply_updates(zz, upd), st), val
-
-    (z, _), vals = jax.lax.scan(body, (z, opt.init(z)), None, length=iterations)
-    return z, vals
+def _objective_value_and_grad(x, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale, power):
+    return jax.value_and_grad(
+        lambda xx: _objective(xx, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale, power)[0]
+    )(x)
 
 
 @eqx.filter_jit
-def _evaluate(p, u_mean, u_hot, hours, weight):
+def _weighted_total(p, u_mean, u_hot, hours, weight, power):
+    s = steady_state(p, F.derive(p), u_mean, u_hot, hours, passes=1, power=power)
+    return jnp.sum(weight * s.total)
+
+
+@eqx.filter_jit
+def _evaluate(p, u_mean, u_hot, hours, weight, power=None):
     d = F.derive(p)
 
     def f(u):
-        s = steady_state(p, d, u, u_hot, hours)
+        s = steady_state(p, d, u, u_hot, hours, power=power)
         return jnp.sum(weight * s.total), s
 
     (val, s), grad_u = jax.value_and_grad(f, has_aux=True)(u_mean)
@@ -363,14 +354,14 @@ def _evaluate(p, u_mean, u_hot, hours, weight):
 
 
 @eqx.filter_jit
-def _marginal_factor(p, u_mean, u_hot, hours_vec, weight_vec):
+def _marginal_factor(p, u_mean, u_hot, hours_vec, weight_vec, power=None):
     """Weighted facility power per W of IT added uniformly per site, at each future hour."""
     d = F.derive(p)
     site_of_rack = p.building_site[p.cdu_building[p.rack_cdu]]
 
     def one(h, w):
         def tot(eps):
-            s = steady_state(p, d, u_mean + eps[site_of_rack], u_hot, h)
+            s = steady_state(p, d, u_mean + eps[site_of_rack], u_hot, h, power=power)
             return jnp.stack([w * s.total, s.it])
 
         j = jax.jacfwd(tot)(jnp.zeros(p.n_sites))  # (2, S, S)
@@ -551,7 +542,7 @@ def check_feasible(run: Run, topo: Topology, jobs: JobSet) -> None:
 class SetpointResult:
     """Optimized setpoints (K, K, -), the steady state there, and d(objective)/d(rack utilization)."""
 
-    z: jax.Array
+    x: jax.Array  # the optimizer's variables: FWS degC (B,), CDU approach K (N,), pump (N,)
     setpoints: tuple
     steady: Steady
     objective: float
@@ -566,51 +557,55 @@ def optimize_setpoints(
     hours: float,
     weight,
     iterations: int = 40,
-    z0: jax.Array | None = None,
     x0=None,
     fws_floor=None,
+    power: tuple | None = None,
 ) -> SetpointResult:
     """Minimize the weighted steady facility power over the FWS setpoint of every building and
-    the TCS setpoint and pump speed of every CDU (Adam on ``jax.grad`` through
-    :func:`physics.facility.derive` and :func:`steady_state`), then repair: a CDU whose hottest
-    GPU (or HBM) exceeds its limit has its supply lowered by the excess until none does.
+    the TCS setpoint and pump speed of every CDU (L-BFGS-B, scipy, on the value and ``jax.grad``
+    of the objective through :func:`physics.facility.derive` and :func:`steady_state`), then
+    repair: a CDU whose hottest GPU (or HBM) exceeds its limit has its supply lowered by the
+    excess until none does.
 
     ``u_mean``/``u_hot``: per-rack mean and hottest-GPU utilization; ``weight``: per-site weight
-    of a W (1 for energy). ``x0`` = (fws K, tcs K, pump) warm-starts from setpoints (default:
-    the design setpoints), ``z0`` from the unconstrained variables of an earlier result (same
-    bounds); either start is moved :data:`START_INTERIOR` inside the bounds. ``fws_floor``
-    (B,) K: lowest FWS setpoint allowed per building (the ramp limit; repair may go below).
+    of a W (1 for energy). ``x0`` = (fws K, tcs K, pump) starts from setpoints (default: the
+    design setpoints; clipped into the bounds); ``iterations``: at most this many L-BFGS-B
+    iterations. ``fws_floor`` (B,) K: lowest FWS setpoint allowed per building (the ramp limit;
+    repair may go below). ``power`` = (powered (R,), standby W): the racks' power state
+    (idle-rack parking).
     """
+    from scipy.optimize import minimize
+
     floor_c = None if fws_floor is None else np.asarray(fws_floor) - ZERO_CELSIUS_K
-    lo, hi = _bounds(p, floor_c)
-    if z0 is None:
-        xs = (p.fws_supply_setpoint, p.tcs_supply_setpoint, p.tcs_pump_speed) if x0 is None else x0
-        xx = _pack(p, *(jnp.asarray(v) for v in xs))
-    else:
-        xx = lo + (hi - lo) * jax.nn.sigmoid(jnp.asarray(z0))
-    pad = START_INTERIOR * (hi - lo)
-    xx = jnp.clip(xx, lo + pad, hi - pad)
-    z0 = jnp.log((xx - lo) / (hi - xx))
+    lo, hi = (np.asarray(b, dtype=float) for b in _bounds(p, floor_c))
+    xs = (p.fws_supply_setpoint, p.tcs_supply_setpoint, p.tcs_pump_speed) if x0 is None else x0
+    x_start = np.clip(np.asarray(_pack(p, *(jnp.asarray(v) for v in xs)), dtype=float), lo, hi)
     u_mean, u_hot, weight = jnp.asarray(u_mean), jnp.asarray(u_hot), jnp.asarray(weight)
     h = jnp.asarray(hours, dtype=float)
-    z, _ = _optimize(
-        z0,
-        p,
-        u_mean,
-        u_hot,
-        h,
-        weight,
-        jnp.asarray(topo.gpu_limit),
-        jnp.asarray(topo.hbm_limit),
-        lo,
-        hi,
-        iterations,
+    # the objective is relative to the design setpoints' weighted total (about 1)
+    scale = _weighted_total(p, u_mean, u_hot, h, weight, power)
+    t_lim, hbm_lim = jnp.asarray(topo.gpu_limit), jnp.asarray(topo.hbm_limit)
+
+    def fun(x):
+        v, g = _objective_value_and_grad(
+            jnp.asarray(x), p, u_mean, u_hot, h, weight, t_lim, hbm_lim, scale, power
+        )
+        return float(v), np.asarray(g, dtype=float)
+
+    res = minimize(
+        fun,
+        x_start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=list(zip(lo, hi, strict=True)),
+        options={"maxiter": iterations},
     )
-    fws_k, tcs_k, pump = _unpack(p, lo + (hi - lo) * jax.nn.sigmoid(z))
+    x_opt = res.x if res.fun <= fun(x_start)[0] else x_start
+    fws_k, tcs_k, pump = _unpack(p, jnp.asarray(x_opt))
     n_cdu = p.n_cdus
     for _ in range(8):
         q = with_setpoints(p, fws_k, tcs_k, pump)
-        val, s, grad_u = _evaluate(q, u_mean, u_hot, h, weight)
+        val, s, grad_u = _evaluate(q, u_mean, u_hot, h, weight, power)
         excess = np.maximum(
             np.asarray(s.gpu_hot) - topo.gpu_limit, np.asarray(s.hbm_hot) - topo.hbm_limit
         )
@@ -625,7 +620,7 @@ def optimize_setpoints(
         low_fws = np.full(p.n_buildings, np.inf)
         np.minimum.at(low_fws, topo.cdu_building, np.asarray(tcs_k) - CDU_APPROACH_MIN_K)
         fws_k = jnp.minimum(fws_k, jnp.asarray(low_fws))
-    return SetpointResult(z, (fws_k, tcs_k, pump), s, float(val), grad_u)
+    return SetpointResult(jnp.asarray(x_opt), (fws_k, tcs_k, pump), s, float(val), grad_u)
 
 
 # ============================================================================ replay engine
@@ -902,9 +897,46 @@ def replay(
         if (ctx.free < 0).any():
             counters["overcommit"] += 1
 
+    def reservation(now: float) -> tuple[int, float]:
+        """EASY backfilling: the site and time (shadow) at which the queue's head job will
+        have enough GPUs, counting the ends of the jobs running there; (-1, inf) if no queue."""
+        if not queue:
+            return -1, math.inf
+        need = int(gpus[queue[0]])
+        usable = np.where(ctx.unavailable, 0, ctx.free)
+        best = (-1, math.inf)
+        for site in range(len(topo.site_keys)):
+            have = int(usable[topo.rack_site == site].sum())
+            if have >= need:
+                return site, now
+            ends = sorted(
+                (r.end, int(r.counts.sum()))
+                for r in running.values()
+                if topo.rack_site[r.racks[0]] == site
+            )
+            for end, g in ends:
+                have += g
+                if have >= need:
+                    if end < best[1]:
+                        best = (site, end)
+                    break
+        return best
+
     def try_start(i, now):
         s0 = time.perf_counter()
-        alloc = _allocate(policy, ctx, int(gpus[i]), wl[i], f_high[i], _score(policy, ctx))
+        # a job behind the queue's head may not delay it: at the head's site it starts only
+        # if it ends before the head's reserved start (EASY backfilling, as in Slurm's backfill)
+        blocked = None
+        if queue and i != queue[0]:
+            site, shadow = reservation(now)
+            if site >= 0 and now + duration[i] > shadow:
+                blocked = ctx.unavailable
+                ctx.unavailable = blocked | (topo.rack_site == site)
+        try:
+            alloc = _allocate(policy, ctx, int(gpus[i]), wl[i], f_high[i], _score(policy, ctx))
+        finally:
+            if blocked is not None:
+                ctx.unavailable = blocked
         nonlocal t_place
         t_place += time.perf_counter() - s0
         if alloc is None:
@@ -984,31 +1016,30 @@ def replay(
     def retry_queue(now: float) -> None:
         """Retry the queue in arrival order (jobs that cannot fit in any site's free GPUs are
         skipped without a search)."""
-        nonlocal queue
         if not queue:
             return
         usable = np.where(ctx.unavailable, 0, ctx.free)
         site_free = np.bincount(topo.rack_site, weights=usable, minlength=len(topo.site_keys))
-        still = []
-        for j in queue:
-            if gpus[j] > site_free.max() or not try_start(j, now):
-                still.append(j)
-            else:
+        for j in list(queue):
+            if gpus[j] <= site_free.max() and try_start(j, now):
+                queue.remove(j)  # the next job's reservation is for the new head
                 usable = np.where(ctx.unavailable, 0, ctx.free)
                 site_free = np.bincount(
                     topo.rack_site, weights=usable, minlength=len(topo.site_keys)
                 )
-        queue = still
 
     factor_cache: dict = {}
     for e in range(n_epochs):
         t0, t1 = e * epoch, (e + 1) * epoch
         hours_now = hour0 + t0 / 3600.0
         hour_idx = int(hours_now) % ci.shape[0]
-        if parking:
+        reoptimize = policy == "twin" and (e == 0 or (t0 % setpoint_interval) < 1e-9)
+        if parking and reoptimize:
+            # with the setpoints, so that the optimizer sees the racks' power state for the
+            # interval (only bursts wake racks in between)
             park_control(t0)
         # ---------------- setpoints (twin) ----------------
-        if policy == "twin" and (e == 0 or (t0 % setpoint_interval) < 1e-9):
+        if reoptimize:
             s0 = time.perf_counter()
             u_mean = jnp.asarray(rate_low + 0.5 * (rate_high - rate_low))
             u_hot = np.array(
@@ -1022,8 +1053,9 @@ def replay(
             # setpoint interval (a longer step down would again be pulled down by the chiller)
             ramp_hours = min(setpoint_interval, 3600.0) / 3600.0
             floor = np.asarray(fws_k) - FWS_RAMP_DOWN_K_PER_H * ramp_hours
+            power_now = (jnp.asarray((~parked).astype(float)), jnp.asarray(standby_w))
             opt = optimize_setpoints(
-                with_power_state(p0, (~parked).astype(float), standby_w),
+                p0,
                 topo,
                 u_mean,
                 u_hot,
@@ -1032,11 +1064,10 @@ def replay(
                 iterations,
                 x0=(fws_k, tcs_k, pump),
                 fws_floor=floor if ramp else None,
+                power=power_now,
             )
             (fws_k, tcs_k, pump), s, grad_u = opt.setpoints, opt.steady, opt.grad_u
-            q = with_setpoints(
-                with_power_state(p0, (~parked).astype(float), standby_w), fws_k, tcs_k, pump
-            )
+            q = with_setpoints(p0, fws_k, tcs_k, pump)
             dq = _derive_jit(q)
             ctx.hot_a, ctx.hot_b = _hot_coefficients(q, dq, np.asarray(s.tcs_supply)[topo.rack_cdu])
             ctx.cost = np.asarray(grad_u)
@@ -1044,7 +1075,7 @@ def replay(
             wv = jnp.asarray(w_hour[(hour_idx + np.arange(24)) % ci.shape[0]])
             factor_cache = {
                 "t0": t0,
-                "f": np.asarray(_marginal_factor(q, u_mean, u_hot, horizon_h, wv)),
+                "f": np.asarray(_marginal_factor(q, u_mean, u_hot, horizon_h, wv, power_now)),
             }
             t_place += time.perf_counter() - s0
         # ---------------- events of this epoch ----------------
@@ -1126,6 +1157,7 @@ def replay(
         low = acc_low / epoch * scale
         high = acc_high / epoch * scale
         # ---------------- advance the twin ----------------
+        q_hot = with_setpoints(p0, fws_k, tcs_k, pump)  # racks powered: temperature checks
         q = with_schedule(
             with_setpoints(with_power_state(p0, powered, standby_w), fws_k, tcs_k, pump),
             low,
@@ -1144,11 +1176,11 @@ def replay(
             ctx.rack_temp = np.asarray(state.gpu_temp).reshape(r_n, -1).mean(axis=1)
         if policy != "twin":
             ctx.hot_a, ctx.hot_b = _hot_coefficients(
-                q, dq, np.asarray(state.tcs_supply)[topo.rack_cdu]
+                q_hot, dq, np.asarray(state.tcs_supply)[topo.rack_cdu]
             )
         # ---------------- constraint audit at the simulated inlet ----------------
         t_in = np.asarray(state.tcs_supply)[topo.rack_cdu]
-        a_act, b_act = _hot_coefficients(q, dq, t_in)
+        a_act, b_act = _hot_coefficients(q_hot, dq, t_in)
         busy = hot_epoch > 0
         hot = np.where(busy, a_act + b_act * hot_epoch, -np.inf)
         hot_max = max(hot_max, float(hot.max()) if busy.any() else -np.inf)
