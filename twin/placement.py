@@ -257,9 +257,11 @@ def with_power_state(p: F.FacilityParams, powered, standby_w: float) -> F.Facili
 
     A powered-down (parked) rack's GPUs draw nothing: their idle power, HBM idle power and
     leakage (:func:`physics.gpu.leakage_power`, no supply voltage) scale with ``powered``; its
-    CPUs, switches and NICs draw ``standby_w`` [W] instead of their idle-to-max range. Energy is
+    CPUs, switches and NICs draw ``standby_w`` [W] instead of their idle power. Energy is
     linear in these terms, so a share between 0 and 1 gives the mean of an epoch in which the
-    rack was parked part of the time. ``powered = 1`` leaves every value as it was.
+    rack was parked part of the time; the load-dependent part (idle to max) is left to the
+    rack's utilization, which is the epoch mean and zero while parked. ``powered = 1`` leaves
+    every value as it was.
     """
     on = jnp.asarray(powered, dtype=float)
     g4 = on[:, None, None, None]
@@ -278,7 +280,11 @@ def with_power_state(p: F.FacilityParams, powered, standby_w: float) -> F.Facili
             g4 * p.gpu_hbm_power_idle,
             g4 * p.gpu_leakage_ref,
             on * p.rack_other_power_idle + off_w,
-            on * p.rack_other_power_max + off_w,
+            # the load-dependent part is not scaled: the rack's utilization is already the
+            # mean over the epoch (zero while parked)
+            on * p.rack_other_power_idle
+            + off_w
+            + (p.rack_other_power_max - p.rack_other_power_idle),
         ),
     )
 
@@ -897,28 +903,44 @@ def replay(
         if (ctx.free < 0).any():
             counters["overcommit"] += 1
 
+    def fits(i: int, site: int, free: np.ndarray) -> bool:
+        """Whether job ``i`` fits the free GPUs ``free`` (R,) of ``site`` by the locality rules
+        of :func:`_allocate` (one rack; whole racks for multi-rack training; else any racks)."""
+        g, n_rack = int(gpus[i]), topo.gpus_per_rack
+        f = free[(topo.rack_site == site) & ~ctx.unavailable]
+        if len(f) == 0:
+            return False
+        if g <= n_rack:
+            return bool(f.max() >= g)
+        if wl[i] == "training":
+            return int((f == n_rack).sum()) * n_rack >= g
+        return int(f.sum()) >= g
+
     def reservation(now: float) -> tuple[int, float]:
-        """EASY backfilling: the site and time (shadow) at which the queue's head job will
-        have enough GPUs, counting the ends of the jobs running there; (-1, inf) if no queue."""
+        """EASY backfilling: the site and time (shadow) at which the queue's head job will fit,
+        replaying the ends of the jobs running there; (-1, inf) if no queue. A head that fits by
+        count but could not start (caps, temperatures) is reserved the site's next job end."""
         if not queue:
             return -1, math.inf
-        need = int(gpus[queue[0]])
-        usable = np.where(ctx.unavailable, 0, ctx.free)
+        head = queue[0]
         best = (-1, math.inf)
         for site in range(len(topo.site_keys)):
-            have = int(usable[topo.rack_site == site].sum())
-            if have >= need:
-                return site, now
             ends = sorted(
-                (r.end, int(r.counts.sum()))
+                (r.end, r.racks, r.counts)
                 for r in running.values()
                 if topo.rack_site[r.racks[0]] == site
             )
-            for end, g in ends:
-                have += g
-                if have >= need:
-                    if end < best[1]:
-                        best = (site, end)
+            if fits(head, site, ctx.free):
+                if ends and ends[0][0] < best[1]:
+                    best = (site, ends[0][0])
+                continue
+            free = ctx.free.copy()
+            for end, racks, counts in ends:
+                if end >= best[1]:
+                    break
+                free[racks] += counts
+                if fits(head, site, free):
+                    best = (site, end)
                     break
         return best
 
@@ -978,7 +1000,9 @@ def replay(
 
     def park_control(now: float) -> None:
         """Park idle racks beyond each site's reserve (costliest first); wake racks when short."""
-        need = reserve_racks(now)
+        # the reserve covers recent demand and every job still waiting in the queue
+        queued = sum(int(gpus[j]) for j in queue)
+        need = reserve_racks(now) + int(math.ceil(queued / topo.gpus_per_rack))
         idle = ~parked & (ctx.free == topo.gpus_per_rack)
         cost = rack_cost()
         for site in range(len(topo.site_keys)):
@@ -997,20 +1021,30 @@ def replay(
                 wake(cand[np.argsort(cost[cand], kind="stable")][: need - n_idle], now)
 
     def wake_for(i: int, now: float) -> None:
-        """A job found no room: wake enough parked racks in the site with most parked."""
+        """Job ``i`` (queued) found no room: wake parked racks for the GPUs that the whole queue
+        needs beyond the free and waking GPUs, in the site with the most parked racks where
+        the job fits once they are awake."""
         if not parking or not parked.any():
             return
+        n_rack = topo.gpus_per_rack
         waking = ~parked & (wake_at > now)
-        per_site = np.bincount(topo.rack_site[parked], minlength=len(topo.site_keys))
-        site = int(np.argmax(per_site))
-        in_s = topo.rack_site == site
-        free_now = ctx.free[in_s & ~ctx.unavailable].sum() + ctx.free[in_s & waking].sum()
-        short = int(gpus[i]) - int(free_now)
+        sites = range(len(topo.site_keys))
+        room = {
+            site: int(ctx.free[(topo.rack_site == site) & (~ctx.unavailable | waking)].sum())
+            for site in sites
+        }
+        parked_n = {site: int((parked & (topo.rack_site == site)).sum()) for site in sites}
+        ok = [st for st in sites if room[st] + parked_n[st] * n_rack >= gpus[i] and parked_n[st]]
+        if not ok:
+            return
+        site = max(ok, key=lambda st: parked_n[st])
+        queued = int(sum(gpus[j] for j in queue))  # includes i and every job queued before it
+        short = queued - room[site]
         if short <= 0:
             return
-        cand = np.flatnonzero(in_s & parked)
+        cand = np.flatnonzero((topo.rack_site == site) & parked)
         cand = cand[np.argsort(rack_cost()[cand], kind="stable")]
-        wake(cand[: int(math.ceil(short / topo.gpus_per_rack))], now)
+        wake(cand[: int(math.ceil(short / n_rack))], now)
         waited_for_wake.add(i)
 
     def retry_queue(now: float) -> None:
@@ -1027,6 +1061,8 @@ def replay(
                 site_free = np.bincount(
                     topo.rack_site, weights=usable, minlength=len(topo.site_keys)
                 )
+        if queue:
+            wake_for(queue[0], now)  # parked racks for a head that still waits
 
     factor_cache: dict = {}
     for e in range(n_epochs):
@@ -1097,7 +1133,9 @@ def replay(
             acc_on += ~parked * (tt - t_last)
             t_last = tt
             t_last_busy[0] = tt
-            if kind == 2:  # woken racks take jobs from now
+            if kind == 2:  # woken racks take jobs from now; idle counts from here
+                awake = ctx.unavailable & ~parked & (wake_at <= tt)
+                idle_since[awake] = tt
                 ctx.unavailable = parked | (wake_at > tt)
                 retry_queue(tt)
                 continue
@@ -1208,7 +1246,10 @@ def replay(
     energy["total"] = energy["it"] + energy["cooling"] + energy["electrical_losses"]
     horizon = n_epochs * epoch
     started = ~np.isnan(start_time)
-    wait = (start_time - arrival)[started & ~deferred]
+    # waits of jobs not deferred; a job still queued at the end counts up to the horizon
+    wait = (np.where(started, start_time, horizon) - arrival)[
+        (started | (arrival < horizon)) & ~deferred
+    ]
     max_t = max(float(led.max_gpu_temp.max()), hot_max)
     summary = {
         "policy": policy,
@@ -1228,7 +1269,7 @@ def replay(
         "violations_by_constraint": counters,
         "deferred_jobs": int(deferred.sum()),
         "queued_jobs": int(len(queue)),
-        # waiting for capacity (deferral excluded): start - arrival of jobs not deferred
+        # waiting for capacity (deferral excluded): start (or the horizon) - arrival
         "mean_wait_seconds": float(np.mean(wait)) if len(wait) else 0.0,
         "max_wait_seconds": float(np.max(wait)) if len(wait) else 0.0,
         "parking": parking,

@@ -373,13 +373,18 @@ def test_parked_rack_draws_its_standby_power_only(one_rack):
 
 
 def _parking_jobs():
-    """Four one-rack training jobs for the whole replay, then after 3 quiet hours a two-rack
-    job: every spare rack is parked by then and the burst has to wake two."""
+    """Four one-rack training jobs for the whole replay, then after 3 quiet hours two two-rack
+    jobs one second apart: every spare rack is parked by then and the burst has to wake four."""
     rows = [
         dict(id=f"base-{k}", arrival=0.0, duration=6 * 3600.0, gpus=72, workload="training")
         for k in range(4)
     ]
-    rows.append(dict(id="burst", arrival=3 * 3600.0, duration=3600.0, gpus=144, workload="batch"))
+    for k in range(2):
+        rows.append(
+            dict(
+                id=f"burst{k}", arrival=3 * 3600.0 + k, duration=3600.0, gpus=144, workload="batch"
+            )
+        )
     import pandas as pd
 
     return JobSet(validate_jobs(pd.DataFrame(rows).assign(deferral=0.0)))
@@ -397,15 +402,15 @@ def test_twin_parks_idle_racks_and_wakes_them_for_a_burst(mini):
     powered = replay(run, jobs, "twin", 6.0, topo=topo, park=False).summary
     for s in (parked, powered):
         assert s["violations"] == 0 and s["throttle_minutes"] == 0
-        assert s["jobs_started"] == 5 and s["queued_jobs"] == 0
+        assert s["jobs_started"] == 6 and s["queued_jobs"] == 0
     assert powered["parked_rack_hours"] == 0 and powered["mean_wait_seconds"] == 0
     # 16 racks, 4 busy: up to 12 parked after the first 15 idle minutes
     assert 12 * 2.0 < parked["parked_rack_hours"] < 12 * 5.75
-    assert parked["jobs_waited_for_wake"] == 1
+    assert parked["jobs_waited_for_wake"] == 2  # the second is not left to the next hour
     assert 0 < parked["max_wait_seconds"] <= RACK_WAKE_S + 1e-9
-    # the burst still ends inside the replay: the same work, 4 x 72 x 6 h + 144 x 1 h
+    # the burst still ends inside the replay: the same work, 4 x 72 x 6 h + 2 x 144 x 1 h
     for s in (parked, powered):
-        assert s["work_gpu_hours"] == pytest.approx(4 * 72 * 6 + 144)
+        assert s["work_gpu_hours"] == pytest.approx(4 * 72 * 6 + 2 * 144)
     # independent estimate: idle rack = other IT at idle + 72 GPUs at the spec idle power
     idle_rack_w = float(topo.other_idle[0] + 72 * topo.idle_power[0])
     saved_kwh = parked["parked_rack_hours"] * (idle_rack_w - RACK_STANDBY_W) / 1e3
@@ -447,3 +452,24 @@ def test_a_whole_site_job_is_not_starved_by_a_stream_of_small_jobs(mini):
         assert 0.0 <= wait <= 3600.0, (pol, wait)
         s = res.summary
         assert s["violations"] == 0 and s["jobs_started"] == 61, (pol, s)
+
+
+def test_a_queued_job_is_not_parked_out(mini):
+    """Jobs already queued count in the parking reserve and wake racks when they retry: a
+    whole-site job queued at the start (behind two 5-rack jobs) starts when it would have
+    without parking, although no arrival after t = 0 ever asks for capacity."""
+    import pandas as pd
+
+    run, topo = mini
+    rows = [
+        dict(id=f"base{k}", arrival=0.0, duration=4 * 3600.0, gpus=360, workload="training")
+        for k in range(2)
+    ]
+    rows.append(dict(id="site", arrival=0.0, duration=3600.0, gpus=576, workload="training"))
+    jobs = JobSet(validate_jobs(pd.DataFrame(rows).assign(deferral=0.0)))
+    start = {}
+    for park in (True, False):
+        res = replay(run, jobs, "twin", 8.0, topo=topo, park=park)
+        assert res.summary["jobs_started"] == 3 and res.summary["queued_jobs"] == 0
+        start[park] = float(res.plan.job_start.sel(job="site"))
+    assert start[True] == start[False] == 4 * 3600.0
