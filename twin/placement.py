@@ -903,11 +903,14 @@ def replay(
         if (ctx.free < 0).any():
             counters["overcommit"] += 1
 
+    site_racks = [topo.rack_site == site for site in range(len(topo.site_keys))]
+    reservation_cache: dict = {}
+
     def fits(i: int, site: int, free: np.ndarray) -> bool:
         """Whether job ``i`` fits the free GPUs ``free`` (R,) of ``site`` by the locality rules
         of :func:`_allocate` (one rack; whole racks for multi-rack training; else any racks)."""
         g, n_rack = int(gpus[i]), topo.gpus_per_rack
-        f = free[(topo.rack_site == site) & ~ctx.unavailable]
+        f = free[site_racks[site] & ~ctx.unavailable]
         if len(f) == 0:
             return False
         if g <= n_rack:
@@ -923,6 +926,11 @@ def replay(
         if not queue:
             return -1, math.inf
         head = queue[0]
+        # the same state asks again for every job tried behind the head: answer once
+        key = (now, head, len(running), int(ctx.free.sum()), int(ctx.unavailable.sum()))
+        if key in reservation_cache:
+            return reservation_cache[key]
+        reservation_cache.clear()
         best = (-1, math.inf)
         for site in range(len(topo.site_keys)):
             ends = sorted(
@@ -942,6 +950,7 @@ def replay(
                 if fits(head, site, free):
                     best = (site, end)
                     break
+        reservation_cache[key] = best
         return best
 
     def try_start(i, now):
