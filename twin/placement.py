@@ -149,8 +149,10 @@ def _racks(p, d, t_in, u_mean, u_hot, p_hot=None):
     liquid = rack_gpu - rack_gpu_air + p.rack_other_liquid_fraction * other
     air_heat = rack_gpu_air + (1.0 - p.rack_other_liquid_fraction) * other
     uh = u_hot[:, None, None, None]
-    ph = p if p_hot is None else p_hot
-    res, g, die_idle, die_dyn, c0 = _gpu_terms(ph, d)
+    ph = p
+    if p_hot is not None:
+        ph = p_hot
+        res, g, die_idle, die_dyn, c0 = _gpu_terms(ph, d)
     hot = (die_idle + uh * die_dyn + c0 + tin / res) / g
     hbm = (
         tin
@@ -182,9 +184,9 @@ def steady_state(
     inlet at the setpoint, used inside the optimizer; the repair step re-checks with two).
     """
     n, b, sites = p.n_cdus, p.n_buildings, p.n_sites
-    p_hot = p
+    p_hot = None
     if power is not None:
-        p = with_power_state(p, *power)
+        p_hot, p = p, with_power_state(p, *power)
     t_in = p.tcs_supply_setpoint[p.rack_cdu]
     for _ in range(passes):
         rack_it, liquid, air_heat, hot, hbm = _racks(p, d, t_in, u_mean, u_hot, p_hot)
@@ -265,7 +267,7 @@ def with_power_state(p: F.FacilityParams, powered, standby_w: float) -> F.Facili
     """
     on = jnp.asarray(powered, dtype=float)
     g4 = on[:, None, None, None]
-    off_w = (1.0 - on) * standby_w
+    idle_w = on * p.rack_other_power_idle + (1.0 - on) * standby_w
     return eqx.tree_at(
         lambda q: (
             q.gpu_power_idle,
@@ -279,12 +281,10 @@ def with_power_state(p: F.FacilityParams, powered, standby_w: float) -> F.Facili
             g4 * p.gpu_power_idle,
             g4 * p.gpu_hbm_power_idle,
             g4 * p.gpu_leakage_ref,
-            on * p.rack_other_power_idle + off_w,
+            idle_w,
             # the load-dependent part is not scaled: the rack's utilization is already the
             # mean over the epoch (zero while parked)
-            on * p.rack_other_power_idle
-            + off_w
-            + (p.rack_other_power_max - p.rack_other_power_idle),
+            idle_w + (p.rack_other_power_max - p.rack_other_power_idle),
         ),
     )
 
@@ -592,11 +592,14 @@ def optimize_setpoints(
     scale = _weighted_total(p, u_mean, u_hot, h, weight, power)
     t_lim, hbm_lim = jnp.asarray(topo.gpu_limit), jnp.asarray(topo.hbm_limit)
 
+    seen: list[float] = []  # objective values in call order; the first is at x_start
+
     def fun(x):
         v, g = _objective_value_and_grad(
             jnp.asarray(x), p, u_mean, u_hot, h, weight, t_lim, hbm_lim, scale, power
         )
-        return float(v), np.asarray(g, dtype=float)
+        seen.append(float(v))
+        return seen[-1], np.asarray(g, dtype=float)
 
     res = minimize(
         fun,
@@ -606,7 +609,7 @@ def optimize_setpoints(
         bounds=list(zip(lo, hi, strict=True)),
         options={"maxiter": iterations},
     )
-    x_opt = res.x if res.fun <= fun(x_start)[0] else x_start
+    x_opt = res.x if res.fun <= seen[0] else x_start
     fws_k, tcs_k, pump = _unpack(p, jnp.asarray(x_opt))
     n_cdu = p.n_cdus
     for _ in range(8):
@@ -962,7 +965,7 @@ def replay(
             site, shadow = reservation(now)
             if site >= 0 and now + duration[i] > shadow:
                 blocked = ctx.unavailable
-                ctx.unavailable = blocked | (topo.rack_site == site)
+                ctx.unavailable = blocked | site_racks[site]
         try:
             alloc = _allocate(policy, ctx, int(gpus[i]), wl[i], f_high[i], _score(policy, ctx))
         finally:
@@ -1014,8 +1017,7 @@ def replay(
         need = reserve_racks(now) + int(math.ceil(queued / topo.gpus_per_rack))
         idle = ~parked & (ctx.free == topo.gpus_per_rack)
         cost = rack_cost()
-        for site in range(len(topo.site_keys)):
-            in_s = topo.rack_site == site
+        for in_s in site_racks:
             n_idle = int((idle & in_s).sum())
             if n_idle > need:
                 cand = np.flatnonzero(
@@ -1039,10 +1041,10 @@ def replay(
         waking = ~parked & (wake_at > now)
         sites = range(len(topo.site_keys))
         room = {
-            site: int(ctx.free[(topo.rack_site == site) & (~ctx.unavailable | waking)].sum())
+            site: int(ctx.free[site_racks[site] & (~ctx.unavailable | waking)].sum())
             for site in sites
         }
-        parked_n = {site: int((parked & (topo.rack_site == site)).sum()) for site in sites}
+        parked_n = {site: int((parked & site_racks[site]).sum()) for site in sites}
         ok = [st for st in sites if room[st] + parked_n[st] * n_rack >= gpus[i] and parked_n[st]]
         if not ok:
             return
@@ -1051,7 +1053,7 @@ def replay(
         short = queued - room[site]
         if short <= 0:
             return
-        cand = np.flatnonzero((topo.rack_site == site) & parked)
+        cand = np.flatnonzero(site_racks[site] & parked)
         cand = cand[np.argsort(rack_cost()[cand], kind="stable")]
         wake(cand[: int(math.ceil(short / n_rack))], now)
         waited_for_wake.add(i)
@@ -1061,15 +1063,16 @@ def replay(
         skipped without a search)."""
         if not queue:
             return
-        usable = np.where(ctx.unavailable, 0, ctx.free)
-        site_free = np.bincount(topo.rack_site, weights=usable, minlength=len(topo.site_keys))
+
+        def most_free() -> int:  # usable free GPUs of the emptiest site
+            usable = np.where(ctx.unavailable, 0, ctx.free)
+            return int(np.bincount(topo.rack_site, weights=usable).max())
+
+        room = most_free()
         for j in list(queue):
-            if gpus[j] <= site_free.max() and try_start(j, now):
+            if gpus[j] <= room and try_start(j, now):
                 queue.remove(j)  # the next job's reservation is for the new head
-                usable = np.where(ctx.unavailable, 0, ctx.free)
-                site_free = np.bincount(
-                    topo.rack_site, weights=usable, minlength=len(topo.site_keys)
-                )
+                room = most_free()
         if queue:
             wake_for(queue[0], now)  # parked racks for a head that still waits
 
@@ -1205,13 +1208,7 @@ def replay(
         high = acc_high / epoch * scale
         # ---------------- advance the twin ----------------
         q_hot = with_setpoints(p0, fws_k, tcs_k, pump)  # racks powered: temperature checks
-        q = with_schedule(
-            with_setpoints(with_power_state(p0, powered, standby_w), fws_k, tcs_k, pump),
-            low,
-            high,
-            periods,
-            phases,
-        )
+        q = with_schedule(with_power_state(q_hot, powered, standby_w), low, high, periods, phases)
         dq = _derive_jit(q) if policy == "twin" else d0
         state, ledger, rec = _run_jit(q, dq, state, ledger, dt, hour0, 1, steps, run.n_sub)
         rec = jax.tree.map(lambda x: np.asarray(x)[0], rec)
