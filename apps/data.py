@@ -605,7 +605,7 @@ def gpu_series(fit: GpuFit, gpu: str) -> pd.DataFrame:
     res = fit.result
     g = res.grid
     i = g.gpu.index(gpu)
-    sd = float(res.params["residual_sd"].sel(gpu=gpu))
+    sd = res.prediction_sd[i]  # parameters (delta method) + reading noise [K]
     t = pd.to_datetime(g.times, unit="ns")
     pred = res.prediction[i]
     return pd.DataFrame(
@@ -613,8 +613,8 @@ def gpu_series(fit: GpuFit, gpu: str) -> pd.DataFrame:
             "time": t,
             "measured_c": g.temp[i],
             "predicted_c": pred,
-            "low_c": pred - 2.0 * sd,
-            "high_c": pred + 2.0 * sd,
+            "low_c": pred - 1.959964 * sd,
+            "high_c": pred + 1.959964 * sd,
             "power_w": g.power[i],
             "training": np.arange(g.n_steps) < res.train_steps,
         }

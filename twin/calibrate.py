@@ -48,6 +48,7 @@ References
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -117,6 +118,9 @@ class CalibrationConfig:
     peer_z_threshold: float = 4.0  # ... and by >= 4 robust standard deviations of the peers
     peer_scale_floor_k: float = 1.0  # robust scale floor: the 1 degC readout
     min_train_obs: int = 30
+    envelope_window_s: float = 30.0  # operating point: power averaged over this window [s]
+    envelope_margin_w: float = 20.0  # trained power envelope: p0.5-p99.5 widened by this ...
+    envelope_margin_rel: float = 0.1  # ... or this share of its width, whichever is larger
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,6 +330,43 @@ def _predict_batch(theta, power, frac, dt):
     return jax.vmap(predict_readings, in_axes=(0, 0, 0, None))(theta, power, frac, dt)
 
 
+def _prediction_var_one(theta, cov, power, frac, dt):
+    jac = jax.jacfwd(lambda th: predict_readings(th, power, frac, dt))(theta)  # (N, NP)
+    return jnp.einsum("ni,ij,nj->n", jac, cov, jac)
+
+
+@functools.partial(jax.jit, static_argnames=("dt",))
+def _prediction_var(theta, cov, power, frac, dt):
+    return jax.vmap(_prediction_var_one, in_axes=(0, 0, 0, 0, None))(theta, cov, power, frac, dt)
+
+
+def prediction_sd(
+    theta: np.ndarray,
+    cov: np.ndarray,
+    power: np.ndarray,
+    frac: np.ndarray,
+    dt: float,
+    chunk: int = 256,
+) -> np.ndarray:
+    """Standard deviation [K] of the predicted readings from the parameters' uncertainty.
+
+    Delta method: :math:`\\mathrm{var}\\,\\hat T_k = J_k \\Sigma J_k^T` with
+    :math:`J_k = \\partial \\hat T_k / \\partial\\theta` by forward-mode differentiation
+    through the simulation.  ``theta`` (G, NP), ``cov`` (G, NP, NP), ``power``/``frac``
+    (G, N).  The reading noise is not included.
+    """
+    g_n = theta.shape[0]
+    chunk = max(1, min(chunk, g_n))
+    cov = np.nan_to_num(cov, nan=0.0)
+    out = []
+    for a in range(0, g_n, chunk):
+        b = min(a + chunk, g_n)
+        args = [_pad(x[a:b], chunk) for x in (theta, cov, power, frac)]
+        v = _prediction_var(*(jnp.asarray(x) for x in args), dt=float(dt))
+        out.append(np.asarray(v)[: b - a])
+    return np.sqrt(np.maximum(np.concatenate(out), 0.0))
+
+
 def _pad(a: np.ndarray, size: int) -> np.ndarray:
     if a.shape[0] == size:
         return a
@@ -449,6 +490,7 @@ class CalibrationResult:
     summary: dict
     grid: Grid
     prediction: np.ndarray  # (gpu, step) predicted readings [degC]
+    prediction_sd: np.ndarray  # (gpu, step) s.d. of a reading's prediction [K], noise included
     train_steps: int
     theta: np.ndarray  # (gpu, NP)
     covariance: np.ndarray  # (gpu, NP, NP) in parameter space (zeros for inactive)
@@ -782,13 +824,19 @@ def calibrate(
         hbm = fm
         hbm["n_obs"] = wm.sum(1)
     leak_slope, leak_se, leak_why = _leakage_slope(grid, n_train, pri)
+    # uncertainty of each predicted reading: the parameters' (delta method) and the training
+    # residuals' (reading noise, 1 degC rounding, unmodelled dynamics)
+    resid_var = s2 * sigma0**2
+    pred_sd = np.sqrt(
+        prediction_sd(theta, cov, power, grid.frac, cfg.dt, cfg.chunk) ** 2 + resid_var[:, None]
+    )
     summary, params = _assemble(
-        grid, cfg, pri, spec, n_train, theta, mask, cov, model_name, pred, valid, w_tr, r_tr,
-        acf, inflation, s2 * sigma0**2, hbm, (leak_slope, leak_se, leak_why), bic,
+        grid, cfg, pri, spec, n_train, theta, mask, cov, model_name, pred, pred_sd, valid, w_tr,
+        r_tr, acf, inflation, resid_var, hbm, (leak_slope, leak_se, leak_why), bic,
     )  # fmt: skip
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 3)
     params.attrs["wall_seconds"] = summary["wall_seconds"]
-    return CalibrationResult(params, summary, grid, pred, n_train, theta, cov)
+    return CalibrationResult(params, summary, grid, pred, pred_sd, n_train, theta, cov)
 
 
 def _load_spec(facility: object) -> object:
@@ -804,13 +852,22 @@ def _load_spec(facility: object) -> object:
     raise SpecError("--facility", facility, "a facility spec name or TOML path")
 
 
+def _moving_average(x: np.ndarray, width: float) -> np.ndarray:
+    """Trailing mean of ``x`` (gpu, step) over ``width`` steps (shorter at the start)."""
+    k = max(1, int(round(width)))
+    c = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1)], axis=1)
+    idx = np.arange(x.shape[1])
+    lo = np.maximum(idx + 1 - k, 0)
+    return (c[:, idx + 1] - c[:, lo]) / (idx + 1 - lo)
+
+
 def _fmt(x: float, nd: int = 4) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), nd)
 
 
 def _assemble(
-    grid, cfg, pri, spec, n_train, theta, mask, cov, model_name, pred, valid, w_tr, r_tr, acf,
-    inflation, resid_var, hbm, leak, bic,
+    grid, cfg, pri, spec, n_train, theta, mask, cov, model_name, pred, pred_sd, valid, w_tr,
+    r_tr, acf, inflation, resid_var, hbm, leak, bic,
 ):  # fmt: skip
     g_n, n = grid.power.shape
     var = np.stack([np.diagonal(c) for c in cov])
@@ -954,6 +1011,44 @@ def _assemble(
         if e.size:
             per_gpu_train[i] = float(np.sqrt(np.mean(e * e)))
     hold = ashrae_metrics(grid.temp[test_w], pred[test_w])
+    # the trained power envelope: a held-out reading taken at a power outside it is a
+    # prediction by extrapolation (e.g. idle after training at load), reported separately
+    # (operating points: power averaged over envelope_window_s, so a brief dip in training does
+    # not count as having visited its power)
+    p_op = _moving_average(np.nan_to_num(grid.power, nan=0.0), cfg.envelope_window_s / grid.dt)
+    p_lo, p_hi = np.percentile(p_op[:, :n_train], [0.5, 99.5], axis=1)
+    margin = np.maximum(cfg.envelope_margin_w, cfg.envelope_margin_rel * (p_hi - p_lo))
+    inside = (p_op >= (p_lo - margin)[:, None]) & (p_op <= (p_hi + margin)[:, None])
+    z95 = 1.959964
+    covered = np.abs(grid.temp - pred) <= z95 * pred_sd
+    hold_in = test_w & inside
+    hold_out = test_w & ~inside
+    rmse_in = np.full(g_n, np.nan)
+    rmse_out = np.full(g_n, np.nan)
+    cover = np.full(g_n, np.nan)
+    sd_hold = np.full(g_n, np.nan)
+    frac_out = np.zeros(g_n)
+    for i in range(g_n):
+        if hold_in[i].any():
+            rmse_in[i] = float(np.sqrt(np.mean((grid.temp[i] - pred[i])[hold_in[i]] ** 2)))
+        if hold_out[i].any():
+            rmse_out[i] = float(np.sqrt(np.mean((grid.temp[i] - pred[i])[hold_out[i]] ** 2)))
+        if test_w[i].any():
+            cover[i] = float(np.mean(covered[i][test_w[i]]))
+            sd_hold[i] = float(np.sqrt(np.mean(pred_sd[i][test_w[i]] ** 2)))
+            frac_out[i] = float(hold_out[i].sum() / test_w[i].sum())
+    hold_env = ashrae_metrics(grid.temp[hold_in], pred[hold_in])
+    hold_ext = ashrae_metrics(grid.temp[hold_out], pred[hold_out])
+    extrapolation = None
+    if hold_out.any():
+        extrapolation = (
+            f"{100 * hold_out.sum() / max(test_w.sum(), 1):.0f} % of the held-out readings were "
+            f"taken at powers outside the trained envelope (training p0.5-p99.5 of the "
+            f"{cfg.envelope_window_s:g} s mean power "
+            f"{np.min(p_lo):.0f}-{np.max(p_hi):.0f} W, +/- {np.min(margin):.0f} W); there the "
+            f"prediction extrapolates and its stated uncertainty is "
+            f"{float(np.sqrt(np.mean(pred_sd[hold_out] ** 2))):.1f} K (1 s.d., RMS)"
+        )
     train = ashrae_metrics(
         grid.temp[:, :n_train][w_tr > 0], pred[:, :n_train][w_tr > 0], int(mask.sum())
     )
@@ -996,6 +1091,17 @@ def _assemble(
         "model": v(np.array(model_name), "", "model structure chosen by BIC"),
         "holdout_rmse": v(per_gpu_rmse, "K", "held-out RMSE, predicted from power alone"),
         "train_rmse": v(per_gpu_train, "K", "training RMSE"),
+        "holdout_rmse_envelope": v(rmse_in, "K", "held-out RMSE at powers inside training's"),
+        "holdout_rmse_extrapolated": v(rmse_out, "K", "held-out RMSE at powers outside it"),
+        "holdout_extrapolated_fraction": v(frac_out, "1", "share of held-out readings outside"),
+        "holdout_coverage_95": v(cover, "1", "held-out readings inside the 95 % interval"),
+        "holdout_prediction_sd": v(sd_hold, "K", "RMS s.d. of the held-out predictions"),
+        "power_envelope": v(
+            np.stack([p_lo - margin, p_hi + margin], 1),
+            "W",
+            "trained power envelope",
+            ("gpu", "bound"),
+        ),
         "residual_sd": v(np.sqrt(resid_var), "K", "training residual standard deviation"),
         "residual_acf": v(acf, "1", "residual autocorrelation", ("gpu", "lag")),
         "covariance_inflation": v(inflation, "1", "sandwich / Gauss-Newton variance of ln R_f"),
@@ -1040,6 +1146,7 @@ def _assemble(
             "param": ("param", np.array(PARAMS)),
             "param2": ("param2", np.array(PARAMS)),
             "ref": ("ref", np.array(["0 W", "p_ref"])),
+            "bound": ("bound", np.array(["low", "high"])),
             "lag": ("lag", np.array([1, 10, 60]) * cfg.dt, {"units": "s"}),
         },
         attrs=attrs,
@@ -1066,6 +1173,11 @@ def _assemble(
                 "hbm_gain_k_per_w": _fmt(float(np.exp(hbm["theta"][i, 0])), 5) if hbm else None,
                 "holdout_rmse_k": _fmt(per_gpu_rmse[i], 3),
                 "train_rmse_k": _fmt(per_gpu_train[i], 3),
+                "holdout_rmse_envelope_k": _fmt(rmse_in[i], 3),
+                "holdout_rmse_extrapolated_k": _fmt(rmse_out[i], 3),
+                "holdout_extrapolated_fraction": _fmt(frac_out[i], 3),
+                "holdout_prediction_sd_k": _fmt(sd_hold[i], 3),
+                "holdout_coverage_95": _fmt(cover[i], 3),
                 "residual_acf_lag1": _fmt(acf[i, 0], 3),
                 "throttled_seconds": float(throttled_s[i]),
                 "anomaly": bool(anomaly[i]),
@@ -1085,6 +1197,13 @@ def _assemble(
         "cv_rmse": _fmt(hold["cv_rmse"], 4),
         "nmbe": _fmt(hold["nmbe"], 4),
         "holdout_samples": hold["n"],
+        "holdout_rmse_envelope_k": _fmt(hold_env["rmse_k"], 4),
+        "cv_rmse_envelope": _fmt(hold_env["cv_rmse"], 4),
+        "nmbe_envelope": _fmt(hold_env["nmbe"], 4),
+        "holdout_rmse_extrapolated_k": _fmt(hold_ext["rmse_k"], 4),
+        "holdout_extrapolated_samples": hold_ext["n"],
+        "holdout_coverage_95": _fmt(float(np.mean(covered[test_w])), 4) if test_w.any() else None,
+        "extrapolation": extrapolation,
         "train_rmse_k": _fmt(train["rmse_k"], 4),
         "train_cv_rmse": _fmt(train["cv_rmse"], 4),
         "train_nmbe": _fmt(train["nmbe"], 4),
@@ -1120,6 +1239,11 @@ def plot_fit(result: CalibrationResult, path: str | Path) -> Path:
         ok = np.isfinite(g.temp[i])
         ax.plot(t[ok], g.temp[i][ok], ".", ms=2, color="0.4", label="measured (1 °C steps)")
         ax.plot(t, result.prediction[i], "-", lw=1.2, color="C3", label="predicted from power")
+        band = 1.959964 * result.prediction_sd[i]
+        ax.fill_between(
+            t, result.prediction[i] - band, result.prediction[i] + band, color="C3", alpha=0.15,
+            lw=0, label="95 % interval (parameters + reading noise)",
+        )  # fmt: skip
         ax.axvline(t[result.train_steps - 1], color="k", ls="--", lw=0.8)
         ax.set_ylabel("die temperature [°C]")
         ax.set_title(

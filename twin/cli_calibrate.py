@@ -96,16 +96,29 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         print(
             f"{s['n_gpus']} GPUs, held-out RMSE {s['holdout_rmse_k']} K, CV(RMSE) "
-            f"{s['cv_rmse']} %, NMBE {s['nmbe']} %, {s['wall_seconds']} s"
+            f"{s['cv_rmse']} %, NMBE {s['nmbe']} %, 95 % interval covers "
+            f"{_pct(s['holdout_coverage_95'])} of the held-out readings, {s['wall_seconds']} s"
         )
+        if s["extrapolation"]:
+            print(
+                f"  inside the trained power envelope: RMSE {s['holdout_rmse_envelope_k']} K, "
+                f"CV(RMSE) {s['cv_rmse_envelope']} %, NMBE {s['nmbe_envelope']} %; outside: "
+                f"RMSE {s['holdout_rmse_extrapolated_k']} K"
+            )
+            print(f"  EXTRAPOLATION: {s['extrapolation']}")
         for g in s["gpus"]:
             flag = "  ANOMALY: " + g["anomaly_reason"] if g["anomaly"] else ""
             why = f"  ({g['unidentifiable']})" if g["unidentifiable"] else ""
             print(
                 f"  {g['gpu']:>36s} {g['model']} R={g['resistance_k_per_w']} K/W "
-                f"C={g['capacitance_j_per_k']} J/K held-out {g['holdout_rmse_k']} K{flag}{why}"
+                f"C={g['capacitance_j_per_k']} J/K held-out {g['holdout_rmse_k']} K "
+                f"(+/- {g['holdout_prediction_sd_k']} K stated){flag}{why}"
             )
     return 0
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
 
 
 def _emit(records: list[dict], args: argparse.Namespace, seen: set) -> None:

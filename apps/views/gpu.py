@@ -13,8 +13,8 @@ from apps import data
 def temperature_chart(
     series: pd.DataFrame, forecast: pd.DataFrame, horizon_s: float
 ) -> alt.LayerChart:
-    """Measured readings, the calibrated prediction (±2 sigma band) and the live filter's
-    forecasts made ``horizon_s`` earlier (±2 sigma error bars)."""
+    """Measured readings, the calibrated prediction (95 % band: parameters + reading noise)
+    and the live filter's forecasts made ``horizon_s`` earlier (±2 sigma error bars)."""
     base = alt.Chart(series).encode(x=alt.X("time:T", title=None))
     band = base.mark_area(opacity=0.2, color="#e45756").encode(
         y=alt.Y("low_c:Q", title="die temperature [°C]", scale=alt.Scale(zero=False)),

@@ -45,6 +45,39 @@ def test_gradient_matches_central_differences():
     np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-5, atol=1e-6 * float(np.abs(fd).max()))
 
 
+def test_prediction_sd_is_the_delta_method_by_finite_differences():
+    rng = np.random.default_rng(3)
+    n = 200
+    power = np.repeat(rng.uniform(80, 700, n // 20), 20)[None]
+    frac = rng.uniform(0, 1, (1, n))
+    theta = np.array(
+        [[np.log(0.02), np.log(250.0), 27.0, 0.5, np.log(0.01), np.log(60.0), 0.3, 0.01]]
+    )
+    a = rng.normal(size=(C.NP, C.NP)) * np.array([0.05, 0.2, 0.5, 0.3, 0.1, 0.1, 0.3, 0.002])
+    cov = (a @ a.T)[None]
+    sd = C.prediction_sd(theta, cov, power, frac, 1.0)
+    # independent: central differences of the prediction for each parameter, J Sigma J^T
+    h = 1e-6
+    jac = np.stack(
+        [
+            (
+                np.asarray(
+                    C.predict_readings(jnp.asarray(theta[0] + h * e), power[0], frac[0], 1.0)
+                )
+                - np.asarray(
+                    C.predict_readings(jnp.asarray(theta[0] - h * e), power[0], frac[0], 1.0)
+                )
+            )
+            / (2 * h)
+            for e in np.eye(C.NP)
+        ],
+        axis=1,
+    )
+    ref = np.sqrt(np.einsum("ni,ij,nj->n", jac, cov[0], jac))
+    np.testing.assert_allclose(sd[0], ref, rtol=1e-5)
+    assert sd.shape == (1, n) and sd.min() > 0
+
+
 @pytest.fixture(scope="module")
 def fleet():
     ds, truth = simulate_fleet(24, 7200, seed=11)
@@ -64,6 +97,10 @@ def test_fleet_recovers_resistance_and_capacity(fleet):
     assert res.summary["holdout_rmse_k"] < 0.6
     assert abs(res.summary["nmbe"]) < 0.5
     assert res.summary["anomalies"] == []  # a +-30 % spread is normal, not an anomaly
+    # the hold-out stays inside the trained power envelope, and the stated 95 % prediction
+    # interval (parameters + reading noise) holds at its rate
+    assert res.summary["extrapolation"] is None
+    assert 0.93 <= res.summary["holdout_coverage_95"] <= 0.975
 
 
 def test_fleet_uncertainty_covers_truth(fleet):
@@ -117,6 +154,28 @@ def test_real_trace_step_run_close(real):
     s = real[TRACES[0]].summary
     assert s["holdout_rmse_k"] <= 1.5
     assert s["cv_rmse"] <= 3.5 and abs(s["nmbe"]) <= 1.5
+
+
+def test_real_trace_step_run_flags_extrapolation_and_meets_targets_inside_envelope(real):
+    """The idle tail lies outside the trained power envelope: said so, with honest intervals;
+    inside the envelope the targets hold for every GPU."""
+    s = real[TRACES[0]].summary
+    assert s["extrapolation"] and "outside the trained envelope" in s["extrapolation"]
+    for g in s["gpus"]:
+        assert 0.2 <= g["holdout_extrapolated_fraction"] <= 0.6  # the ~250-290 s idle tail
+        assert g["holdout_rmse_envelope_k"] <= 0.6
+        assert g["holdout_coverage_95"] >= 0.95
+        # extrapolation is where the error is, and the stated uncertainty there is wide
+        assert g["holdout_rmse_extrapolated_k"] > g["holdout_rmse_envelope_k"]
+        assert g["holdout_prediction_sd_k"] > 1.0
+    assert s["cv_rmse_envelope"] <= 2.0 and abs(s["nmbe_envelope"]) <= 1.0
+
+
+def test_real_trace_steady_run_stays_in_envelope(real):
+    s = real[TRACES[1]].summary
+    assert s["extrapolation"] is None and s["holdout_extrapolated_samples"] == 0
+    assert s["holdout_rmse_envelope_k"] == s["holdout_rmse_k"]
+    assert s["holdout_coverage_95"] >= 0.93
 
 
 @pytest.mark.xfail(strict=True, reason="extrapolation to idle: 1.26 K pooled (docs/calibration.md)")
