@@ -59,6 +59,7 @@ def fleet_recovery(n: int, hours: float, seed: int = 7) -> dict:
         "holdout_rmse_k": res.summary["holdout_rmse_k"],
         "cv_rmse": res.summary["cv_rmse"],
         "nmbe": res.summary["nmbe"],
+        "holdout_coverage_95": res.summary["holdout_coverage_95"],
         "models": res.summary["models"],
         "anomalies": len(res.summary["anomalies"]),
     }
