@@ -115,7 +115,9 @@ class CalibrationConfig:
     min_power_range_rel: float = 0.05  # ... and this share of the mean power
     max_rel_se: float = 0.5  # a parameter known worse than this is reported unidentifiable
     peer_excess_k: float = 5.0  # anomaly: steady temperature differs from peers by >= 5 K
-    peer_z_threshold: float = 4.0  # ... and by >= 4 robust standard deviations of the peers
+    # ... and by >= 3.5 robust standard deviations of the peers: the modified z-score rule of
+    # Iglewicz & Hoaglin (1993), docs/calibration.md [8]
+    peer_z_threshold: float = 3.5
     peer_scale_floor_k: float = 1.0  # robust scale floor: the 1 degC readout
     min_train_obs: int = 30
     envelope_window_s: float = 30.0  # operating point: power averaged over this window [s]

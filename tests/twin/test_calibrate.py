@@ -143,6 +143,16 @@ def test_real_trace_flags_gpu1_only(real, name):
     assert all(np.isfinite(per_gpu)) and len(per_gpu) == 8
 
 
+@pytest.mark.parametrize("fraction", [0.5, 0.75])
+@pytest.mark.parametrize("name", TRACES)
+def test_real_trace_flags_gpu1_only_at_other_splits(shared_data, name, fraction):
+    """The anomaly verdict does not hinge on where training ends."""
+    res = C.calibrate(
+        shared_data / "telemetry" / name, "h100-node", C.CalibrationConfig(train_fraction=fraction)
+    )
+    assert [g.rsplit(":", 1)[1] for g in res.summary["anomalies"]] == ["1"]
+
+
 def test_real_trace_steady_run_meets_targets(real):
     s = real[TRACES[1]].summary
     assert max(g["holdout_rmse_k"] for g in s["gpus"]) <= 1.0
