@@ -134,7 +134,8 @@ def _emit(records: list[dict], args: argparse.Namespace, seen: set) -> None:
         else:
             what = r.get("gpu") or r.get("loop")
             vals = ", ".join(f"{k}={v:.4g}" for k, v in r.items() if isinstance(v, float))
-            print(f"ANOMALY {r['kind']} {what} since {r['since']}: {vals}")
+            why = f" ({r['reason']})" if r.get("reason") else ""
+            print(f"ANOMALY {r['kind']} {what} since {r['since']}: {vals}{why}")
         if args.export:
             with Path(args.export).open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(r) + "\n")
@@ -157,6 +158,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
         params = load_params(args.params)
     else:
         n_cal = int(min(grid.n_steps, max(args.calibration_seconds / grid.dt, 60)))
+        if not args.follow and n_cal > 0.6 * grid.n_steps:
+            # a recorded file shorter than the calibration window would leave nothing to
+            # track: calibrate on its first 60 % and track the rest
+            n_cal = max(int(0.6 * grid.n_steps), 2)
+            print(
+                f"the record ({grid.n_steps * grid.dt:.0f} s) is shorter than --calibration-"
+                f"seconds {args.calibration_seconds:g} s allows with a tracked remainder; "
+                "calibrating on its first 60 %",
+                file=sys.stderr,
+            )
         res = calibrate(grid.window(0, n_cal), spec, CalibrationConfig(train_fraction=1.0))
         params = res.params
         start = n_cal
@@ -165,6 +176,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     loops = sorted(set(grid.host))
     cfg = E.FilterConfig()
     seen: set = set()
+    _emit(E.calibration_anomalies(params, grid.gpu), args, seen)
     state = None
     t_end_ns = grid.t0_ns + int(grid.n_steps * grid.dt * 1e9)
     polls = 0
@@ -207,5 +219,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
         start = 1
     if state is not None and not args.json:
         r = E.resistance_estimate(model, state)
-        print(f"tracked {len(grid.gpu)} GPUs; resistance now {np.round(r, 4).tolist()} K/W")
+        ok = np.ones(r.shape, bool) if model.r_ok is None else np.asarray(model.r_ok)
+        shown = [round(float(x), 4) if k else None for x, k in zip(r, ok, strict=True)]
+        print(
+            f"tracked {len(grid.gpu)} GPUs; resistance now {shown} K/W"
+            + (" (None: not identified by the calibration)" if not ok.all() else "")
+        )
     return 0

@@ -84,6 +84,7 @@ class FilterModel(NamedTuple):
     n_loops: int
     p_lo: jax.Array | None = None  # calibrated power range [W]: m is only updated inside it
     p_hi: jax.Array | None = None
+    r_ok: np.ndarray | None = None  # (G,) bool: the calibration identified the resistance
 
 
 class FilterState(NamedTuple):
@@ -137,7 +138,43 @@ def model_from_calibration(params: xr.Dataset, gpus: list[str] | None = None) ->
         n_loops=len(loops),
         p_lo=jnp.asarray(0.9 * params["power_p05"].values[idx]) if "power_p05" in params else None,
         p_hi=jnp.asarray(1.1 * params["power_p95"].values[idx]) if "power_p95" in params else None,
+        r_ok=(
+            params["identifiable_resistance"].values[idx].astype(bool)
+            if "identifiable_resistance" in params
+            else None
+        ),
     )
+
+
+def calibration_anomalies(params: xr.Dataset, gpus: list[str] | None = None) -> list[dict]:
+    """The calibration's peer anomalies (``params.anomaly``) as records of kind ``peer_excess``.
+
+    A GPU that ran hot against its peers already in the calibration window is reported when
+    tracking starts; the live filter then watches for drift from that state.
+    """
+    names = [str(g) for g in params["gpu"].values]
+    keep = set(gpus) if gpus is not None else set(names)
+    since = str(params.attrs.get("train_end", ""))
+    out = []
+    for i in np.flatnonzero(params["anomaly"].values.astype(bool)):
+        if names[i] not in keep:
+            continue
+        ex = params["peer_excess"].values[i]
+        j = int(np.nanargmax(np.abs(ex)))
+        r = float(params["resistance"].values[i])
+        out.append(
+            {
+                "kind": "peer_excess",
+                "gpu": names[i],
+                "since": since,
+                "excess_k": float(ex[j]),
+                "at": str(params["ref"].values[j]),
+                "resistance_k_per_w": r if math.isfinite(r) else None,
+                "apparent_resistance_k_per_w": float(params["apparent_resistance"].values[i]),
+                "reason": str(params["anomaly_reason"].values[i]),
+            }
+        )
+    return out
 
 
 def _gpu_step(x, p, r_f, cap, r_s, tau_s, beta, dt):
@@ -429,6 +466,9 @@ def anomalies(
     loop_of = np.asarray(model.loop)
     for j in range(model.n_loops):
         members = np.flatnonzero(loop_of == j)
+        if model.r_ok is not None:
+            # a resistance the calibration could not identify is no basis for a comparison
+            members = members[np.asarray(model.r_ok)[members]]
         if members.size < 4:
             continue
         med = float(np.median(r_hat[members]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -53,6 +55,20 @@ def test_no_false_alarm_in_a_day_of_normal_data(day_with_failure):
     assert trace["r_mult"][before].max() < 1.1  # the failing GPU too, before its failure
 
 
+def test_peer_comparison_skips_unidentified_resistances(day_with_failure):
+    g, model, rest, state, trace, step_at = day_with_failure
+    loops = sorted(set(g.host))
+    odd = model._replace(r_f=model.r_f.at[2].multiply(3.0), r_ok=None)
+    peer = [
+        r["gpu"] for r in E.anomalies(odd, state, g.gpu, loops) if r["kind"] == "resistance_peer"
+    ]
+    assert peer == [g.gpu[2]]  # three times its peers' resistance: flagged ...
+    ok = np.ones(len(g.gpu), bool)
+    ok[2] = False  # ... unless the calibration could not identify it
+    recs = E.anomalies(odd._replace(r_ok=ok), state, g.gpu, loops)
+    assert [r for r in recs if r["kind"] == "resistance_peer"] == []
+
+
 def test_loop_approach_drift_flagged():
     g, cal, model, rest, P, T, state = _run(4, inlet_drift=(0, 3 * 3600, 3.0))
     state, _ = E.assimilate(model, state, P, T)
@@ -99,8 +115,11 @@ def test_cli_watch_runs_on_a_recorded_trace(shared_data, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "forecast_60s" in out and "tracked 8 GPUs" in out
-    # the idle tail lies outside the calibrated power range: no drift alarm from extrapolation
-    assert not export.exists() or export.read_text() == ""
+    # the calibration's peer anomaly (GPU 1, ~20 K hot) is reported when tracking starts; the
+    # idle tail lies outside the calibrated power range: no drift alarm from extrapolation
+    recs = [json.loads(line) for line in export.read_text().splitlines()]
+    assert [(r["kind"], r["gpu"].rsplit(":", 1)[1]) for r in recs] == [("peer_excess", "1")]
+    assert recs[0]["excess_k"] > 15 and "ANOMALY peer_excess" in out
     assert main(argv[:-2] + ["--facility", "nope"]) == 2
 
 
