@@ -53,6 +53,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -355,18 +356,21 @@ def prediction_sd(
     Delta method: :math:`\\mathrm{var}\\,\\hat T_k = J_k \\Sigma J_k^T` with
     :math:`J_k = \\partial \\hat T_k / \\partial\\theta` by forward-mode differentiation
     through the simulation.  ``theta`` (G, NP), ``cov`` (G, NP, NP), ``power``/``frac``
-    (G, N).  The reading noise is not included.
+    (G, N).  The reading noise is not included; a GPU whose covariance is not finite gets NaN.
     """
     g_n = theta.shape[0]
     chunk = max(1, min(chunk, g_n))
-    cov = np.nan_to_num(cov, nan=0.0)
+    bad = ~np.isfinite(cov).all(axis=(1, 2))  # a failed covariance: no stated uncertainty
+    cov = np.where(bad[:, None, None], 0.0, cov)
     out = []
     for a in range(0, g_n, chunk):
         b = min(a + chunk, g_n)
         args = [_pad(x[a:b], chunk) for x in (theta, cov, power, frac)]
         v = _prediction_var(*(jnp.asarray(x) for x in args), dt=float(dt))
         out.append(np.asarray(v)[: b - a])
-    return np.sqrt(np.maximum(np.concatenate(out), 0.0))
+    sd = np.sqrt(np.maximum(np.concatenate(out), 0.0))
+    sd[bad] = np.nan
+    return sd
 
 
 def _pad(a: np.ndarray, size: int) -> np.ndarray:
@@ -702,6 +706,12 @@ def calibrate(
     pri = Priors.from_spec(spec)
     if isinstance(telemetry, Grid):
         grid = telemetry
+        if not math.isclose(grid.dt, cfg.dt):
+            raise SpecError(
+                "dt",
+                cfg.dt,
+                f"the step of the given grid ({grid.dt:g} s): set CalibrationConfig.dt",
+            )
     else:
         ds = telemetry if isinstance(telemetry, xr.Dataset) else open_telemetry(telemetry)
         grid = to_grid(ds, dt=cfg.dt, gap_s=cfg.gap_s, slowdown_c=pri.slowdown_c)
@@ -895,6 +905,7 @@ def _assemble(
     reasons: list[list[str]] = [[] for _ in range(g_n)]
     ident_r = np.ones(g_n, bool)
     ident_c = np.ones(g_n, bool)
+    excited = np.zeros(g_n, bool)  # enough readings and a training power that varied
     for i in range(g_n):
         used = w_tr[i] > 0
         if n_obs[i] < cfg.min_train_obs:
@@ -916,6 +927,7 @@ def _assemble(
             )
             ident_r[i] = ident_c[i] = False
             continue
+        excited[i] = True
         if not rel_se_r[i] <= cfg.max_rel_se:
             reasons[i].append(
                 f"resistance known only to ±{100 * rel_se_r[i]:.0f} % (limit "
@@ -953,43 +965,53 @@ def _assemble(
 
     t_ref = np.array([[steady(i, 0.0), steady(i, p_ref)] for i in range(g_n)])
     r_app = (t_ref[:, 1] - loop_inlet[loop_of]) / p_ref
+    # what may be compared: a GPU with too few readings not at all; the intercept (0 W) only
+    # where the training power varied, else it is an extrapolation the data do not support
+    t_cmp = t_ref.copy()
+    t_cmp[n_obs < cfg.min_train_obs] = np.nan
+    t_cmp[~excited, 0] = np.nan
+
+    def peer_values(i: int) -> np.ndarray:
+        members = np.flatnonzero((loop_of == loop_of[i]) & (np.arange(g_n) != i))
+        peers = members if members.size >= 3 else np.flatnonzero(np.arange(g_n) != i)
+        v = t_cmp[peers]
+        return np.where(np.isfinite(v).sum(0) >= 3, v, np.nan)  # at least 3 peers per power
+
     excess = np.full((g_n, 2), np.nan)
     zdep = np.full((g_n, 2), np.nan)
-    for i in range(g_n):
-        members = np.flatnonzero((loop_of == loop_of[i]) & (np.arange(g_n) != i))
-        peers = members if members.size >= 3 else np.flatnonzero(np.arange(g_n) != i)
-        if peers.size < 3:
-            continue
-        excess[i] = t_ref[i] - np.median(t_ref[peers], axis=0)
-    # robust scale: the loop peers' MAD, but never below the fleet-wide MAD of the excess (a
-    # loop of 8 has too few peers for a stable MAD) nor the 1 degC readout
-    fleet_mad = np.zeros(2)
-    if np.isfinite(excess).any():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no comparison
+        for i in range(g_n):
+            excess[i] = t_cmp[i] - np.nanmedian(peer_values(i), axis=0)
+        # robust scale: the loop peers' MAD, but never below the fleet-wide MAD of the excess
+        # (a loop of 8 has too few peers for a stable MAD) nor the 1 degC readout
         dev = np.abs(excess - np.nanmedian(excess, axis=0))
-        fleet_mad = 1.4826 * np.nanmedian(dev, axis=0)
-    for i in range(g_n):
-        members = np.flatnonzero((loop_of == loop_of[i]) & (np.arange(g_n) != i))
-        peers = members if members.size >= 3 else np.flatnonzero(np.arange(g_n) != i)
-        if peers.size < 3:
-            continue
-        med = np.median(t_ref[peers], axis=0)
-        mad = 1.4826 * np.median(np.abs(t_ref[peers] - med), axis=0)
-        scale = np.maximum(np.maximum(mad, np.nan_to_num(fleet_mad)), cfg.peer_scale_floor_k)
-        zdep[i] = excess[i] / scale
+        fleet_mad = np.nan_to_num(1.4826 * np.nanmedian(dev, axis=0))
+        for i in range(g_n):
+            v = peer_values(i)
+            med = np.nanmedian(v, axis=0)
+            mad = 1.4826 * np.nanmedian(np.abs(v - med), axis=0)
+            scale = np.maximum(np.maximum(mad, fleet_mad), cfg.peer_scale_floor_k)
+            zdep[i] = excess[i] / scale
     anomaly = np.zeros(g_n, bool)
     anomaly_reason = [""] * g_n
+    at = ["0 W (intercept)", f"{p_ref:.0f} W"]
     for i in range(g_n):
-        if not np.isfinite(excess[i]).all():
+        if not np.isfinite(zdep[i]).any():
             continue
         hit = (np.abs(excess[i]) >= cfg.peer_excess_k) & (np.abs(zdep[i]) >= cfg.peer_z_threshold)
-        j = int(np.argmax(np.abs(zdep[i])))
+        j = int(np.nanargmax(np.abs(zdep[i])))
         if hit.any():
             anomaly[i] = True
-            at = ["0 W (intercept)", f"{p_ref:.0f} W"]
             r_txt = f"{r_tot[i]:.4f} K/W" if ident_r[i] else "unidentifiable"
+            other = (
+                f"{excess[i, 1 - j]:+.1f} K at {at[1 - j]}"
+                if np.isfinite(excess[i, 1 - j])
+                else f"not compared at {at[1 - j]}"
+            )
             anomaly_reason[i] = (
                 f"runs {excess[i, j]:+.1f} K from its peers at equal power ({at[j]}; robust z "
-                f"{zdep[i, j]:+.1f}; {excess[i, 1 - j]:+.1f} K at {at[1 - j]}); estimated "
+                f"{zdep[i, j]:+.1f}; {other}); estimated "
                 f"resistance {r_txt}, apparent resistance to the loop inlet {r_app[i]:.4f} K/W, "
                 f"intercept {icpt[i]:.1f} degC vs loop {loop_inlet[loop_of[i]]:.1f} degC"
             )
@@ -1022,34 +1044,44 @@ def _assemble(
     margin = np.maximum(cfg.envelope_margin_w, cfg.envelope_margin_rel * (p_hi - p_lo))
     inside = (p_op >= (p_lo - margin)[:, None]) & (p_op <= (p_hi + margin)[:, None])
     z95 = 1.959964
-    covered = np.abs(grid.temp - pred) <= z95 * pred_sd
+    with np.errstate(invalid="ignore"):
+        covered = np.abs(grid.temp - pred) <= z95 * pred_sd
+    stated = test_w & np.isfinite(pred_sd)  # held-out readings with a stated uncertainty
     hold_in = test_w & inside
     hold_out = test_w & ~inside
     rmse_in = np.full(g_n, np.nan)
     rmse_out = np.full(g_n, np.nan)
     cover = np.full(g_n, np.nan)
     sd_hold = np.full(g_n, np.nan)
-    frac_out = np.zeros(g_n)
+    frac_out = np.full(g_n, np.nan)
     for i in range(g_n):
         if hold_in[i].any():
             rmse_in[i] = float(np.sqrt(np.mean((grid.temp[i] - pred[i])[hold_in[i]] ** 2)))
         if hold_out[i].any():
             rmse_out[i] = float(np.sqrt(np.mean((grid.temp[i] - pred[i])[hold_out[i]] ** 2)))
         if test_w[i].any():
-            cover[i] = float(np.mean(covered[i][test_w[i]]))
-            sd_hold[i] = float(np.sqrt(np.mean(pred_sd[i][test_w[i]] ** 2)))
             frac_out[i] = float(hold_out[i].sum() / test_w[i].sum())
+        if stated[i].any():
+            cover[i] = float(np.mean(covered[i][stated[i]]))
+            sd_hold[i] = float(np.sqrt(np.mean(pred_sd[i][stated[i]] ** 2)))
     hold_env = ashrae_metrics(grid.temp[hold_in], pred[hold_in])
     hold_ext = ashrae_metrics(grid.temp[hold_out], pred[hold_out])
     extrapolation = None
     if hold_out.any():
+        lo, hi = p_lo - margin, p_hi + margin
+        ext_sd = pred_sd[hold_out & np.isfinite(pred_sd)]
+        sd_txt = (
+            f"its stated uncertainty is {float(np.sqrt(np.mean(ext_sd**2))):.1f} K (1 s.d., RMS)"
+            if ext_sd.size
+            else "no uncertainty could be stated"
+        )
         extrapolation = (
             f"{100 * hold_out.sum() / max(test_w.sum(), 1):.0f} % of the held-out readings were "
-            f"taken at powers outside the trained envelope (training p0.5-p99.5 of the "
-            f"{cfg.envelope_window_s:g} s mean power "
-            f"{np.min(p_lo):.0f}-{np.max(p_hi):.0f} W, +/- {np.min(margin):.0f} W); there the "
-            f"prediction extrapolates and its stated uncertainty is "
-            f"{float(np.sqrt(np.mean(pred_sd[hold_out] ** 2))):.1f} K (1 s.d., RMS)"
+            f"taken at powers outside the trained envelope (per GPU, the p0.5-p99.5 range of the "
+            f"{cfg.envelope_window_s:g} s mean training power widened by max("
+            f"{cfg.envelope_margin_w:g} W, {100 * cfg.envelope_margin_rel:g} %): lower bounds "
+            f"{np.min(lo):.0f}-{np.max(lo):.0f} W, upper {np.min(hi):.0f}-{np.max(hi):.0f} W); "
+            f"there the prediction extrapolates and {sd_txt}"
         )
     train = ashrae_metrics(
         grid.temp[:, :n_train][w_tr > 0], pred[:, :n_train][w_tr > 0], int(mask.sum())
@@ -1204,7 +1236,7 @@ def _assemble(
         "nmbe_envelope": _fmt(hold_env["nmbe"], 4),
         "holdout_rmse_extrapolated_k": _fmt(hold_ext["rmse_k"], 4),
         "holdout_extrapolated_samples": hold_ext["n"],
-        "holdout_coverage_95": _fmt(float(np.mean(covered[test_w])), 4) if test_w.any() else None,
+        "holdout_coverage_95": _fmt(float(np.mean(covered[stated])), 4) if stated.any() else None,
         "extrapolation": extrapolation,
         "train_rmse_k": _fmt(train["rmse_k"], 4),
         "train_cv_rmse": _fmt(train["cv_rmse"], 4),

@@ -96,9 +96,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         print(
             f"{s['n_gpus']} GPUs, held-out RMSE {s['holdout_rmse_k']} K, CV(RMSE) "
-            f"{s['cv_rmse']} %, NMBE {s['nmbe']} %, 95 % interval covers "
-            f"{_pct(s['holdout_coverage_95'])} of the held-out readings, {s['wall_seconds']} s"
+            f"{s['cv_rmse']} %, NMBE {s['nmbe']} %, {s['wall_seconds']} s"
         )
+        cov = s["holdout_coverage_95"]
+        if cov is not None:
+            print(
+                f"  the stated 95 % prediction intervals hold {_pct(cov)} of the held-out readings"
+                + (" (wider than the errors need)" if cov > 0.99 else "")
+                + (" (too narrow)" if cov < 0.9 else "")
+            )
         if s["extrapolation"]:
             print(
                 f"  inside the trained power envelope: RMSE {s['holdout_rmse_envelope_k']} K, "
@@ -111,14 +117,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             why = f"  ({g['unidentifiable']})" if g["unidentifiable"] else ""
             print(
                 f"  {g['gpu']:>36s} {g['model']} R={g['resistance_k_per_w']} K/W "
-                f"C={g['capacitance_j_per_k']} J/K held-out {g['holdout_rmse_k']} K "
-                f"(+/- {g['holdout_prediction_sd_k']} K stated){flag}{why}"
+                f"C={g['capacitance_j_per_k']} J/K{_held_out(g)}{flag}{why}"
             )
     return 0
 
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def _held_out(g: dict) -> str:
+    if g["holdout_rmse_k"] is None:
+        return " (no held-out readings)"
+    sd = g["holdout_prediction_sd_k"]
+    stated = "" if sd is None else f", stated 1 s.d. {sd} K"
+    cover = _pct(g["holdout_coverage_95"])
+    return f" held-out RMSE {g['holdout_rmse_k']} K{stated}, 95 % coverage {cover}"
 
 
 def _emit(records: list[dict], args: argparse.Namespace, seen: set) -> None:
@@ -133,9 +147,10 @@ def _emit(records: list[dict], args: argparse.Namespace, seen: set) -> None:
             sys.stdout.write(json.dumps({"event": "anomaly", **r}) + "\n")
         else:
             what = r.get("gpu") or r.get("loop")
-            vals = ", ".join(f"{k}={v:.4g}" for k, v in r.items() if isinstance(v, float))
-            why = f" ({r['reason']})" if r.get("reason") else ""
-            print(f"ANOMALY {r['kind']} {what} since {r['since']}: {vals}{why}")
+            vals = r.get("reason") or ", ".join(
+                f"{k}={v:.4g}" for k, v in r.items() if isinstance(v, float)
+            )
+            print(f"ANOMALY {r['kind']} {what} since {r['since']}: {vals}")
         if args.export:
             with Path(args.export).open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(r) + "\n")
@@ -157,15 +172,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.params:
         params = load_params(args.params)
     else:
-        n_cal = int(min(grid.n_steps, max(args.calibration_seconds / grid.dt, 60)))
-        if not args.follow and n_cal > 0.6 * grid.n_steps:
-            # a recorded file shorter than the calibration window would leave nothing to
-            # track: calibrate on its first 60 % and track the rest
-            n_cal = max(int(0.6 * grid.n_steps), 2)
+        min_cal = max(60, CalibrationConfig().min_train_obs)
+        n_cal = int(min(grid.n_steps, max(args.calibration_seconds / grid.dt, min_cal)))
+        if not args.follow and n_cal >= grid.n_steps:
+            # a recorded file no longer than the calibration window would leave nothing to
+            # track: calibrate on its first 60 % (at least min_cal steps) and track the rest
+            n_cal = min(grid.n_steps, max(int(0.6 * grid.n_steps), min_cal))
             print(
-                f"the record ({grid.n_steps * grid.dt:.0f} s) is shorter than --calibration-"
-                f"seconds {args.calibration_seconds:g} s allows with a tracked remainder; "
-                "calibrating on its first 60 %",
+                f"the record ({grid.n_steps * grid.dt:.0f} s) is not longer than "
+                f"--calibration-seconds {args.calibration_seconds:g}: calibrating on its first "
+                f"{n_cal * grid.dt:.0f} s",
                 file=sys.stderr,
             )
         res = calibrate(grid.window(0, n_cal), spec, CalibrationConfig(train_fraction=1.0))
@@ -177,10 +193,29 @@ def cmd_watch(args: argparse.Namespace) -> int:
     cfg = E.FilterConfig()
     seen: set = set()
     _emit(E.calibration_anomalies(params, grid.gpu), args, seen)
+    if model.r_ok is not None and not np.asarray(model.r_ok).all():
+        r_ok = np.asarray(model.r_ok)
+        print(
+            f"resistance alarms off for {int((~r_ok).sum())} of {r_ok.size} GPUs: the "
+            "calibration did not identify their resistance (see twin calibrate); their "
+            "temperatures are still tracked and forecast",
+            file=sys.stderr,
+        )
+        for loop in loops:
+            members = [i for i, h in enumerate(grid.host) if h == loop]
+            n_ok = int(r_ok[members].sum())
+            if n_ok < 4:
+                print(
+                    f"live peer comparison off for {loop}: the calibration identified the "
+                    f"resistance of {n_ok} of its {len(members)} GPUs (needs 4)",
+                    file=sys.stderr,
+                )
     state = None
     t_end_ns = grid.t0_ns + int(grid.n_steps * grid.dt * 1e9)
     polls = 0
     batch = max(int(args.batch_seconds / grid.dt), 1)
+    if not args.follow and start >= grid.n_steps:
+        print("nothing left to track after the calibration window", file=sys.stderr)
     while True:
         rest = grid.window(start, grid.n_steps)
         P, T = E.grid_arrays(rest)

@@ -154,19 +154,23 @@ def calibration_anomalies(params: xr.Dataset, gpus: list[str] | None = None) -> 
     """
     names = [str(g) for g in params["gpu"].values]
     keep = set(gpus) if gpus is not None else set(names)
-    since = str(params.attrs.get("train_end", ""))
+    # it ran hot through the calibration window: "since" is that window's start
+    t0 = params.attrs.get("t0_ns")
+    since = str(np.datetime64(int(t0), "ns")) if t0 is not None else ""
+    until = str(params.attrs.get("train_end", ""))
     out = []
     for i in np.flatnonzero(params["anomaly"].values.astype(bool)):
         if names[i] not in keep:
             continue
         ex = params["peer_excess"].values[i]
-        j = int(np.nanargmax(np.abs(ex)))
+        j = int(np.nanargmax(np.abs(ex)))  # the flag needs one finite comparison
         r = float(params["resistance"].values[i])
         out.append(
             {
                 "kind": "peer_excess",
                 "gpu": names[i],
                 "since": since,
+                "calibration_end": until,
                 "excess_k": float(ex[j]),
                 "at": str(params["ref"].values[j]),
                 "resistance_k_per_w": r if math.isfinite(r) else None,
@@ -451,7 +455,10 @@ def anomalies(
     def when(t: float) -> str:
         return str(np.datetime64(int(t0_ns + t * 1e9), "ns"))
 
-    for i in np.flatnonzero(np.isfinite(first)):
+    ok = np.ones(len(gpus), bool) if model.r_ok is None else np.asarray(model.r_ok, bool)
+    # drift from a resistance the calibration could not identify is the filter still learning
+    # it, not a failing GPU: no resistance_drift record for those
+    for i in np.flatnonzero(np.isfinite(first) & ok):
         out.append(
             {
                 "kind": "resistance_drift",
@@ -466,9 +473,7 @@ def anomalies(
     loop_of = np.asarray(model.loop)
     for j in range(model.n_loops):
         members = np.flatnonzero(loop_of == j)
-        if model.r_ok is not None:
-            # a resistance the calibration could not identify is no basis for a comparison
-            members = members[np.asarray(model.r_ok)[members]]
+        members = members[ok[members]]  # nor for a comparison with peers
         if members.size < 4:
             continue
         med = float(np.median(r_hat[members]))

@@ -120,6 +120,13 @@ def test_cli_watch_runs_on_a_recorded_trace(shared_data, tmp_path, capsys):
     recs = [json.loads(line) for line in export.read_text().splitlines()]
     assert [(r["kind"], r["gpu"].rsplit(":", 1)[1]) for r in recs] == [("peer_excess", "1")]
     assert recs[0]["excess_k"] > 15 and "ANOMALY peer_excess" in out
+    # calibrated on 1,000 s the resistances are not identified (docs/calibration.md): the
+    # filter still learning them raised resistance_drift alarms on GPUs 5 and 6; not any more
+    export.unlink()
+    assert main(argv + ["--calibration-seconds", "1000", "--export", str(export)]) == 0
+    kinds = [json.loads(line)["kind"] for line in export.read_text().splitlines()]
+    assert kinds == ["peer_excess"]
+    assert "resistance alarms off for 8 of 8 GPUs" in capsys.readouterr().err
     assert main(argv[:-2] + ["--facility", "nope"]) == 2
 
 
