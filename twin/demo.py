@@ -233,9 +233,14 @@ def _report(out, spec, sim, cal, summaries, wall, args) -> str:
         "",
         f"Telemetry: {args.telemetry or ('NVML' if args.nvml else 'simulated fleet')}; "
         f"held-out RMSE {cal['holdout_rmse_k']:.2f} K, CV-RMSE {cal['cv_rmse']:.2f} %, "
-        f"NMBE {cal['nmbe']:.2f} %; the stated 95 % prediction interval covers "
-        f"{100 * (cal.get('holdout_coverage_95') or float('nan')):.1f} % of the held-out readings; "
-        "anomalies: "
+        f"NMBE {cal['nmbe']:.2f} %; "
+        + (
+            f"the stated 95 % prediction interval covers {100 * cal['holdout_coverage_95']:.1f} % "
+            "of the held-out readings; "
+            if cal.get("holdout_coverage_95") is not None
+            else ""
+        )
+        + "anomalies: "
         + (", ".join(str(g["gpu"]) for g in cal["gpus"] if g.get("anomaly")) or "none"),
         "",
         *([f"Extrapolation: {cal['extrapolation']}.", ""] if cal.get("extrapolation") else []),
