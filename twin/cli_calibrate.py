@@ -196,9 +196,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if model.r_ok is not None and not np.asarray(model.r_ok).all():
         r_ok = np.asarray(model.r_ok)
         print(
-            f"resistance alarms off for {int((~r_ok).sum())} of {r_ok.size} GPUs: the "
-            "calibration did not identify their resistance (see twin calibrate); their "
-            "temperatures are still tracked and forecast",
+            f"the calibration did not identify the resistance of {int((~r_ok).sum())} of "
+            f"{r_ok.size} GPUs (see twin calibrate): the filter learns it over their first "
+            f"{cfg.learn_s / 60:g} min inside the calibrated power range, and their drift "
+            "alarms arm after that; peer comparisons leave them out",
             file=sys.stderr,
         )
         for loop in loops:

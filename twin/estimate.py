@@ -67,6 +67,9 @@ class FilterConfig:
     approach_threshold_k: float = 2.0
     hold_s: float = 60.0  # a condition must hold this long
     warmup_s: float = 120.0  # drifts are not updated nor alarmed on before this [s]
+    # a GPU whose resistance the calibration did not identify first learns it: its drift is
+    # measured from the value m has after this much tracking inside the calibrated power range
+    learn_s: float = 1800.0
 
 
 class FilterModel(NamedTuple):
@@ -97,6 +100,8 @@ class FilterState(NamedTuple):
     hold_loop: jax.Array  # (L,)
     first_drift: jax.Array  # (G,) time of the first alarm [s], NaN if none
     first_loop: jax.Array  # (L,)
+    m_base: jax.Array  # (G,) the m drift is measured from (0, or the learned value)
+    learned: jax.Array  # (G,) seconds tracked inside the calibrated power range
 
 
 def model_from_calibration(params: xr.Dataset, gpus: list[str] | None = None) -> FilterModel:
@@ -228,6 +233,8 @@ def init_state(
         hold_loop=jnp.zeros(L),
         first_drift=jnp.full(g, jnp.nan),
         first_loop=jnp.full(L, jnp.nan),
+        m_base=jnp.zeros(g),
+        learned=jnp.zeros(g),
     )
 
 
@@ -341,17 +348,27 @@ def filter_step(
     n12 = p12 - 0.5 * (k1 * ph2 + k2 * ph1)
     n22 = p22 - k2 * ph2
     P = _sym((n00, n01, n02, n11, n12, n22))
-    # alarms with persistence
+    # alarms with persistence, on m's departure from its baseline: 0 for a calibrated
+    # resistance, else the value learned over the first learn_s inside the power range
     m = x[:, 2]
-    z = m / jnp.sqrt(jnp.maximum(n22, 1e-12))
-    cond = (jnp.expm1(m) >= cfg.drift_threshold) & (z >= cfg.z_threshold) & armed
+    learned = state.learned + jnp.where(gate_m, dt, 0.0)
+    if model.r_ok is None:
+        active = jnp.ones(m.shape, bool)
+        m_base = state.m_base
+    else:
+        done = learned >= cfg.learn_s
+        m_base = jnp.where(~model.r_ok & done & (state.learned < cfg.learn_s), m, state.m_base)
+        active = model.r_ok | done
+    dm = m - m_base
+    z = dm / jnp.sqrt(jnp.maximum(n22, 1e-12))
+    cond = (jnp.expm1(dm) >= cfg.drift_threshold) & (z >= cfg.z_threshold) & armed & active
     hold = jnp.where(cond, state.hold_drift + dt, 0.0)
     first = jnp.where(jnp.isnan(state.first_drift) & (hold >= cfg.hold_s), t, state.first_drift)
     zd = d / jnp.sqrt(jnp.maximum(Pd, 1e-12))
     cond_l = (jnp.abs(d) >= cfg.approach_threshold_k) & (jnp.abs(zd) >= cfg.z_threshold) & armed
     hold_l = jnp.where(cond_l, state.hold_loop + dt, 0.0)
     first_l = jnp.where(jnp.isnan(state.first_loop) & (hold_l >= cfg.hold_s), t, state.first_loop)
-    return FilterState(x, P, d, Pd, t, hold, hold_l, first, first_l)
+    return FilterState(x, P, d, Pd, t, hold, hold_l, first, first_l, m_base, learned)
 
 
 @functools.partial(jax.jit, static_argnames=("n_loops", "dt", "cfg"))
@@ -456,9 +473,8 @@ def anomalies(
         return str(np.datetime64(int(t0_ns + t * 1e9), "ns"))
 
     ok = np.ones(len(gpus), bool) if model.r_ok is None else np.asarray(model.r_ok, bool)
-    # drift from a resistance the calibration could not identify is the filter still learning
-    # it, not a failing GPU: no resistance_drift record for those
-    for i in np.flatnonzero(np.isfinite(first) & ok):
+    m_base = np.asarray(state.m_base)
+    for i in np.flatnonzero(np.isfinite(first)):
         out.append(
             {
                 "kind": "resistance_drift",
@@ -466,8 +482,10 @@ def anomalies(
                 "since": when(float(first[i])),
                 "resistance_k_per_w": float(r_hat[i]),
                 "calibrated_k_per_w": float(r_cal[i]),
-                "change": float(math.expm1(m[i])),
-                "z": float(m[i] / max(sd_m[i], 1e-12)),
+                "baseline_k_per_w": float(model.r_f[i] * math.exp(m_base[i]) + model.r_s[i]),
+                "baseline": "calibration" if ok[i] else "learned while tracking",
+                "change": float(math.expm1(m[i] - m_base[i])),
+                "z": float((m[i] - m_base[i]) / max(sd_m[i], 1e-12)),
             }
         )
     loop_of = np.asarray(model.loop)
