@@ -25,10 +25,14 @@ calibration (±10 %): outside it a misfit is extrapolation error of the model, n
 states converging from their initial guess is not drift); a GPU without a first reading starts
 with a variance that spans idle to the steady state of its first power.
 
-* ``resistance_drift``: :math:`e^{\hat m}-1 \ge` ``drift_threshold`` and
-  :math:`\hat m/\sqrt{P_{mm}} \ge` ``z_threshold`` (departs from its own history);
+* ``resistance_drift``: :math:`e^{\hat m - m_b}-1 \ge` ``drift_threshold`` and
+  :math:`(\hat m - m_b)/\sqrt{P_{mm}} \ge` ``z_threshold`` (departs from its own history).
+  :math:`m_b = 0` where the calibration identified the resistance; elsewhere the filter first
+  learns it and :math:`m_b` is :math:`\hat m` after ``learn_s`` of tracking inside the calibrated
+  power range, before which the alarm is not armed;
 * ``resistance_peer``: :math:`\hat R = R_f e^{\hat m} + R_s` departs from its loop's median by
-  more than ``peer_threshold`` (relative) and 4 robust standard deviations;
+  more than ``peer_threshold`` (relative) and 4 robust standard deviations (GPUs whose
+  resistance the calibration identified only);
 * ``approach_drift``: :math:`|\hat d_\ell| \ge` ``approach_threshold_k`` at ``z_threshold``.
 
 :func:`forecast` propagates the state (and its covariance) ``horizon_s`` ahead.
@@ -491,7 +495,7 @@ def anomalies(
     loop_of = np.asarray(model.loop)
     for j in range(model.n_loops):
         members = np.flatnonzero(loop_of == j)
-        members = members[ok[members]]  # nor for a comparison with peers
+        members = members[ok[members]]  # an unidentified resistance is not compared
         if members.size < 4:
             continue
         med = float(np.median(r_hat[members]))
