@@ -605,6 +605,8 @@ def gpu_series(fit: GpuFit, gpu: str) -> pd.DataFrame:
     res = fit.result
     g = res.grid
     i = g.gpu.index(gpu)
+    from twin.calibrate import Z95
+
     sd = res.prediction_sd[i]  # parameters (delta method) + reading noise [K]
     t = pd.to_datetime(g.times, unit="ns")
     pred = res.prediction[i]
@@ -613,8 +615,8 @@ def gpu_series(fit: GpuFit, gpu: str) -> pd.DataFrame:
             "time": t,
             "measured_c": g.temp[i],
             "predicted_c": pred,
-            "low_c": pred - 1.959964 * sd,
-            "high_c": pred + 1.959964 * sd,
+            "low_c": pred - Z95 * sd,
+            "high_c": pred + Z95 * sd,
             "power_w": g.power[i],
             "training": np.arange(g.n_steps) < res.train_steps,
         }

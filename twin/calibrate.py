@@ -87,6 +87,7 @@ MODELS: dict[str, tuple[int, ...]] = {
     "M3": (0, 1, 2, 3, 4, 5, 6, 7),
 }
 QUANT_VAR = 1.0 / 12.0  # variance of 1 degC rounding [K^2]
+Z95 = 1.959964  # two-sided 95 % quantile of the standard normal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -864,6 +865,14 @@ def _load_spec(facility: object) -> object:
     raise SpecError("--facility", facility, "a facility spec name or TOML path")
 
 
+def _rms_rows(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Root mean square of each row of ``x`` over ``mask`` (NaN for a row with none)."""
+    cnt = mask.sum(1)
+    ss = np.where(mask, x, 0.0) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, np.sqrt(ss.sum(1) / cnt), np.nan)
+
+
 def _moving_average(x: np.ndarray, width: float) -> np.ndarray:
     """Trailing mean of ``x`` (gpu, step) over ``width`` steps (shorter at the start)."""
     k = max(1, int(round(width)))
@@ -1025,15 +1034,9 @@ def _assemble(
     # hold-out and training metrics
     test_w = valid.copy()
     test_w[:, :n_train] = False
-    per_gpu_rmse = np.full(g_n, np.nan)
-    per_gpu_train = np.full(g_n, np.nan)
-    for i in range(g_n):
-        e = (grid.temp[i] - pred[i])[test_w[i]]
-        if e.size:
-            per_gpu_rmse[i] = float(np.sqrt(np.mean(e * e)))
-        e = (grid.temp[i, :n_train] - pred[i, :n_train])[w_tr[i] > 0]
-        if e.size:
-            per_gpu_train[i] = float(np.sqrt(np.mean(e * e)))
+    err = grid.temp - pred
+    per_gpu_rmse = _rms_rows(err, test_w)
+    per_gpu_train = _rms_rows(err[:, :n_train], w_tr > 0)
     hold = ashrae_metrics(grid.temp[test_w], pred[test_w])
     # the trained power envelope: a held-out reading taken at a power outside it is a
     # prediction by extrapolation (e.g. idle after training at load), reported separately
@@ -1043,27 +1046,17 @@ def _assemble(
     p_lo, p_hi = np.percentile(p_op[:, :n_train], [0.5, 99.5], axis=1)
     margin = np.maximum(cfg.envelope_margin_w, cfg.envelope_margin_rel * (p_hi - p_lo))
     inside = (p_op >= (p_lo - margin)[:, None]) & (p_op <= (p_hi + margin)[:, None])
-    z95 = 1.959964
     with np.errstate(invalid="ignore"):
-        covered = np.abs(grid.temp - pred) <= z95 * pred_sd
+        covered = np.abs(err) <= Z95 * pred_sd
     stated = test_w & np.isfinite(pred_sd)  # held-out readings with a stated uncertainty
     hold_in = test_w & inside
     hold_out = test_w & ~inside
-    rmse_in = np.full(g_n, np.nan)
-    rmse_out = np.full(g_n, np.nan)
-    cover = np.full(g_n, np.nan)
-    sd_hold = np.full(g_n, np.nan)
-    frac_out = np.full(g_n, np.nan)
-    for i in range(g_n):
-        if hold_in[i].any():
-            rmse_in[i] = float(np.sqrt(np.mean((grid.temp[i] - pred[i])[hold_in[i]] ** 2)))
-        if hold_out[i].any():
-            rmse_out[i] = float(np.sqrt(np.mean((grid.temp[i] - pred[i])[hold_out[i]] ** 2)))
-        if test_w[i].any():
-            frac_out[i] = float(hold_out[i].sum() / test_w[i].sum())
-        if stated[i].any():
-            cover[i] = float(np.mean(covered[i][stated[i]]))
-            sd_hold[i] = float(np.sqrt(np.mean(pred_sd[i][stated[i]] ** 2)))
+    rmse_in = _rms_rows(err, hold_in)
+    rmse_out = _rms_rows(err, hold_out)
+    sd_hold = _rms_rows(pred_sd, stated)
+    cover = _rms_rows(covered.astype(float), stated) ** 2  # mean of a 0/1 indicator
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac_out = np.where(test_w.any(1), hold_out.sum(1) / test_w.sum(1), np.nan)
     hold_env = ashrae_metrics(grid.temp[hold_in], pred[hold_in])
     hold_ext = ashrae_metrics(grid.temp[hold_out], pred[hold_out])
     extrapolation = None
@@ -1273,7 +1266,7 @@ def plot_fit(result: CalibrationResult, path: str | Path) -> Path:
         ok = np.isfinite(g.temp[i])
         ax.plot(t[ok], g.temp[i][ok], ".", ms=2, color="0.4", label="measured (1 °C steps)")
         ax.plot(t, result.prediction[i], "-", lw=1.2, color="C3", label="predicted from power")
-        band = 1.959964 * result.prediction_sd[i]
+        band = Z95 * result.prediction_sd[i]
         ax.fill_between(
             t, result.prediction[i] - band, result.prediction[i] + band, color="C3", alpha=0.15,
             lw=0, label="95 % interval (parameters + reading noise)",

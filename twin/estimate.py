@@ -19,8 +19,9 @@ covariances between loop and GPU states are not carried, which keeps the update 
 
 Anomalies (raised when a condition holds for ``hold_s`` seconds):
 
-The drift :math:`m` is only updated while the GPU's power lies within the range seen in
-calibration (±10 %): outside it a misfit is extrapolation error of the model, not drift.  Neither
+The drift :math:`m` is only updated while the GPU's power lies within the calibration's trained
+power envelope (``power_envelope``): outside it a misfit is extrapolation error of the model,
+not drift.  Neither
 :math:`m` nor :math:`d_\ell` is updated or alarmed on during the first ``warmup_s`` (the GPU
 states converging from their initial guess is not drift); a GPU without a first reading starts
 with a variance that spans idle to the steady state of its first power.
@@ -134,6 +135,15 @@ def model_from_calibration(params: xr.Dataset, gpus: list[str] | None = None) ->
     loops = sorted(set(hosts))
     lpos = {h: i for i, h in enumerate(loops)}
     r_s = np.where(mask[:, 4], np.exp(th[:, 4]), 0.0)
+    # the calibrated power range: the calibration's trained envelope (calibrate.py); files
+    # written before it existed give their training power's p05-p95, +/- 10 %
+    env = None
+    if "power_envelope" in params:
+        env = params["power_envelope"].values[idx]
+    elif "power_p05" in params:
+        env = np.stack(
+            [0.9 * params["power_p05"].values[idx], 1.1 * params["power_p95"].values[idx]], 1
+        )
     return FilterModel(
         r_f=jnp.asarray(np.exp(th[:, 0])),
         cap=jnp.asarray(np.exp(th[:, 1])),
@@ -145,8 +155,8 @@ def model_from_calibration(params: xr.Dataset, gpus: list[str] | None = None) ->
         m_var0=jnp.asarray(np.clip(np.nan_to_num(cov[:, 0, 0], nan=1e-4), 1e-6, 0.04)),
         loop=jnp.asarray(np.array([lpos[h] for h in hosts], dtype=np.int64)),
         n_loops=len(loops),
-        p_lo=jnp.asarray(0.9 * params["power_p05"].values[idx]) if "power_p05" in params else None,
-        p_hi=jnp.asarray(1.1 * params["power_p95"].values[idx]) if "power_p95" in params else None,
+        p_lo=None if env is None else jnp.asarray(env[:, 0]),
+        p_hi=None if env is None else jnp.asarray(env[:, 1]),
         r_ok=(
             params["identifiable_resistance"].values[idx].astype(bool)
             if "identifiable_resistance" in params
