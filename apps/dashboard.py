@@ -23,7 +23,7 @@ import streamlit as st  # noqa: E402
 import twin  # noqa: E402,F401  (float64 JAX)
 from apps import data  # noqa: E402
 from apps.views import fleet, gpu, hall, live, placement  # noqa: E402
-from twin.units import SpecError  # noqa: E402
+from twin.units import InputError  # noqa: E402
 
 PAGES = {
     "Fleet": fleet.render,
@@ -85,7 +85,7 @@ def sidebar(args: argparse.Namespace) -> tuple[str, Context | None]:
         )
     try:
         settings = data.parse_settings(facility, hours, step, record, start, load, spread)
-    except SpecError as exc:
+    except InputError as exc:
         st.error(f"Twin inputs: {exc}")
         return page, None
     return page, Context(settings, telemetry.strip())
@@ -98,7 +98,7 @@ def main() -> None:
         return
     try:
         PAGES[page](ctx)
-    except (SpecError, FileNotFoundError) as exc:
+    except (InputError, FileNotFoundError) as exc:
         st.error(f"{page}: {exc}")
 
 

@@ -12,12 +12,12 @@ Sources of each quantity:
   same compiled function and arguments as ``simulate`` (so it equals
   ``final_rack_max_gpu_temperature`` of the Dataset, which the tests check);
 * per-rack IT power and coolant return: the twin's steady state for each rack's load at the
-  run's last hour (:func:`twin.placement.steady_state`), because the dynamic run records
+  run's last hour (:func:`twin.placement.core.steady_state`), because the dynamic run records
   site totals only;
-* placement what-if: :func:`twin.placement.compare` on jobs from :mod:`twin.jobs`;
-* GPU page: :func:`twin.calibrate.calibrate` and :mod:`twin.estimate` on telemetry read by
-  :func:`twin.telemetry_io.open_telemetry` (store, recorded file or Prometheus) or, with no
-  source, the synthetic fleet of :func:`twin.telemetry_io.simulate_fleet`;
+* placement what-if: :func:`twin.placement.core.compare` on jobs from :mod:`twin.io.jobs`;
+* GPU page: :func:`twin.calibration.core.calibrate` and :mod:`twin.estimate` on telemetry read by
+  :func:`twin.io.telemetry.open_telemetry` (store, recorded file or Prometheus) or, with no
+  source, the synthetic fleet of :func:`twin.io.telemetry.simulate_fleet`;
 * live: the telemetry source, or the simulated fleet :class:`sensors.simulated.SimulatedSource`
   read in-process when nothing else runs.
 """
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from twin.units import ZERO_CELSIUS_K, SpecError, parse_quantity
+from twin.units import ZERO_CELSIUS_K, InputError, SpecError, parse_quantity
 
 try:  # the pages run under Streamlit; the benchmark and tests may import without a session
     import streamlit as st
@@ -236,7 +236,7 @@ def rack_table(run, state, hours: float) -> pd.DataFrame:
     and coolant temperatures of the twin's steady state for the rack's load at the last hour."""
     import jax.numpy as jnp
 
-    from twin import placement
+    from twin.placement import core as placement
 
     p, d = run.params, run.derived
     out = rack_layout(p)
@@ -307,8 +307,8 @@ def cdu_loop(run, state, cdu: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------ placement
 def jobs_from_upload(name: str, data: bytes, seed: int = 0):
-    """A job file uploaded in the UI (CSV or JSON job format), via :func:`twin.jobs.load_jobs`."""
-    from twin.jobs import load_jobs
+    """A job file uploaded in the UI (CSV or JSON job format), via :func:`twin.io.jobs.load_jobs`."""
+    from twin.io.jobs import load_jobs
 
     suffix = Path(name).suffix.lower() or ".csv"
     with tempfile.TemporaryDirectory(prefix="twin-dash-") as tmp:
@@ -316,7 +316,7 @@ def jobs_from_upload(name: str, data: bytes, seed: int = 0):
         path.write_bytes(data)
         try:
             jobs = load_jobs(path, seed=seed)
-        except SpecError as exc:  # name the uploaded file, not the temporary copy
+        except InputError as exc:  # name the uploaded file, not the temporary copy
             raise SpecError(
                 str(exc.path).replace(str(path), name), exc.value, exc.expected
             ) from None
@@ -326,8 +326,8 @@ def jobs_from_upload(name: str, data: bytes, seed: int = 0):
 
 @cache_resource(show_spinner="Drawing jobs from the openb trace statistics ...")
 def generated_jobs(gpus: int, hours: float, load: float, seed: int, site_gpus: int):
-    """Synthetic jobs (:func:`twin.jobs.generate_jobs`)."""
-    from twin.jobs import generate_jobs
+    """Synthetic jobs (:func:`twin.io.jobs.generate_jobs`)."""
+    from twin.io.jobs import generate_jobs
 
     return generate_jobs(gpus, hours, load, seed=seed, site_gpus=site_gpus)
 
@@ -345,9 +345,9 @@ def placement_results(
     caps_text: str,
     objective: str,
 ):
-    """:func:`twin.placement.compare` of ``policies`` (``_jobs``: the JobSet, keyed by
+    """:func:`twin.placement.core.compare` of ``policies`` (``_jobs``: the JobSet, keyed by
     ``jobs_key``); returns (results by policy, comparison table)."""
-    from twin import placement
+    from twin.placement import core as placement
 
     run = prepared(facility, step_s, start, "", 0)
     caps = placement.parse_caps([c.strip() for c in caps_text.split(",") if c.strip()])
@@ -358,8 +358,8 @@ def placement_results(
 
 
 def parse_caps_text(caps_text: str) -> dict:
-    """'rack=130 kW, row=1.3 MW' -> caps in W (:func:`twin.placement.parse_caps`)."""
-    from twin import placement
+    """'rack=130 kW, row=1.3 MW' -> caps in W (:func:`twin.placement.core.parse_caps`)."""
+    from twin.placement import core as placement
 
     return placement.parse_caps([c.strip() for c in caps_text.split(",") if c.strip()])
 
@@ -404,7 +404,7 @@ def plan_csv(result) -> bytes:
 def read_telemetry(source: str) -> xr.Dataset:
     """Telemetry from a store, recorded file or Prometheus URL (:func:`open_telemetry`);
     raises :class:`SpecError` saying what is wrong (missing, empty, unreachable)."""
-    from twin.telemetry_io import open_telemetry
+    from twin.io.telemetry import open_telemetry
 
     return open_telemetry(source)
 
@@ -471,7 +471,7 @@ def read_live(source: str, window_s: float) -> xr.Dataset:
     recorded file; raises :class:`SpecError` for a missing, empty, foreign or unreachable one."""
     import contextlib
 
-    from twin.telemetry_io import _is_sqlite, open_telemetry
+    from twin.io.telemetry import _is_sqlite, open_telemetry
 
     if source.startswith(("http://", "https://")):
         now = pd.Timestamp.now(tz="UTC")
@@ -505,7 +505,7 @@ class GpuFit:
     """Telemetry, the twin's per-GPU calibration of it, and the live filter's forecasts."""
 
     telemetry: xr.Dataset
-    result: object  # twin.calibrate.CalibrationResult
+    result: object  # twin.calibration.core.CalibrationResult
     source: str
     forecast: pd.DataFrame  # time, gpu, forecast_c, sd_k: each made FORECAST_S earlier
     flags: list[dict]  # twin.estimate.anomalies at the end of the record
@@ -522,7 +522,7 @@ def rolling_forecast(result, horizon_s: float = FORECAST_S, every_s: float = FOR
     made from the measured power (:func:`twin.estimate.forecast`) before the readings up to the
     next origin are assimilated. Returns (forecasts, anomalies at the end)."""
     from twin import estimate as E
-    from twin.telemetry_io import fleet_hosts
+    from twin.io.telemetry import fleet_hosts
 
     grid = result.grid
     dt = grid.dt
@@ -554,11 +554,11 @@ def rolling_forecast(result, horizon_s: float = FORECAST_S, every_s: float = FOR
 
 @cache_resource(show_spinner="Calibrating every GPU against its telemetry ...", max_entries=4)
 def gpu_fit(source: str, facility: str, seconds: float = 900.0, seed: int = 0) -> GpuFit:
-    """:func:`twin.calibrate.calibrate` on ``source`` or, with none, on the synthetic fleet of
-    :func:`twin.telemetry_io.simulate_fleet` (8 GPUs of the facility's TDP; GPU 5 has a cold
+    """:func:`twin.calibration.core.calibrate` on ``source`` or, with none, on the synthetic fleet of
+    :func:`twin.io.telemetry.simulate_fleet` (8 GPUs of the facility's TDP; GPU 5 has a cold
     plate gone bad, 1.8 x its resistance, so that the anomaly flags have something to show)."""
-    from twin.calibrate import calibrate
-    from twin.telemetry_io import simulate_fleet
+    from twin.calibration.core import calibrate
+    from twin.io.telemetry import simulate_fleet
 
     spec = load_spec(facility)
     if source:
@@ -567,7 +567,7 @@ def gpu_fit(source: str, facility: str, seconds: float = 900.0, seed: int = 0) -
     else:
         tdp = spec.sites[0].building.rack.gpu.tdp
         ds, _truth = simulate_fleet(8, seconds, seed=seed, tdp=tdp, resistance_step=(5, 0, 1.8))
-        label = f"synthetic fleet (twin.telemetry_io.simulate_fleet, 8 GPUs, {seconds:g} s)"
+        label = f"synthetic fleet (twin.io.telemetry.simulate_fleet, 8 GPUs, {seconds:g} s)"
     result = calibrate(ds, spec)
     forecast, flags = rolling_forecast(result)
     return GpuFit(ds, result, label, forecast, flags)
@@ -605,7 +605,7 @@ def gpu_series(fit: GpuFit, gpu: str) -> pd.DataFrame:
     res = fit.result
     g = res.grid
     i = g.gpu.index(gpu)
-    from twin.calibrate import Z95
+    from twin.calibration.core import Z95
 
     sd = res.prediction_sd[i]  # parameters (delta method) + reading noise [K]
     t = pd.to_datetime(g.times, unit="ns")

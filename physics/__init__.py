@@ -1,1 +1,12 @@
-"""Pure-JAX physics of a liquid-cooled AI superfactory (SI units, temperatures in kelvin, no I/O)."""
+"""Pure-JAX physics of a liquid-cooled AI superfactory (SI units, temperatures in kelvin, no I/O).
+
+This package owns the project's one numerical switch: importing it turns on JAX float64
+(``jax_enable_x64``). Energy balances to 1e-6 over a day of a 300,000-GPU facility, iterative
+property solves and the finite-difference gradient checks need double precision, and every layer
+that runs JAX (sensors' simulated source, the twin) imports physics first. Nothing else in the
+project touches the flag.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)

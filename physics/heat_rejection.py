@@ -37,6 +37,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
+from physics.constants import ZERO_CELSIUS_K
 from physics.heat_exchangers import effectiveness_counterflow
 from physics.solvers import solve_monotone
 
@@ -61,7 +62,7 @@ __all__ = [
     "quadratic",
 ]
 
-_KELVIN_OFFSET = 273.15  # K, 0 degC
+_KELVIN_OFFSET = ZERO_CELSIUS_K
 #: Fan speeds are floored here so that s = 0 (fans off) stays finite: C_air → 0 gives ε → 1 and
 #: a vanishing heat flow instead of 0/0.  Natural convection with fans off is neglected.
 _SPEED_FLOOR = 1e-6

@@ -21,9 +21,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from physics.constants import STANDARD_GRAVITY
 from physics.solvers import solve_monotone, solve_newton
 
-GRAVITY = 9.80665  # standard gravity [m s⁻²]
+GRAVITY = STANDARD_GRAVITY  # [m s⁻²]
 
 
 def pump_head(flow, speed, head_shutoff, curve_coeff):

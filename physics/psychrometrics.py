@@ -31,10 +31,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from physics.constants import ZERO_CELSIUS_K
 from physics.solvers import solve_monotone
 
 #: Triple-point / ice-point temperature used to switch between ice and liquid water [K].
-T_FREEZE = 273.15
+T_FREEZE = ZERO_CELSIUS_K  # ice point [K]
 #: Ratio of the molar masses of water and dry air, M_w/M_da [-] ([1]_ eq. 20).
 EPSILON_WATER_AIR = 0.621945
 

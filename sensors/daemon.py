@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 
 from sensors.base import AbstractSource, hostname
+from sensors.errors import InputError
 from sensors.exporter import Exporter, MetricsServer
 from sensors.store import Store
 
@@ -66,12 +67,11 @@ class DaemonConfig:
 
 
 def _convert(name: str, typ: type, raw: str) -> object:
-    from twin.units import SpecError
 
     try:
         return typ(raw)
     except ValueError:
-        raise SpecError(
+        raise InputError(
             DaemonConfig.env_name(name), raw, f"a value of type {typ.__name__}"
         ) from None
 
@@ -106,7 +106,6 @@ def setup_json_logging(level: int = logging.INFO) -> None:
 
 
 def make_source(cfg: DaemonConfig, stop: threading.Event | None = None) -> AbstractSource:
-    from twin.units import SpecError
 
     spec = cfg.source
     if spec == "sim":
@@ -122,7 +121,7 @@ def make_source(cfg: DaemonConfig, stop: threading.Event | None = None) -> Abstr
 
         wait = stop.wait if stop is not None else time.sleep
         return ReplaySource(spec[len("replay:") :], parse_speed(cfg.speed), sleep=wait)
-    raise SpecError("--source", spec, "nvml, sim or replay:PATH")
+    raise InputError("--source", spec, "nvml, sim or replay:PATH")
 
 
 class Daemon:

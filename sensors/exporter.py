@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from sensors.base import REASONS, Batch, GpuInfo
+from sensors.errors import InputError
 from sensors.metrics import gpu_metrics, health_metrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -195,17 +196,16 @@ class Exporter:
 def parse_addr(addr: str) -> tuple[str, int]:
     """``"127.0.0.1:9400"`` -> (host, port); ``":9400"`` binds 127.0.0.1 (never all interfaces
     unless asked, e.g. ``0.0.0.0:9400``)."""
-    from twin.units import SpecError
 
     host, sep, port = addr.rpartition(":")
     if not sep:
-        raise SpecError("--metrics-addr", addr, "HOST:PORT, e.g. 127.0.0.1:9400")
+        raise InputError("--metrics-addr", addr, "HOST:PORT, e.g. 127.0.0.1:9400")
     try:
         p = int(port)
     except ValueError:
-        raise SpecError("--metrics-addr", addr, "HOST:PORT with a numeric port") from None
+        raise InputError("--metrics-addr", addr, "HOST:PORT with a numeric port") from None
     if not 0 <= p <= 65535:
-        raise SpecError("--metrics-addr", addr, "a port between 0 and 65535")
+        raise InputError("--metrics-addr", addr, "a port between 0 and 65535")
     return (host.strip("[]") or "127.0.0.1"), p
 
 

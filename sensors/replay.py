@@ -40,6 +40,7 @@ from sensors.base import (
     QuarantineRecord,
     Sleep,
 )
+from sensors.errors import InputError
 from sensors.metrics import gpu_metrics
 
 #: nvidia-smi query names (and the nanoGPT logger's names) -> store field.
@@ -104,9 +105,7 @@ def parse_speed(text: str | float) -> float:
     except (TypeError, ValueError):
         v = float("nan")
     if not v > 0:
-        from twin.units import SpecError
-
-        raise SpecError("--speed", text, "a positive number (1 = recorded pace) or 'max'")
+        raise InputError("--speed", text, "a positive number (1 = recorded pace) or 'max'")
     return v
 
 
@@ -196,9 +195,8 @@ class ReplaySource(AbstractSource):
             return "nvprof"
         if "timestamp" in [c.split(" [")[0] for c in cols]:
             return "smi"
-        from twin.units import SpecError
 
-        raise SpecError(
+        raise InputError(
             "replay input",
             s[:120],
             "an nvidia-smi --query-gpu CSV header with 'timestamp', an nvprof 't_s,metric,...' "

@@ -38,6 +38,7 @@ import pandas as pd
 import xarray as xr
 
 from sensors.base import FIELD_NAMES, FIELDS, Batch, FieldProvenance, GpuInfo, QuarantineRecord
+from sensors.errors import InputError
 from sensors.validate import Limits, stacked, validate
 
 log = logging.getLogger("twin.sensors.store")
@@ -999,7 +1000,5 @@ def export(store_path: str | os.PathLike, out: str | os.PathLike) -> Path:
         df = df.dropna(subset=fields, how="all")
         df.rename(columns={f: f"{f} [{FIELDS[f][0]}]" for f in fields}).to_csv(out, index=False)
     else:
-        from twin.units import SpecError
-
-        raise SpecError("--out", str(out), "a file ending in .nc (netCDF) or .csv")
+        raise InputError("--out", str(out), "a file ending in .nc (netCDF) or .csv")
     return out

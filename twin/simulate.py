@@ -21,11 +21,11 @@ import pandas as pd
 import xarray as xr
 
 from physics import facility as F
-from twin.carbon import load_grid_carbon_csv, typical_carbon_profile
+from twin.io.carbon import load_grid_carbon_csv, typical_carbon_profile
+from twin.io.weather import load_climate, load_epw, typical_year
 from twin.model import DEFAULT_PRICE_USD_PER_KWH, Boundary, LoadMix, build_params
 from twin.spec import FacilitySpec
 from twin.units import ZERO_CELSIUS_K, SpecError
-from twin.weather import load_climate, load_epw, typical_year
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from twin.resources import data_dir
 from twin.units import SpecError, parse_quantity
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-FACILITY_DIR = DATA_DIR / "facilities"
+FACILITY_DIR = data_dir("facilities")
 
 #: Physically meaningful range of a liquid coolant setpoint [K]: above PG25's freezing point
 #: (-9.8 °C, refs 2a) with margin, below the ASHRAE W+ band's practical ceiling (~65 °C).

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from twin.resources import env_default
 from twin.units import SpecError
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,7 @@ def parse_weather_years(
 def _enable_compile_cache() -> None:
     import jax
 
-    path = os.environ.get(
-        "TWIN_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "twin-jax")
-    )
+    path = env_default("jax_cache", os.path.join(os.path.expanduser("~"), ".cache", "twin-jax"))
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
@@ -80,8 +79,8 @@ def _enable_compile_cache() -> None:
 def run_case(case: Case) -> dict:
     """Run one sweep case (in a worker process); returns a flat result row."""
     import twin  # noqa: F401  (float64)
-    from twin.jobs import generate_jobs, load_jobs
-    from twin.placement import build_topology, check_feasible, replay
+    from twin.io.jobs import generate_jobs, load_jobs
+    from twin.placement.core import build_topology, check_feasible, replay
     from twin.simulate import prepare
     from twin.spec import load_facility
 
@@ -146,7 +145,7 @@ def make_cases(
     carbon: dict[str, str] | None = None,
 ) -> list[Case]:
     """The cross product days x weather years x policies (sites are those of the facility)."""
-    from twin.placement import POLICIES
+    from twin.placement.core import POLICIES
     from twin.simulate import parse_start
 
     for pol in policies:

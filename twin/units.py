@@ -8,25 +8,23 @@ from __future__ import annotations
 
 import pint
 
+from physics.constants import ZERO_CELSIUS_K
+from sensors.errors import InputError
+
+__all__ = ["ZERO_CELSIUS_K", "InputError", "SpecError", "Q_", "ureg", "parse_quantity"]
+
 ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
 ureg.define("percent = 0.01 = pct")
 Q_ = ureg.Quantity
 
-#: Offset between degree Celsius and kelvin [K].
-ZERO_CELSIUS_K = 273.15
 
+class SpecError(InputError):
+    """A bad value in a facility spec or other input of the twin.
 
-class SpecError(ValueError):
-    """A bad value in a facility spec or other user input.
-
-    The message always names the field path, the value received and what was expected.
+    The message always names the field path, the value received and what was expected. A
+    subclass of :class:`sensors.errors.InputError`, so one ``except InputError`` catches bad
+    input from either layer.
     """
-
-    def __init__(self, path: str, value: object, expected: str):
-        self.path = path
-        self.value = value
-        self.expected = expected
-        super().__init__(f"{path}: got {value!r}; expected {expected}")
 
 
 def parse_quantity(text: object, path: str, unit: str) -> float:

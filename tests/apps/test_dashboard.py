@@ -78,7 +78,7 @@ def test_fleet_shows_the_twin_numbers_of_both_sites(app, twin_run):
 def test_hall_floor_plans_and_rack_drill_down_match_the_twin(app, twin_run):
     import jax.numpy as jnp
 
-    from twin import placement
+    from twin.placement import core as placement
 
     run, ds, summary = twin_run
     p = run.params
@@ -135,9 +135,9 @@ def test_hall_floor_plans_and_rack_drill_down_match_the_twin(app, twin_run):
 
 # ------------------------------------------------------------------------------ GPU
 def test_gpu_page_shows_the_calibration_of_the_synthetic_fleet(app):
-    from twin.calibrate import calibrate
+    from twin.calibration.core import calibrate
+    from twin.io.telemetry import simulate_fleet
     from twin.spec import load_facility
-    from twin.telemetry_io import simulate_fleet
 
     spec = load_facility(FACILITY)
     tdp = spec.sites[0].building.rack.gpu.tdp
@@ -167,9 +167,9 @@ def test_gpu_page_shows_the_calibration_of_the_synthetic_fleet(app):
 
 # ------------------------------------------------------------------------------ Placement
 def test_placement_compares_policies_like_the_twin(app, tmp_path):
-    from twin.jobs import load_jobs
+    from twin.io.jobs import load_jobs
     from twin.model import LoadMix
-    from twin.placement import compare
+    from twin.placement.core import compare
     from twin.simulate import prepare
     from twin.spec import load_facility
 
@@ -298,13 +298,13 @@ def test_empty_store_is_a_message(app, tmp_path, monkeypatch):
 
 def test_cli_dashboard_command_line():
     from twin.cli import build_parser
-    from twin.cli_dashboard import APP, streamlit_command
+    from twin.cli.dashboard import app_script, streamlit_command
 
     args = build_parser().parse_args(["dashboard", "--facility", "single-rack", "--port", "8765"])
     cmd = streamlit_command(args)
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.port") + 1] == "8765"
-    assert str(APP) in cmd and cmd[cmd.index("--facility") + 1] == "single-rack"
+    assert str(app_script()) in cmd and cmd[cmd.index("--facility") + 1] == "single-rack"
     assert "--telemetry" not in cmd
     args = build_parser().parse_args(["dashboard", "--telemetry", "x.db", "--address", "0.0.0.0"])
     cmd = streamlit_command(args)

@@ -11,7 +11,7 @@ from CoolProp.HumidAirProp import HAPropsSI
 from numpy.testing import assert_allclose
 
 from physics import psychrometrics as ps
-from twin.weather import load_epw
+from twin.io.weather import load_epw
 
 K = 273.15
 EPWS = (

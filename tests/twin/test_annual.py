@@ -11,10 +11,10 @@ import tomllib
 
 import pytest
 
+from twin.io.weather import free_cooling_hours_epw
 from twin.model import LoadMix
 from twin.simulate import simulate
 from twin.spec import FACILITY_DIR, parse_facility
-from twin.weather import free_cooling_hours_epw
 
 EPW = {
     "mount_pleasant": "USA_WI_Milwaukee-Mitchell.Intl.AP.726400_TMY3.epw",

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from twin import calibrate as C
+from twin.calibration import core as C
 from twin.cli import main
-from twin.telemetry_io import open_telemetry, simulate_fleet, to_grid
+from twin.io.telemetry import open_telemetry, simulate_fleet, to_grid
 from twin.units import SpecError
 
 TRACES = ("nanogpt_pr643_h100x8_b443a1c3.csv", "nanogpt_pr643_h100x8_32fcbd7a.csv")

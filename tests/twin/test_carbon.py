@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from twin.carbon import load_carbon_profile_table, load_grid_carbon_csv, typical_carbon_profile
+from twin.io.carbon import load_carbon_profile_table, load_grid_carbon_csv, typical_carbon_profile
 from twin.units import SpecError
 
 FILES = {"miso": "dcrl_MISO_NG_and_avgCI.csv", "soco": "dcrl_SOCO_NG_and_avgCI.csv"}
@@ -24,7 +24,7 @@ def grid_dir(shared_data) -> Path:
 @pytest.mark.parametrize("name", ["miso", "soco"])
 def test_loader_on_shared_files(grid_dir, name, caplog):
     path = grid_dir / FILES[name]
-    with caplog.at_level(logging.WARNING, logger="twin.carbon"):
+    with caplog.at_level(logging.WARNING, logger="twin.io.carbon"):
         da = load_grid_carbon_csv(path)
     assert da.dims == ("time",) and da.size == 8760
     assert da.attrs["units"] == "gCO2/kWh" and da.attrs["timezone"] == "UTC"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from twin import estimate as E
-from twin.calibrate import CalibrationConfig, calibrate
-from twin.telemetry_io import simulate_fleet, to_grid
+from twin.calibration.core import CalibrationConfig, calibrate
+from twin.io.telemetry import simulate_fleet, to_grid
 from twin.units import SpecError
 
 CAL_S = 7200

@@ -1,4 +1,4 @@
-"""Job format, Alibaba trace loader and generator (twin.jobs)."""
+"""Job format, Alibaba trace loader and generator (twin.io.jobs)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twin.jobs import generate_jobs, load_jobs, trace_statistics, write_jobs
+from twin.io.jobs import generate_jobs, load_jobs, trace_statistics, write_jobs
 from twin.units import SpecError
 
 TRACE = "jobs/alibaba_gpu_v2023_openb_pod_list_default.csv"

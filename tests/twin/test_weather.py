@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from twin.units import SpecError
-from twin.weather import (
+from twin.io.weather import (
     free_cooling_hours,
     free_cooling_hours_epw,
     load_climate,
     load_epw,
     typical_year,
 )
+from twin.units import SpecError
 
 MKE = "USA_WI_Milwaukee-Mitchell.Intl.AP.726400_TMY3.epw"
 ATL = "USA_GA_Atlanta-Hartsfield-Jackson.Intl.AP.722190_TMY3.epw"

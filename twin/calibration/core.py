@@ -62,11 +62,11 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from twin.telemetry_io import Grid, fleet_hosts, open_telemetry, to_grid
+from twin.io.telemetry import Grid, fleet_hosts, open_telemetry, to_grid
 from twin.units import ZERO_CELSIUS_K, SpecError
 
 jax.config.update("jax_enable_x64", True)
-log = logging.getLogger("twin.calibrate")
+log = logging.getLogger("twin.calibration.core")
 
 #: Parameter vector of one GPU, in order.
 PARAMS: tuple[str, ...] = (

@@ -566,7 +566,7 @@ def simulate_fleet(
             "host": ("gpu", np.array([f"sim{h:04d}" for h in host_of])),
             "index": ("gpu", np.arange(n) % gpus_per_host),
         },
-        attrs={"title": "synthetic GPU telemetry (twin.telemetry_io.simulate_fleet)"},
+        attrs={"title": "synthetic GPU telemetry (twin.io.telemetry.simulate_fleet)"},
     )
     truth = FleetTruth(R, C, t_in, offset, hbm_gain, hbm_tau)
     return ds, truth
@@ -577,8 +577,3 @@ def fleet_hosts(grid: Grid) -> tuple[list[str], np.ndarray]:
     names = sorted(set(grid.host))
     pos = {h: i for i, h in enumerate(names)}
     return names, np.array([pos[h] for h in grid.host], dtype=np.int64)
-
-
-def env_default(name: str, default: str) -> str:
-    """``TWIN_<NAME>`` from the environment, else ``default``."""
-    return os.environ.get("TWIN_" + name.upper(), default)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
+from twin.resources import env_default
 from twin.units import SpecError
 
 
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--facility",
-        default=os.environ.get("TWIN_FACILITY", "superfactory"),
+        default=env_default("facility", "superfactory"),
         help="facility TOML path or shipped name (default: superfactory)",
     )
     p.add_argument("--hours", type=float, default=1.0, help="simulated hours (fractions allowed)")

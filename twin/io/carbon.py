@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from twin.resources import data_dir
 from twin.spec import bundled_toml
 from twin.units import SpecError
 
 log = logging.getLogger(__name__)
 
 #: Directory of the typical month-by-hour profiles (``<name>.toml``).
-GRID_DIR = Path(__file__).resolve().parents[1] / "data" / "grid"
+GRID_DIR = data_dir("grid")
 CARBON_UNITS = "gCO2/kWh"
 
 

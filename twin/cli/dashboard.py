@@ -8,12 +8,26 @@ variable (flags win): ``TWIN_TELEMETRY``, ``TWIN_FACILITY``, ``TWIN_DASHBOARD_PO
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
-#: The Streamlit script the command runs.
-APP = Path(__file__).resolve().parents[1] / "apps" / "dashboard.py"
+from twin.resources import env_default
+
+
+def app_script() -> Path:
+    """The Streamlit script the command runs (``apps/dashboard.py`` of the installed package).
+
+    Located with :func:`importlib.util.find_spec` on the top-level ``apps`` package, which
+    finds it without importing it: twin never imports the presentation layer.
+    """
+    spec = importlib.util.find_spec("apps")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the dashboard package 'apps' is not installed")
+    return Path(spec.origin).with_name("dashboard.py")
+
+
 DEFAULT_PORT = 8501
 DEFAULT_ADDRESS = "127.0.0.1"
 
@@ -28,25 +42,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--telemetry",
-        default=os.environ.get("TWIN_TELEMETRY", ""),
+        default=env_default("telemetry", ""),
         metavar="SOURCE",
         help="telemetry store of `twin sensord`, recorded file or http(s):// Prometheus URL "
         "[TWIN_TELEMETRY; none: the simulated fleet]",
     )
     p.add_argument(
         "--facility",
-        default=os.environ.get("TWIN_FACILITY", "superfactory"),
+        default=env_default("facility", "superfactory"),
         help="facility TOML path or shipped name [TWIN_FACILITY; superfactory]",
     )
     p.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("TWIN_DASHBOARD_PORT", DEFAULT_PORT)),
+        default=int(env_default("dashboard_port", DEFAULT_PORT)),
         help=f"TCP port [TWIN_DASHBOARD_PORT; {DEFAULT_PORT}]",
     )
     p.add_argument(
         "--address",
-        default=os.environ.get("TWIN_DASHBOARD_ADDRESS", DEFAULT_ADDRESS),
+        default=env_default("dashboard_address", DEFAULT_ADDRESS),
         help=f"address to bind [TWIN_DASHBOARD_ADDRESS; {DEFAULT_ADDRESS}: this machine only]",
     )
     p.set_defaults(func=run)
@@ -63,7 +77,7 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
         "-m",
         "streamlit",
         "run",
-        str(APP),
+        str(app_script()),
         "--server.address",
         args.address,
         "--server.port",

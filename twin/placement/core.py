@@ -27,7 +27,7 @@ Policies
 
 Constraints: GPU die temperature <= max-operating - ``margin`` (the hottest busy GPU, at its
 high-phase power, steady), HBM <= its limit - ``margin``, rack/row (CDU)/site peak power caps,
-no GPU over-committed, locality (:mod:`twin.jobs`). Infeasible inputs raise :class:`Infeasible`
+no GPU over-committed, locality (:mod:`twin.io.jobs`). Infeasible inputs raise :class:`Infeasible`
 naming the binding constraint and where.
 """
 
@@ -50,7 +50,7 @@ import xarray as xr
 
 from physics import facility as F
 from physics import gpu
-from twin.jobs import WORKLOAD_CLASSES, JobSet
+from twin.io.jobs import WORKLOAD_CLASSES, JobSet
 from twin.simulate import Run
 from twin.units import ZERO_CELSIUS_K, SpecError
 

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
+from twin.resources import env_default
 from twin.units import SpecError
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get("TWIN_" + name.upper(), default)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,12 +24,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fit per-GPU thermal parameters to telemetry; predict held-out temperatures",
         description="Maximum-likelihood calibration (see docs/calibration.md).",
     )
-    c.add_argument("--telemetry", default=_env("telemetry"), help="store, CSV or Prometheus URL")
-    c.add_argument("--facility", default=_env("facility"), help="facility spec name or TOML")
-    c.add_argument("--train-fraction", type=float, default=float(_env("train_fraction", "0.6")))
+    c.add_argument(
+        "--telemetry", default=env_default("telemetry"), help="store, CSV or Prometheus URL"
+    )
+    c.add_argument("--facility", default=env_default("facility"), help="facility spec name or TOML")
+    c.add_argument(
+        "--train-fraction", type=float, default=float(env_default("train_fraction", "0.6"))
+    )
     c.add_argument("--start", default=None, help="first time to read (ISO-8601)")
     c.add_argument("--end", default=None, help="last time to read (ISO-8601)")
-    c.add_argument("--out", default=_env("calibration_out"), help="write parameters (.nc)")
+    c.add_argument("--out", default=env_default("calibration_out"), help="write parameters (.nc)")
     c.add_argument("--plot", default=None, help="PNG of measured vs predicted, best/worst GPU")
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
     c.set_defaults(func=cmd_calibrate)
@@ -43,20 +43,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="track GPU temperatures and resistance drift live; print and export anomalies",
         description="Extended Kalman filter over the calibrated twin (see docs/calibration.md).",
     )
-    w.add_argument("--telemetry", default=_env("telemetry"), help="store, CSV or Prometheus URL")
-    w.add_argument("--facility", default=_env("facility"), help="facility spec name or TOML")
-    w.add_argument("--params", default=_env("params"), help="calibration from `twin calibrate`")
+    w.add_argument(
+        "--telemetry", default=env_default("telemetry"), help="store, CSV or Prometheus URL"
+    )
+    w.add_argument("--facility", default=env_default("facility"), help="facility spec name or TOML")
+    w.add_argument(
+        "--params", default=env_default("params"), help="calibration from `twin calibrate`"
+    )
     w.add_argument(
         "--calibration-seconds",
         type=float,
-        default=float(_env("calibration_seconds", "1800")),
+        default=float(env_default("calibration_seconds", "1800")),
         help="without --params: calibrate on this much of the start of the record",
     )
-    w.add_argument("--batch-seconds", type=float, default=float(_env("batch_seconds", "60")))
+    w.add_argument("--batch-seconds", type=float, default=float(env_default("batch_seconds", "60")))
     w.add_argument("--follow", action="store_true", help="keep polling the source for new data")
-    w.add_argument("--interval", type=float, default=float(_env("interval", "10")))
+    w.add_argument("--interval", type=float, default=float(env_default("interval", "10")))
     w.add_argument("--max-polls", type=int, default=None, help="stop after this many polls")
-    w.add_argument("--export", default=_env("anomalies"), help="append anomalies (.jsonl)")
+    w.add_argument("--export", default=env_default("anomalies"), help="append anomalies (.jsonl)")
     w.add_argument("--forecast", action="store_true", help="print the 60 s-ahead forecast")
     w.add_argument("--json", action="store_true", help="JSON lines on stdout")
     w.set_defaults(func=cmd_watch)
@@ -70,15 +74,15 @@ def _need(args: argparse.Namespace, name: str) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from twin.calibrate import CalibrationConfig, calibrate, plot_fit, summary_json
-    from twin.telemetry_io import open_telemetry
+    from twin.calibration.core import CalibrationConfig, calibrate, plot_fit, summary_json
+    from twin.io.telemetry import open_telemetry
 
     telemetry = _need(args, "telemetry")
     facility = _need(args, "facility")
     if not (0.05 <= args.train_fraction <= 1.0):
         raise SpecError("--train-fraction", args.train_fraction, "a fraction between 0.05 and 1")
     t0 = time.perf_counter()
-    from twin.calibrate import _load_spec
+    from twin.calibration.core import _load_spec
 
     spec = _load_spec(facility)
     ds = open_telemetry(telemetry, start=args.start, end=args.end)
@@ -161,8 +165,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import numpy as np
 
     from twin import estimate as E
-    from twin.calibrate import CalibrationConfig, _load_spec, calibrate, load_params
-    from twin.telemetry_io import open_telemetry, to_grid
+    from twin.calibration.core import CalibrationConfig, _load_spec, calibrate, load_params
+    from twin.io.telemetry import open_telemetry, to_grid
 
     telemetry = _need(args, "telemetry")
     spec = _load_spec(_need(args, "facility"))

@@ -11,18 +11,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from twin.units import SpecError
+from twin.units import InputError
 
 log = logging.getLogger("twin")
 
 #: Modules that each define ``register(subparsers)``; their parsers set ``func``.
 SUBCOMMAND_MODULES = (
-    "twin.cli_simulate",
-    "twin.cli_sensors",
-    "twin.cli_optimize",
-    "twin.cli_dashboard",
-    "twin.cli_calibrate",
-    "twin.demo",
+    "twin.cli.simulate",
+    "twin.cli.sensors",
+    "twin.cli.optimize",
+    "twin.cli.dashboard",
+    "twin.cli.calibrate",
+    "twin.cli.demo",
 )
 
 
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except SpecError as exc:
+    except InputError as exc:
         print(f"twin {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:

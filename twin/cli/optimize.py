@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from twin.cli_simulate import site_pairs as _pairs
+from twin.cli.simulate import site_pairs as _pairs
+from twin.resources import env_default
 from twin.units import SpecError
 
 SUMMARY_KEYS = (
@@ -33,12 +33,12 @@ SUMMARY_KEYS = (
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--facility",
-        default=os.environ.get("TWIN_FACILITY", "superfactory"),
+        default=env_default("facility", "superfactory"),
         help="facility TOML path or shipped name (default: superfactory)",
     )
     p.add_argument(
         "--jobs",
-        default=os.environ.get("TWIN_JOBS"),
+        default=env_default("jobs"),
         help="job file (CSV/JSON job format) or the raw Alibaba openb pod list; default: generator",
     )
     p.add_argument(
@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--json", action="store_true", help="print one JSON object (per policy) on stdout"
     )
     p.add_argument(
-        "--scheduler", default=os.environ.get("TWIN_SCHEDULER"), help="dask scheduler for --sweep"
+        "--scheduler", default=env_default("scheduler"), help="dask scheduler for --sweep"
     )
     p.add_argument("--sweep", action="store_true", help="run a sweep (see `twin sweep`) instead")
     p.add_argument("--days", nargs="*", default=None, help="sweep start dates")
@@ -125,7 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--carbon", action="append", metavar="SITE=CSV")
     s.add_argument(
         "--scheduler",
-        default=os.environ.get("TWIN_SCHEDULER"),
+        default=env_default("scheduler"),
         help="tcp://HOST:8786 (default: LocalCluster)",
     )
     s.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
@@ -135,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _jobs(args, spec):
-    from twin.jobs import generate_jobs, load_jobs
+    from twin.io.jobs import generate_jobs, load_jobs
 
     site_gpus = int(min(s.gpus for s in spec.sites))
     if args.jobs:
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sweep:
         args.policy = [args.policy] if not args.compare else None
         return run_sweep_cli(args)
-    from twin.placement import POLICIES, build_topology, check_feasible, parse_caps, replay
+    from twin.placement.core import POLICIES, build_topology, check_feasible, parse_caps, replay
     from twin.simulate import prepare, progress_printer, write_netcdf
     from twin.spec import load_facility
 
@@ -253,7 +253,7 @@ def _table(summaries: dict) -> None:
 
 
 def run_sweep_cli(args: argparse.Namespace) -> int:
-    from twin.placement import POLICIES
+    from twin.placement.core import POLICIES
     from twin.sweep import make_cases, run_sweep
 
     if not args.days:

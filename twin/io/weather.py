@@ -42,6 +42,7 @@ import pandas as pd
 import xarray as xr
 
 from physics import psychrometrics
+from twin.resources import data_dir
 from twin.spec import bundled_toml
 from twin.units import ZERO_CELSIUS_K, SpecError, parse_quantity, ureg
 
@@ -50,7 +51,7 @@ from twin.units import ZERO_CELSIUS_K, SpecError, parse_quantity, ureg
 log = logging.getLogger(__name__)
 
 #: Directory of the cited climate tables (``<name>.toml``).
-CLIMATE_DIR = Path(__file__).resolve().parents[1] / "data" / "climate"
+CLIMATE_DIR = data_dir("climate")
 
 HOURS_PER_YEAR = 8760
 EPW_HEADER_RECORDS = (

@@ -20,7 +20,7 @@ deferral      optional: how long the start may be delayed [s] (flexible work; de
 ============  ==========================================================================
 
 JSON is either a list of such objects or ``{"jobs": [...]}``.  Locality rules (enforced by
-:mod:`twin.placement`): a job of at most one rack of GPUs (72 on an NVL72) stays in one rack
+:mod:`twin.placement.core`): a job of at most one rack of GPUs (72 on an NVL72) stays in one rack
 (NVLink domain); larger jobs stay in one site, and ``training`` jobs larger than half a rack take
 whole racks.
 
@@ -41,9 +41,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from twin.resources import data_dir
 from twin.units import SpecError
 
-JOBS_DIR = Path(__file__).resolve().parents[1] / "data" / "jobs"
+JOBS_DIR = data_dir("jobs")
 COLUMNS = ("id", "arrival", "duration", "gpus", "workload")
 OPTIONAL = ("power_low", "power_high", "period", "deferral")
 ALIBABA_HEADER = {"name", "num_gpu", "gpu_milli", "creation_time", "deletion_time", "qos"}

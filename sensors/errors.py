@@ -1,0 +1,20 @@
+"""The error every layer raises for bad input (a CLI flag, a file, a spec field).
+
+Defined here, at the lowest layer that validates user input, so that sensors never reaches up
+into twin for it; :class:`twin.units.SpecError` subclasses it.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """A bad value in user input.
+
+    The message always names the field path, the value received and what was expected.
+    """
+
+    def __init__(self, path: str, value: object, expected: str):
+        self.path = path
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{path}: got {value!r}; expected {expected}")

@@ -1,0 +1,89 @@
+"""The rule of layers (docs/architecture.md): apps -> twin -> sensors -> physics, never back.
+
+Checked with import-linter's contracts in pyproject.toml, plus what it cannot see: no
+underscore (private) name is imported across packages.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("physics", "sensors", "twin", "apps")
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("lint-imports")
+    if exe is None:
+        pytest.fail("lint-imports (import-linter, a test dependency) is not installed")
+    env = {"PYTHONPATH": str(root), "PATH": str(Path(sys.executable).parent), "HOME": str(root)}
+    return subprocess.run(
+        [exe, str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _copy_tree(dest: Path) -> Path:
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
+    return dest
+
+
+def test_layer_contracts_hold():
+    out = _lint_imports(ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "broken" in out.stdout and " 0 broken" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("sensors/base.py", "from twin.units import SpecError", "no layer reaches back"),
+        ("physics/gpu.py", "import sensors.errors", "no layer reaches back"),
+        ("physics/coolant.py", "import pandas", "physics is pure"),
+        ("apps/data.py", "from physics import facility", "apps presents through twin"),
+    ],
+)
+def test_a_reaching_import_breaks_the_contracts(tmp_path, module, line, contract):
+    root = _copy_tree(tmp_path)
+    path = root / module
+    path.write_text(path.read_text() + f"\n{line}  # added by the test\n")
+    out = _lint_imports(root)
+    assert out.returncode != 0, out.stdout
+    broken = [s for s in out.stdout.splitlines() if s.endswith("BROKEN")]
+    assert any(contract in s for s in broken), out.stdout
+
+
+def _private_imports(path: Path) -> list[str]:
+    """``from other_package.x import _name`` or ``other_package.x._name`` use in ``path``."""
+    own = path.relative_to(ROOT).parts[0]
+    found = []
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            top = node.module.split(".")[0]
+            if top in PACKAGES and top != own:
+                parts = node.module.split(".") + [a.name for a in node.names]
+                found += [
+                    f"{path}:{node.lineno} {node.module}.{a.name}"
+                    for a in node.names
+                    if any(p.startswith("_") and not p.startswith("__") for p in parts)
+                ]
+    return found
+
+
+def test_no_private_name_crosses_a_package():
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    found = [hit for p in files for hit in _private_imports(p)]
+    assert found == []

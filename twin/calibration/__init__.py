@@ -1,0 +1,1 @@
+"""Calibration of the twin's per-GPU thermal parameters against telemetry."""

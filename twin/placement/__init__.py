@@ -1,0 +1,1 @@
+"""Workload placement and setpoint optimization on the twin."""
