@@ -17,7 +17,7 @@ Sources of each quantity:
 * placement what-if: :func:`twin.placement.core.compare` on jobs from :mod:`twin.io.jobs`;
 * GPU page: :func:`twin.calibration.core.calibrate` and :mod:`twin.estimate` on telemetry read by
   :func:`twin.io.telemetry.open_telemetry` (store, recorded file or Prometheus) or, with no
-  source, the synthetic fleet of :func:`twin.io.telemetry.simulate_fleet`;
+  source, the synthetic fleet of :func:`sensors.synthetic.simulate_fleet`;
 * live: the telemetry source, or the simulated fleet :class:`sensors.simulated.SimulatedSource`
   read in-process when nothing else runs.
 """
@@ -555,10 +555,10 @@ def rolling_forecast(result, horizon_s: float = FORECAST_S, every_s: float = FOR
 @cache_resource(show_spinner="Calibrating every GPU against its telemetry ...", max_entries=4)
 def gpu_fit(source: str, facility: str, seconds: float = 900.0, seed: int = 0) -> GpuFit:
     """:func:`twin.calibration.core.calibrate` on ``source`` or, with none, on the synthetic fleet of
-    :func:`twin.io.telemetry.simulate_fleet` (8 GPUs of the facility's TDP; GPU 5 has a cold
+    :func:`sensors.synthetic.simulate_fleet` (8 GPUs of the facility's TDP; GPU 5 has a cold
     plate gone bad, 1.8 x its resistance, so that the anomaly flags have something to show)."""
+    from sensors.synthetic import simulate_fleet
     from twin.calibration.core import calibrate
-    from twin.io.telemetry import simulate_fleet
 
     spec = load_spec(facility)
     if source:
@@ -567,7 +567,7 @@ def gpu_fit(source: str, facility: str, seconds: float = 900.0, seed: int = 0) -
     else:
         tdp = spec.sites[0].building.rack.gpu.tdp
         ds, _truth = simulate_fleet(8, seconds, seed=seed, tdp=tdp, resistance_step=(5, 0, 1.8))
-        label = f"synthetic fleet (twin.io.telemetry.simulate_fleet, 8 GPUs, {seconds:g} s)"
+        label = f"synthetic fleet (sensors.synthetic.simulate_fleet, 8 GPUs, {seconds:g} s)"
     result = calibrate(ds, spec)
     forecast, flags = rolling_forecast(result)
     return GpuFit(ds, result, label, forecast, flags)

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_calibrate.py [--gpus 1000] [--hours 2] [--filter-gpus 300000]
 
-1. A synthetic fleet (``twin.io.telemetry.simulate_fleet``: hidden R and C spread ±30 %, 0.25 K
+1. A synthetic fleet (``sensors.synthetic.simulate_fleet``: hidden R and C spread ±30 %, 0.25 K
    sensor noise, 1 °C quantization, 1 s averaged power, jitter, drops and gaps) is calibrated on
    the first 60 % and predicted on the rest; recovery of R and C and the coverage of the stated
    95 % intervals are printed.
@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 import twin  # noqa: E402,F401  (float64)
+from sensors.synthetic import simulate_fleet
 from twin import estimate as E  # noqa: E402
 from twin.calibration.core import CalibrationConfig, calibrate  # noqa: E402
-from twin.io.telemetry import simulate_fleet, to_grid  # noqa: E402
+from twin.io.telemetry import to_grid  # noqa: E402
 
 
 def fleet_recovery(n: int, hours: float, seed: int = 7) -> dict:

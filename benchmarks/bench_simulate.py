@@ -36,8 +36,9 @@ import twin  # noqa: E402,F401  (float64)
 from physics import facility as F  # noqa: E402
 from twin.model import Boundary, LoadMix, build_params  # noqa: E402
 from twin.spec import FACILITY_DIR, load_facility, parse_facility  # noqa: E402
+from twin.units import ZERO_CELSIUS_K  # noqa: E402
 
-C0 = 273.15
+C0 = ZERO_CELSIUS_K
 
 
 def boundary(spec):

@@ -763,8 +763,8 @@ def step(
         c = gpu_constants(p, d, dt)
     # ---------------- GPUs ----------------
     t_mid = t0 + 0.5 * dt
-    diurnal = 1.0 + p.load_diurnal_amplitude * jnp.cos(
-        2.0 * jnp.pi * (t_mid / 3600.0 + hour0 - p.load_diurnal_peak_hour) / 24.0
+    diurnal = workload.diurnal_factor(
+        p.load_diurnal_amplitude, p.load_diurnal_peak_hour, t_mid / 3600.0 + hour0
     )
     g = gpu_step(p, d, s, c, dt, t0, diurnal)
 

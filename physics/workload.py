@@ -69,12 +69,16 @@ def square_wave_exponential_integral(lam, period, duty, phase, t0, dt):
     return m1 - jnp.exp(-lam * dt) * m0
 
 
-def diurnal_level(mean, amplitude, peak_hour, t):
-    r"""Inference utilization following the daily request cycle [-]:
+def diurnal_factor(amplitude, peak_hour, hour):
+    r"""Daily request cycle of inference load, as a factor on its mean utilization [-]:
 
-    .. math:: u(t) = \bar u\,\bigl(1 + a\cos(2\pi (t/3600 - h_{peak})/24)\bigr)
+    .. math:: f(h) = 1 + a\cos\bigl(2\pi (h - h_{peak})/24\bigr)
+
+    ``hour`` and ``peak_hour`` [h] on the same clock (UTC hour of year in the facility model);
+    ``amplitude`` :math:`a` [-]. Works on NumPy and JAX arrays alike. Request traffic of
+    interactive services peaks once a day (refs 6).
     """
-    return mean * (1.0 + amplitude * jnp.cos(2.0 * jnp.pi * (t / 3600.0 - peak_hour) / 24.0))
+    return 1.0 + amplitude * jnp.cos(2.0 * jnp.pi * (hour - peak_hour) / 24.0)
 
 
 def square_wave_memory_constants(decay_on, decay_off):

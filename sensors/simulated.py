@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from physics.constants import ZERO_CELSIUS_K
 from sensors.base import (
     AbstractSource,
     Batch,
@@ -36,7 +37,7 @@ from sensors.base import (
 TICK = 0.05  # internal step [s]
 WINDOW_TICKS = 20  # 1 s power average
 BLOCK_TICKS = 20  # ticks simulated per JAX call (1 s)
-ZERO_C = 273.15
+ZERO_C = ZERO_CELSIUS_K
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +81,7 @@ def _make_kernel():
     import jax
     import jax.numpy as jnp
 
-    from physics import gpu, workload
-
-    # The energy counter and temperatures need float64 (physics runs in x64 everywhere).
-    jax.config.update("jax_enable_x64", True)
+    from physics import gpu, workload  # importing physics turns on float64 (energy counter)
 
     def tick(carry, t, p, wl):
         temp, temp_hbm, energy, ring, k = carry

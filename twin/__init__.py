@@ -1,9 +1,50 @@
 """Superfactory Twin: composes physics and sensors into simulation, calibration and placement.
 
-Importing ``twin`` turns on JAX float64: energy balances to 1e-6 over a day of a 300,000-GPU
-facility and finite-difference gradient checks need it.
+Importing ``twin`` imports :mod:`physics`, which turns on JAX float64 (the one place that does).
+The small public API is re-exported here and imported on first use, so that ``twin --help`` and
+the sensor daemon do not pay for JAX compilation machinery they never use:
+
+* :func:`load_spec` (:func:`twin.spec.load_facility`): a facility spec by name or TOML path;
+* :func:`prepare`, :func:`simulate`, :func:`init_run`, :func:`step_run`
+  (:mod:`twin.simulate`): the facility model stepped in time;
+* :func:`calibrate` (:mod:`twin.calibration`): fit the model to telemetry;
+* :func:`assimilate` (:mod:`twin.estimate`): live state estimation;
+* :func:`replay`, :func:`compare` (:mod:`twin.placement`): placement under policies.
+
+See docs/architecture.md for the layout and the rule of layers.
 """
 
-import jax
+from __future__ import annotations
 
-jax.config.update("jax_enable_x64", True)
+import importlib
+from typing import Any
+
+import physics  # noqa: F401  (float64 JAX, see physics/__init__.py)
+
+#: Public name -> "module:attribute" it is re-exported from.
+_PUBLIC = {
+    "load_spec": "twin.spec:load_facility",
+    "prepare": "twin.simulate:prepare",
+    "simulate": "twin.simulate:simulate",
+    "init_run": "twin.simulate:init_run",
+    "step_run": "twin.simulate:step_run",
+    "calibrate": "twin.calibration:calibrate",
+    "assimilate": "twin.estimate:assimilate",
+    "replay": "twin.placement:replay",
+    "compare": "twin.placement:compare",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'twin' has no attribute {name!r}")
+    module, attr = _PUBLIC[name].split(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

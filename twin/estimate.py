@@ -54,8 +54,6 @@ import xarray as xr
 from twin.io.telemetry import Grid
 from twin.units import SpecError
 
-jax.config.update("jax_enable_x64", True)
-
 
 @dataclasses.dataclass(frozen=True)
 class FilterConfig:

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from twin.resources import data_dir
-from twin.units import SpecError, parse_quantity
+from twin.units import ZERO_CELSIUS_K, SpecError, parse_quantity
 
 FACILITY_DIR = data_dir("facilities")
 
 #: Physically meaningful range of a liquid coolant setpoint [K]: above PG25's freezing point
 #: (-9.8 °C, refs 2a) with margin, below the ASHRAE W+ band's practical ceiling (~65 °C).
-SETPOINT_RANGE_K = (273.15 + 2.0, 273.15 + 65.0)
+SETPOINT_RANGE_K = (ZERO_CELSIUS_K + 2.0, ZERO_CELSIUS_K + 65.0)
 
 
 def bundled_toml(name_or_path: str | Path, directory: Path, field: str, kind: str) -> Path:

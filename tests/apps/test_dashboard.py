@@ -135,8 +135,8 @@ def test_hall_floor_plans_and_rack_drill_down_match_the_twin(app, twin_run):
 
 # ------------------------------------------------------------------------------ GPU
 def test_gpu_page_shows_the_calibration_of_the_synthetic_fleet(app):
+    from sensors.synthetic import simulate_fleet
     from twin.calibration.core import calibrate
-    from twin.io.telemetry import simulate_fleet
     from twin.spec import load_facility
 
     spec = load_facility(FACILITY)

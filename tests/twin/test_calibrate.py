@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from sensors.synthetic import simulate_fleet
 from twin.calibration import core as C
 from twin.cli import main
-from twin.io.telemetry import open_telemetry, simulate_fleet, to_grid
+from twin.io.telemetry import open_telemetry, to_grid
 from twin.units import SpecError
 
 TRACES = ("nanogpt_pr643_h100x8_b443a1c3.csv", "nanogpt_pr643_h100x8_32fcbd7a.csv")

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from sensors.synthetic import simulate_fleet
 from twin import estimate as E
 from twin.calibration.core import CalibrationConfig, calibrate
-from twin.io.telemetry import simulate_fleet, to_grid
+from twin.io.telemetry import to_grid
 from twin.units import SpecError
 
 CAL_S = 7200

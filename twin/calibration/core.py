@@ -65,7 +65,6 @@ import xarray as xr
 from twin.io.telemetry import Grid, fleet_hosts, open_telemetry, to_grid
 from twin.units import ZERO_CELSIUS_K, SpecError
 
-jax.config.update("jax_enable_x64", True)
 log = logging.getLogger("twin.calibration.core")
 
 #: Parameter vector of one GPU, in order.
