@@ -12,10 +12,10 @@ Sources of each quantity:
   same compiled function and arguments as ``simulate`` (so it equals
   ``final_rack_max_gpu_temperature`` of the Dataset, which the tests check);
 * per-rack IT power and coolant return: the twin's steady state for each rack's load at the
-  run's last hour (:func:`twin.placement.core.steady_state`), because the dynamic run records
+  run's last hour (:func:`twin.placement.steady_state`), because the dynamic run records
   site totals only;
-* placement what-if: :func:`twin.placement.core.compare` on jobs from :mod:`twin.io.jobs`;
-* GPU page: :func:`twin.calibration.core.calibrate` and :mod:`twin.estimate` on telemetry read by
+* placement what-if: :func:`twin.placement.compare` on jobs from :mod:`twin.io.jobs`;
+* GPU page: :func:`twin.calibration.calibrate` and :mod:`twin.estimate` on telemetry read by
   :func:`twin.io.telemetry.open_telemetry` (store, recorded file or Prometheus) or, with no
   source, the synthetic fleet of :func:`sensors.synthetic.simulate_fleet`;
 * live: the telemetry source, or the simulated fleet :class:`sensors.simulated.SimulatedSource`
@@ -236,7 +236,7 @@ def rack_table(run, state, hours: float) -> pd.DataFrame:
     and coolant temperatures of the twin's steady state for the rack's load at the last hour."""
     import jax.numpy as jnp
 
-    from twin.placement import core as placement
+    from twin import placement
 
     p, d = run.params, run.derived
     out = rack_layout(p)
@@ -253,7 +253,7 @@ def rack_table(run, state, hours: float) -> pd.DataFrame:
         p, d, jnp.asarray(u_mean), jnp.asarray(u_hot), jnp.asarray(hour)
     )
     t_in = jnp.maximum(steady.tcs_supply, p.tcs_supply_setpoint)[p.rack_cdu]
-    _it, liquid, _air, _hot, _hbm = placement._racks(
+    _it, liquid, _air, _hot, _hbm = placement.rack_conditions(
         p, d, t_in, jnp.asarray(u_mean), jnp.asarray(u_hot)
     )
     out["power_kw"] = np.asarray(steady.rack_it) / 1e3
@@ -345,9 +345,9 @@ def placement_results(
     caps_text: str,
     objective: str,
 ):
-    """:func:`twin.placement.core.compare` of ``policies`` (``_jobs``: the JobSet, keyed by
+    """:func:`twin.placement.compare` of ``policies`` (``_jobs``: the JobSet, keyed by
     ``jobs_key``); returns (results by policy, comparison table)."""
-    from twin.placement import core as placement
+    from twin import placement
 
     run = prepared(facility, step_s, start, "", 0)
     caps = placement.parse_caps([c.strip() for c in caps_text.split(",") if c.strip()])
@@ -358,8 +358,8 @@ def placement_results(
 
 
 def parse_caps_text(caps_text: str) -> dict:
-    """'rack=130 kW, row=1.3 MW' -> caps in W (:func:`twin.placement.core.parse_caps`)."""
-    from twin.placement import core as placement
+    """'rack=130 kW, row=1.3 MW' -> caps in W (:func:`twin.placement.parse_caps`)."""
+    from twin import placement
 
     return placement.parse_caps([c.strip() for c in caps_text.split(",") if c.strip()])
 
@@ -505,7 +505,7 @@ class GpuFit:
     """Telemetry, the twin's per-GPU calibration of it, and the live filter's forecasts."""
 
     telemetry: xr.Dataset
-    result: object  # twin.calibration.core.CalibrationResult
+    result: object  # twin.calibration.CalibrationResult
     source: str
     forecast: pd.DataFrame  # time, gpu, forecast_c, sd_k: each made FORECAST_S earlier
     flags: list[dict]  # twin.estimate.anomalies at the end of the record
@@ -554,11 +554,11 @@ def rolling_forecast(result, horizon_s: float = FORECAST_S, every_s: float = FOR
 
 @cache_resource(show_spinner="Calibrating every GPU against its telemetry ...", max_entries=4)
 def gpu_fit(source: str, facility: str, seconds: float = 900.0, seed: int = 0) -> GpuFit:
-    """:func:`twin.calibration.core.calibrate` on ``source`` or, with none, on the synthetic fleet of
+    """:func:`twin.calibration.calibrate` on ``source`` or, with none, on the synthetic fleet of
     :func:`sensors.synthetic.simulate_fleet` (8 GPUs of the facility's TDP; GPU 5 has a cold
     plate gone bad, 1.8 x its resistance, so that the anomaly flags have something to show)."""
     from sensors.synthetic import simulate_fleet
-    from twin.calibration.core import calibrate
+    from twin.calibration import calibrate
 
     spec = load_spec(facility)
     if source:
@@ -605,7 +605,7 @@ def gpu_series(fit: GpuFit, gpu: str) -> pd.DataFrame:
     res = fit.result
     g = res.grid
     i = g.gpu.index(gpu)
-    from twin.calibration.core import Z95
+    from twin.calibration import Z95
 
     sd = res.prediction_sd[i]  # parameters (delta method) + reading noise [K]
     t = pd.to_datetime(g.times, unit="ns")

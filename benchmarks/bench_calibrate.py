@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import twin  # noqa: E402,F401  (float64)
 from sensors.synthetic import simulate_fleet
 from twin import estimate as E  # noqa: E402
-from twin.calibration.core import CalibrationConfig, calibrate  # noqa: E402
+from twin.calibration import CalibrationConfig, calibrate  # noqa: E402
 from twin.io.telemetry import to_grid  # noqa: E402
 
 

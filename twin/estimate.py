@@ -1,7 +1,7 @@
 r"""Live state estimation: an extended Kalman filter over the calibrated GPU model, in JAX.
 
 State of GPU :math:`i` (``(G, 3)``): the fast and slow branch rises :math:`x_f, x_s` [K] of the
-model of :mod:`twin.calibration.core` and :math:`m = \ln(R_f/R_{f,cal})`, the log-drift of the die
+model of :mod:`twin.calibration` and :math:`m = \ln(R_f/R_{f,cal})`, the log-drift of the die
 resistance (a failing thermal interface, a blocked cold plate).  State of loop :math:`\ell`:
 :math:`d_\ell` [K], the drift of its inlet temperature (an approach that grows: fouling, a pump or
 valve losing flow).  Both drifts are random walks:

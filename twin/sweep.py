@@ -80,7 +80,7 @@ def run_case(case: Case) -> dict:
     """Run one sweep case (in a worker process); returns a flat result row."""
     import twin  # noqa: F401  (float64)
     from twin.io.jobs import generate_jobs, load_jobs
-    from twin.placement.core import build_topology, check_feasible, replay
+    from twin.placement import build_topology, check_feasible, replay
     from twin.simulate import prepare
     from twin.spec import load_facility
 
@@ -145,7 +145,7 @@ def make_cases(
     carbon: dict[str, str] | None = None,
 ) -> list[Case]:
     """The cross product days x weather years x policies (sites are those of the facility)."""
-    from twin.placement.core import POLICIES
+    from twin.placement import POLICIES
     from twin.simulate import parse_start
 
     for pol in policies:

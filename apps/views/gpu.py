@@ -1,5 +1,5 @@
 """GPU page: measured vs twin-predicted die temperature with its band, the calibrated
-parameters with their uncertainty, and anomaly flags (:mod:`twin.calibration.core`)."""
+parameters with their uncertainty, and anomaly flags (:mod:`twin.calibration`)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def render(ctx) -> None:
     summary = fit.result.summary
     st.header("GPUs — calibrated twin vs measurement")
     st.caption(
-        f"Telemetry: {fit.source}. {summary['n_gpus']} GPUs calibrated (twin.calibration.core); the "
+        f"Telemetry: {fit.source}. {summary['n_gpus']} GPUs calibrated (twin.calibration); the "
         f"first {100 * summary['train_fraction']:.0f} % of the record is fitted, the rest "
         "predicted from the measured power alone."
     )

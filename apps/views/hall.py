@@ -75,7 +75,7 @@ def render(ctx) -> None:
     st.header(f"Halls — {spec.name}")
     st.caption(
         "GPU temperatures: end of the twin run (dynamic). Rack IT power and coolant return: the "
-        "twin's steady state for each rack's load at that hour (twin.placement.core.steady_state)."
+        "twin's steady state for each rack's load at that hour (twin.placement.steady_state)."
     )
     sites = {s.name: s for s in spec.sites}
     c1, c2, c3 = st.columns([2, 1, 2])

@@ -1,5 +1,5 @@
 """Placement what-if: a job set and policies, replayed on the twin by
-:func:`twin.placement.core.compare`; energy, carbon and maximum temperature compared; plan download."""
+:func:`twin.placement.compare`; energy, carbon and maximum temperature compared; plan download."""
 
 from __future__ import annotations
 
@@ -87,14 +87,14 @@ def _jobs(source: str, spec, hours: float):
 
 
 def render(ctx) -> None:
-    from twin.placement.core import POLICIES
+    from twin.placement import POLICIES
 
     s = ctx.settings
     spec = data.load_spec(s.facility)
     st.header(f"Placement what-if — {spec.name}")
     st.caption(
         "Every policy sees the same jobs, the same twin and the same start; jobs are placed at "
-        "arrival and the twin is stepped in epochs (twin.placement.core.compare). 'twin' co-optimizes "
+        "arrival and the twin is stepped in epochs (twin.placement.compare). 'twin' co-optimizes "
         "placement and cooling setpoints through the differentiable twin."
     )
     source = st.radio("Job set", SOURCES, horizontal=True, key="pl_source")

@@ -78,7 +78,7 @@ def test_fleet_shows_the_twin_numbers_of_both_sites(app, twin_run):
 def test_hall_floor_plans_and_rack_drill_down_match_the_twin(app, twin_run):
     import jax.numpy as jnp
 
-    from twin.placement import core as placement
+    from twin import placement
 
     run, ds, summary = twin_run
     p = run.params
@@ -136,7 +136,7 @@ def test_hall_floor_plans_and_rack_drill_down_match_the_twin(app, twin_run):
 # ------------------------------------------------------------------------------ GPU
 def test_gpu_page_shows_the_calibration_of_the_synthetic_fleet(app):
     from sensors.synthetic import simulate_fleet
-    from twin.calibration.core import calibrate
+    from twin.calibration import calibrate
     from twin.spec import load_facility
 
     spec = load_facility(FACILITY)
@@ -169,7 +169,7 @@ def test_gpu_page_shows_the_calibration_of_the_synthetic_fleet(app):
 def test_placement_compares_policies_like_the_twin(app, tmp_path):
     from twin.io.jobs import load_jobs
     from twin.model import LoadMix
-    from twin.placement.core import compare
+    from twin.placement import compare
     from twin.simulate import prepare
     from twin.spec import load_facility
 

@@ -9,7 +9,7 @@ import pytest
 
 from sensors.synthetic import simulate_fleet
 from twin import estimate as E
-from twin.calibration.core import CalibrationConfig, calibrate
+from twin.calibration import CalibrationConfig, calibrate
 from twin.io.telemetry import to_grid
 from twin.units import SpecError
 

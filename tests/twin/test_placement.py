@@ -1,4 +1,4 @@
-"""Placement policies on the twin (twin.placement.core): optimality on small cases, replay, errors."""
+"""Placement policies on the twin (twin.placement): optimality on small cases, replay, errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import xarray as xr
 import twin  # noqa: F401  (float64)
 from twin.cli import main as twin_main
 from twin.io.jobs import JobSet, generate_jobs, validate_jobs
-from twin.placement.core import (
+from twin.placement import (
     Infeasible,
     build_topology,
     check_feasible,
@@ -230,7 +230,7 @@ def test_twin_fws_setpoint_ramps_down_without_chiller_pulldown(mini):
     6 h the ramp trades chiller energy for leakage (warmer water for longer): cooling falls,
     total stays within 0.2 % (+0.14 % here; on the superfactory's 48 h July replay the ramp
     saves 1.1 % of the total, docs/placement.md)."""
-    from twin.placement.core import FWS_RAMP_DOWN_K_PER_H
+    from twin.placement import FWS_RAMP_DOWN_K_PER_H
 
     run, topo = mini
     jobs = generate_jobs(run.spec.gpus, hours=6, load=0.65, site_gpus=576, seed=5)
@@ -348,7 +348,7 @@ def test_parked_rack_draws_its_standby_power_only(one_rack):
     import jax
 
     from physics import facility as F
-    from twin.placement.core import with_power_state, with_schedule
+    from twin.placement import with_power_state, with_schedule
 
     run, _ = one_rack
     p = with_schedule(run.params, [0.0], [0.0], [1.0], [0.0])  # no job on the rack
@@ -394,7 +394,7 @@ def test_twin_parks_idle_racks_and_wakes_them_for_a_burst(mini):
     """Parking saves the idle power of the parked rack-hours (less standby), independently
     computed from the spec's idle figures; the burst job waits for its racks to wake (at most
     the wake time) and nothing else changes: same jobs, zero violations."""
-    from twin.placement.core import RACK_STANDBY_W, RACK_WAKE_S
+    from twin.placement import RACK_STANDBY_W, RACK_WAKE_S
 
     run, topo = mini
     jobs = _parking_jobs()

@@ -702,7 +702,7 @@ def calibrate(
     if not 0.05 <= cfg.train_fraction <= 1.0:
         raise SpecError("--train-fraction", cfg.train_fraction, "a fraction between 0.05 and 1")
     t_start = time.perf_counter()
-    spec = _load_spec(facility)
+    spec = load_spec(facility)
     pri = Priors.from_spec(spec)
     if isinstance(telemetry, Grid):
         grid = telemetry
@@ -851,7 +851,7 @@ def calibrate(
     return CalibrationResult(params, summary, grid, pred, pred_sd, n_train, theta, cov)
 
 
-def _load_spec(facility: object) -> object:
+def load_spec(facility: object) -> object:
     from twin.spec import FacilitySpec, load_facility
 
     if isinstance(facility, FacilitySpec):

@@ -74,7 +74,7 @@ def _need(args: argparse.Namespace, name: str) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from twin.calibration.core import CalibrationConfig, calibrate, plot_fit, summary_json
+    from twin.calibration import CalibrationConfig, calibrate, plot_fit, summary_json
     from twin.io.telemetry import open_telemetry
 
     telemetry = _need(args, "telemetry")
@@ -82,9 +82,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not (0.05 <= args.train_fraction <= 1.0):
         raise SpecError("--train-fraction", args.train_fraction, "a fraction between 0.05 and 1")
     t0 = time.perf_counter()
-    from twin.calibration.core import _load_spec
+    from twin.calibration import load_spec
 
-    spec = _load_spec(facility)
+    spec = load_spec(facility)
     ds = open_telemetry(telemetry, start=args.start, end=args.end)
     result = calibrate(ds, spec, CalibrationConfig(train_fraction=args.train_fraction))
     result.summary["wall_seconds"] = round(time.perf_counter() - t0, 3)
@@ -165,11 +165,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import numpy as np
 
     from twin import estimate as E
-    from twin.calibration.core import CalibrationConfig, _load_spec, calibrate, load_params
+    from twin.calibration import CalibrationConfig, calibrate, load_params, load_spec
     from twin.io.telemetry import open_telemetry, to_grid
 
     telemetry = _need(args, "telemetry")
-    spec = _load_spec(_need(args, "facility"))
+    spec = load_spec(_need(args, "facility"))
     ds = open_telemetry(telemetry)
     grid = to_grid(ds)
     start = 0

@@ -94,11 +94,11 @@ class _Limited:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from twin.calibration.core import CalibrationConfig, calibrate, plot_fit
+    from twin.calibration import CalibrationConfig, calibrate, plot_fit
     from twin.cli.simulate import site_pairs
     from twin.io.jobs import generate_jobs, load_jobs
     from twin.model import LoadMix
-    from twin.placement.core import compare
+    from twin.placement import compare
     from twin.simulate import prepare, progress_printer, simulate
     from twin.spec import load_facility
 
@@ -167,7 +167,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _cal_summary(cal) -> str:
-    from twin.calibration.core import summary_json
+    from twin.calibration import summary_json
 
     return summary_json(cal)
 

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sweep:
         args.policy = [args.policy] if not args.compare else None
         return run_sweep_cli(args)
-    from twin.placement.core import POLICIES, build_topology, check_feasible, parse_caps, replay
+    from twin.placement import POLICIES, build_topology, check_feasible, parse_caps, replay
     from twin.simulate import prepare, progress_printer, write_netcdf
     from twin.spec import load_facility
 
@@ -253,7 +253,7 @@ def _table(summaries: dict) -> None:
 
 
 def run_sweep_cli(args: argparse.Namespace) -> int:
-    from twin.placement.core import POLICIES
+    from twin.placement import POLICIES
     from twin.sweep import make_cases, run_sweep
 
     if not args.days:

@@ -20,7 +20,7 @@ deferral      optional: how long the start may be delayed [s] (flexible work; de
 ============  ==========================================================================
 
 JSON is either a list of such objects or ``{"jobs": [...]}``.  Locality rules (enforced by
-:mod:`twin.placement.core`): a job of at most one rack of GPUs (72 on an NVL72) stays in one rack
+:mod:`twin.placement`): a job of at most one rack of GPUs (72 on an NVL72) stays in one rack
 (NVLink domain); larger jobs stay in one site, and ``training`` jobs larger than half a rack take
 whole racks.
 

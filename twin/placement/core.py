@@ -118,7 +118,7 @@ def _gpu_terms(p: F.FacilityParams, d: F.Derived):
     return res, g, die_idle, die_dyn, c0
 
 
-def _racks(p, d, t_in, u_mean, u_hot, p_hot=None):
+def rack_conditions(p, d, t_in, u_mean, u_hot, p_hot=None):
     """Per-rack IT power, liquid and air heat (from ``p``) and the hottest GPU die and HBM
     temperatures at ``u_hot`` (from ``p_hot``: a powered rack, even if ``p`` parks it)."""
     r = p.n_racks
@@ -189,7 +189,7 @@ def steady_state(
         p_hot, p = p, with_power_state(p, *power)
     t_in = p.tcs_supply_setpoint[p.rack_cdu]
     for _ in range(passes):
-        rack_it, liquid, air_heat, hot, hbm = _racks(p, d, t_in, u_mean, u_hot, p_hot)
+        rack_it, liquid, air_heat, hot, hbm = rack_conditions(p, d, t_in, u_mean, u_hot, p_hot)
         cdu_liquid = F._segment_sum(liquid, p.rack_cdu, n) + d.tcs_pump_heat
         mixed = p.tcs_supply_setpoint + cdu_liquid / d.cdu_capacity_rate
         sup = jnp.broadcast_to(p.fws_supply_setpoint[:, None], (b, p.n_fws_tanks))
