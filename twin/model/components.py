@@ -1,0 +1,232 @@
+"""One builder per component of a site: each returns FacilityParams fields for that site.
+
+Arrays have the site's own leading dimension (racks, CDUs, buildings or 1 for the site);
+:func:`twin.model.build.build_params` concatenates them over sites. Index fields (which CDU a
+rack belongs to, ...) count from the offsets of the sites before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from physics import coldplate, heat_rejection, hydraulics
+from physics.heat_exchangers import ntu_counterflow
+from twin.model.design import PUMP_SHUTOFF_RATIO, VALVE_OPEN_FLOW_MARGIN, SiteDesign
+from twin.spec import Site
+from twin.units import SpecError
+
+#: Design air temperature at which the dry coolers are sized [K] (25 °C).
+_DRY_COOLER_DESIGN_AIR_K = 298.15
+
+Fields = dict[str, np.ndarray]
+
+
+def gpu_params(
+    site: Site, design: SiteDesign, rng: np.random.Generator, gpu_spread: float
+) -> Fields:
+    """GPU and cold-plate fields, shape (racks, 1, 1, 1), or (racks, trays, paths, series) with
+    ``gpu_spread`` > 0: per-GPU log-normal spreads of junction resistance, heat capacity and
+    leakage slope (drawn from ``rng`` in that order).
+
+    The cold plate's reference UA gives the vendor junction-coolant resistance at the design
+    flow of one plate path.
+    """
+    rack = site.building.rack
+    g = rack.gpu
+    path_flow = design.rack_flow / (rack.trays * rack.paths_per_tray)
+    path_cap = design.tcs_density * design.tcs_specific_heat * path_flow
+    ua_ref = float(
+        coldplate.ua_for_mean_fluid_resistance(
+            g.resistance_junction_coolant, g.resistance_junction_wall, path_cap
+        )
+    )
+    if not np.isfinite(ua_ref) or ua_ref <= 0:
+        raise SpecError(
+            f"gpu_models.{g.name}.resistance_junction_coolant",
+            g.resistance_junction_coolant,
+            "a resistance that the cold plate can reach at the design flow "
+            f"(path capacity rate {path_cap:.0f} W/K): larger than "
+            f"resistance_junction_wall + 1/(2 m cp) = "
+            f"{g.resistance_junction_wall + 0.5 / path_cap:.4f} K/W",
+        )
+    # Parameters shared by all GPUs of a rack are stored per rack and broadcast.
+    per_rack = (site.racks, 1, 1, 1)
+    per_gpu = (site.racks, rack.trays, rack.paths_per_tray, rack.plates_in_series)
+
+    def spread(base: float) -> np.ndarray:
+        if gpu_spread <= 0:
+            return np.full(per_rack, base)
+        return base * rng.lognormal(0.0, gpu_spread, per_gpu)
+
+    fields = {"gpu_resistance_jw": spread(g.resistance_junction_wall)}
+    fields["gpu_capacitance"] = spread(g.heat_capacity)
+    fields["gpu_leakage_coeff"] = spread(g.leakage_coefficient)
+    shared = {
+        "gpu_leakage_ref": g.leakage_at_reference,
+        "gpu_power_idle": g.power_idle_static,
+        "gpu_power_dynamic": g.power_dynamic,
+        "gpu_power_limit": g.power_limit,
+        "gpu_hbm_resistance": g.hbm_resistance,
+        "gpu_hbm_capacitance": g.hbm_heat_capacity,
+        "gpu_hbm_power_idle": g.hbm_idle_power,
+        "gpu_hbm_power_share": g.hbm_power_share,
+        "gpu_temp_ref": g.reference_temperature,
+        "gpu_temp_max_operating": g.max_operating_temperature,
+        "gpu_air_fraction": g.air_fraction,
+        "coldplate_ua_ref": ua_ref,
+        "coldplate_flow_ref": path_flow,
+        "coldplate_exponent": rack.coldplate_flow_exponent,
+    }
+    return fields | {name: np.full(per_rack, value) for name, value in shared.items()}
+
+
+def rack_params(site: Site, design: SiteDesign, first_cdu: int) -> Fields:
+    """Per-rack non-GPU power, branch resistance and row CDU (racks fill rows in order)."""
+    b = site.building
+    rack = b.rack
+    n = site.racks
+    return {
+        "rack_other_power_idle": np.full(n, rack.other_power_idle),
+        "rack_other_power_max": np.full(n, rack.other_power_max),
+        "rack_other_liquid_fraction": np.full(n, rack.other_liquid_fraction),
+        "rack_resistance": np.full(n, design.rack_resistance),
+        "rack_cdu": first_cdu + np.repeat(np.arange(site.cdus), b.racks_per_row),
+    }
+
+
+def _cdu_ua(site: Site, design: SiteDesign) -> float:
+    """CDU exchanger UA [W/K] that reaches the template's approach at design heat and flows."""
+    cdu = site.building.cdu
+    row_heat = design.row_heat
+    c_hot, c_cold = design.cdu_capacity_rate_hot, design.cdu_capacity_rate_cold
+    c_min, c_max = min(c_hot, c_cold), max(c_hot, c_cold)
+    dt_min_side = row_heat / c_min
+    eps = (
+        dt_min_side / (dt_min_side + cdu.approach)
+        if c_hot <= c_cold
+        else (row_heat / c_max) / (row_heat / c_max + cdu.approach) * c_max / c_min
+    )
+    if not 0 < eps < 1:
+        raise SpecError(
+            f"cdu_templates.{cdu.name}.approach",
+            cdu.approach,
+            "an approach the exchanger can reach at design flows",
+        )
+    return float(ntu_counterflow(eps, c_min / c_max)) * c_min
+
+
+def cdu_params(
+    site: Site,
+    design: SiteDesign,
+    first_building: int,
+    setpoint_offset: float = 0.0,
+    pump_speed: float = 1.0,
+) -> Fields:
+    """Per-CDU secondary (TCS) loop and exchanger fields; CDUs go building, floor, row."""
+    b = site.building
+    n = site.cdus
+    ua = _cdu_ua(site, design)
+    shared = {
+        "tcs_density": design.tcs_density,
+        "tcs_specific_heat": design.tcs_specific_heat,
+        "tcs_pump_speed": pump_speed,
+        "tcs_pump_head_shutoff": design.tcs_pump_head_shutoff,
+        "tcs_pump_curve_coeff": design.tcs_pump_curve_coeff,
+        "tcs_pump_efficiency": b.cdu.pump_efficiency,
+        "tcs_header_resistance": design.header_resistance,
+        "tcs_volume": b.cdu.loop_volume,
+        "tcs_supply_setpoint": site.tcs_supply_temperature + setpoint_offset,
+        "cdu_ua_design": ua,
+        "cdu_flow_design_hot": design.cdu_capacity_rate_hot,
+        "cdu_flow_design_cold": design.cdu_capacity_rate_cold,
+    }
+    fields = {name: np.full(n, value) for name, value in shared.items()}
+    fields["cdu_building"] = first_building + np.repeat(
+        np.arange(b.count), design.cdus_per_building
+    )
+    fields["cdu_floor"] = np.tile(np.repeat(np.arange(b.floors), b.rows_per_floor), b.count)
+    return fields
+
+
+def facility_water_params(
+    site: Site, design: SiteDesign, site_index: int, setpoint_offset: float = 0.0
+) -> Fields:
+    """Per-building facility water (FWS) loop: pump curve, CDU branches, risers, volumes.
+
+    One pump per building drives all its CDUs' primary sides at design flow; floor f's riser
+    adds ``f`` x ``riser_pressure_drop`` at the flow of one floor's CDUs.
+    """
+    b = site.building
+    fw = site.facility_water
+    q_cdu = design.cdu_primary_flow
+    q_building = design.cdus_per_building * q_cdu
+    h0, k_pump = hydraulics.pump_curve_from_design(q_building, fw.pump_pressure, PUMP_SHUTOFF_RATIO)
+    internal = fw.pump_pressure - b.cdu.primary_pressure_drop
+    if internal < 0:
+        raise SpecError(
+            f"sites.{site.key}.facility_water.pump_pressure",
+            fw.pump_pressure,
+            "at least the CDU primary pressure drop",
+        )
+    shared = {
+        "fws_density": design.fws_density,
+        "fws_specific_heat": design.fws_specific_heat,
+        "fws_supply_setpoint": fw.supply_temperature + setpoint_offset,
+        "fws_pump_head_shutoff": h0,
+        "fws_pump_curve_coeff": k_pump + internal / q_building**2,
+        "fws_pump_efficiency": fw.pump_efficiency,
+        "fws_pressure_min": fw.minimum_pressure,
+        "fws_cdu_resistance": (b.cdu.primary_pressure_drop / (VALVE_OPEN_FLOW_MARGIN * q_cdu) ** 2),
+        "fws_supply_volume": fw.supply_volume,
+        "fws_return_volume": fw.return_volume,
+    }
+    fields = {name: np.full(b.count, value, dtype=float) for name, value in shared.items()}
+    floors = np.arange(b.floors)
+    riser = floors * fw.riser_pressure_drop / (b.rows_per_floor * q_cdu) ** 2
+    per_floor = {
+        "fws_riser_resistance": riser,
+        "fws_riser_height": floors * b.floor_height,
+        "fws_cdus_per_floor": np.full(b.floors, float(b.rows_per_floor)),
+    }
+    fields |= {name: np.tile(row, (b.count, 1)) for name, row in per_floor.items()}
+    fields["building_site"] = np.full(b.count, site_index)
+    return fields
+
+
+def heat_rejection_params(site: Site, design: SiteDesign) -> Fields:
+    """Per-building heat rejection: dry coolers sized for the building's design heat at 25 °C
+    air, optional adiabatic pads, and trim chillers."""
+    hr = site.heat_rejection
+    heat = design.building_heat
+    ua, c_air = heat_rejection.dry_cooler_design(
+        heat,
+        _DRY_COOLER_DESIGN_AIR_K,
+        hr.approach,
+        hr.air_temperature_rise,
+        heat / site.facility_water.design_delta_t,
+    )
+    shared = {
+        "drycooler_ua_design": float(ua),
+        "drycooler_air_capacity_design": float(c_air),
+        "drycooler_fan_power_design": hr.fan_power_ratio * heat,
+        "drycooler_speed_min": hr.min_fan_speed,
+        "drycooler_ua_exponent": hr.ua_exponent,
+        "adiabatic_enabled": float(hr.adiabatic),
+        "adiabatic_effectiveness": hr.adiabatic_effectiveness,
+        "adiabatic_switch_temp": hr.adiabatic_switch_temperature,
+        "chiller_capacity": hr.chiller_capacity_fraction * heat,
+        "chiller_second_law_efficiency": hr.chiller_second_law_efficiency,
+        "chiller_evaporator_approach": hr.chiller_evaporator_approach,
+        "chiller_condenser_approach": hr.chiller_condenser_approach,
+    }
+    return {
+        name: np.full(site.building.count, value, dtype=float) for name, value in shared.items()
+    }
+
+
+def electrical_params(site: Site) -> Fields:
+    """Site-level air-path fan power ratio and electrical distribution loss, shape (1,)."""
+    return {
+        "air_fan_power_ratio": np.array([site.air_fan_power_ratio], dtype=float),
+        "electrical_loss_fraction": np.array([site.electrical_loss_fraction], dtype=float),
+    }

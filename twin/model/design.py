@@ -1,0 +1,94 @@
+"""The design point of one site's cooling chain, sized once and shared by the component builders.
+
+Flows follow from the spec's design values: rack flow = ``flow_per_power`` x rack design power,
+a row (one CDU) carries ``racks_per_row`` racks, and the CDU primary side carries
+``primary_flow_ratio`` times the secondary capacity rate. Coolant properties are taken at the
+loop's supply temperature + 5 K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from physics import coolant, hydraulics
+from twin.spec import Site
+from twin.units import SpecError
+
+#: Margin of a fully open CDU primary valve over the design flow (valve authority).
+VALVE_OPEN_FLOW_MARGIN = 1.2
+#: Pump shut-off head relative to the design head (end-suction centrifugal pumps).
+PUMP_SHUTOFF_RATIO = 1.25
+#: Coolant properties are taken this far above the loop's supply temperature [K].
+_PROPERTY_OFFSET_K = 5.0
+
+
+@dataclass(frozen=True)
+class SiteDesign:
+    """Design flows, heats, coolant properties and the row hydraulics of one site (SI units)."""
+
+    tcs_density: float  # kg/m3, secondary (TCS) loop
+    tcs_specific_heat: float  # J/kg/K
+    fws_density: float  # kg/m3, facility water (FWS) loop
+    fws_specific_heat: float  # J/kg/K
+    rack_flow: float  # m3/s per rack
+    rack_resistance: float  # Pa s2/m6 of a rack branch
+    row_flow: float  # m3/s through one CDU's row
+    row_heat: float  # W of one row at design power
+    header_resistance: float  # Pa s2/m6 per row header segment
+    tcs_pump_head_shutoff: float  # Pa
+    tcs_pump_curve_coeff: float  # Pa s2/m6: pump curve plus the CDU's internal loss
+    cdu_capacity_rate_hot: float  # W/K, secondary side of a CDU
+    cdu_capacity_rate_cold: float  # W/K, primary side of a CDU
+    cdus_per_building: int
+    building_heat: float  # W of one building at design power
+
+    @property
+    def cdu_primary_flow(self) -> float:
+        """Design facility-water flow through one CDU [m3/s]."""
+        return self.cdu_capacity_rate_cold / (self.fws_density * self.fws_specific_heat)
+
+
+def size_site(site: Site, tcs_table, fws_table) -> SiteDesign:
+    """Size ``site``'s design point; raise SpecError if the CDU pump cannot drive its row."""
+    b = site.building
+    rack = b.rack
+    t_tcs = site.tcs_supply_temperature + _PROPERTY_OFFSET_K
+    t_fws = site.facility_water.supply_temperature + _PROPERTY_OFFSET_K
+    rho_tcs = float(coolant.density(tcs_table, t_tcs))
+    cp_tcs = float(coolant.specific_heat(tcs_table, t_tcs))
+    q_rack = rack.flow_per_power * rack.design_power
+    q_row = b.racks_per_row * q_rack
+    k_header = (
+        hydraulics.resistance_from_design(b.cdu.header_pressure_drop, 0.5 * q_row)
+        if b.cdu.header_pressure_drop > 0
+        else 0.0
+    )
+    h0, k_pump = hydraulics.pump_curve_from_design(q_row, b.cdu.pump_pressure, PUMP_SHUTOFF_RATIO)
+    internal = b.cdu.pump_pressure - rack.pressure_drop
+    if internal < 0:
+        raise SpecError(
+            f"cdu_templates.{b.cdu.name}.pump_pressure",
+            b.cdu.pump_pressure,
+            f"at least the rack pressure drop ({rack.pressure_drop / 1e3:.0f} kPa)",
+        )
+    row_heat = b.racks_per_row * rack.design_power
+    c_hot = rho_tcs * cp_tcs * q_row
+    cdus_per_building = b.floors * b.rows_per_floor
+    return SiteDesign(
+        tcs_density=rho_tcs,
+        tcs_specific_heat=cp_tcs,
+        fws_density=float(coolant.density(fws_table, t_fws)),
+        fws_specific_heat=float(coolant.specific_heat(fws_table, t_fws)),
+        rack_flow=q_rack,
+        rack_resistance=hydraulics.resistance_from_design(rack.pressure_drop, q_rack),
+        row_flow=q_row,
+        row_heat=row_heat,
+        header_resistance=k_header,
+        tcs_pump_head_shutoff=h0,
+        # CDU exchanger, strainer and piping lose the rest of the pump head, in series.
+        tcs_pump_curve_coeff=k_pump + internal / q_row**2,
+        cdu_capacity_rate_hot=c_hot,
+        cdu_capacity_rate_cold=b.cdu.primary_flow_ratio * c_hot,
+        cdus_per_building=cdus_per_building,
+        building_heat=cdus_per_building * row_heat,
+    )
