@@ -100,46 +100,7 @@ class NvmlSource(AbstractSource):
             h = lib.nvmlDeviceGetHandleByIndex(i)
             self._handles.append(h)
             self.unsupported[i] = set()
-            uuid = self._static(i, "uuid", lambda h=h: _s(lib.nvmlDeviceGetUUID(h)), "")
-            self._devices.append(
-                GpuInfo(
-                    key=uuid or f"{self.host}:{i}",
-                    index=i,
-                    host=self.host,
-                    uuid=uuid,
-                    name=self._static(i, "name", lambda h=h: _s(lib.nvmlDeviceGetName(h)), ""),
-                    pci_bus_id=self._static(
-                        i, "pci_bus_id", lambda h=h: _s(lib.nvmlDeviceGetPciInfo(h).busId), ""
-                    ),
-                    power_limit=self._static(
-                        i,
-                        "power_limit",
-                        lambda h=h: lib.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
-                        float("nan"),
-                    ),
-                    temp_slowdown=self._static(
-                        i,
-                        "temp_slowdown",
-                        lambda h=h: float(
-                            lib.nvmlDeviceGetTemperatureThreshold(
-                                h, lib.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
-                            )
-                        ),
-                        float("nan"),
-                    ),
-                    temp_shutdown=self._static(
-                        i,
-                        "temp_shutdown",
-                        lambda h=h: float(
-                            lib.nvmlDeviceGetTemperatureThreshold(
-                                h, lib.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN
-                            )
-                        ),
-                        float("nan"),
-                    ),
-                    location=location,
-                )
-            )
+            self._devices.append(self._device_info(i, h, location))
         self._fi = []
         for name, fld in (
             ("NVML_FI_DEV_POWER_INSTANT", "power_instant"),
@@ -154,6 +115,36 @@ class NvmlSource(AbstractSource):
                 self._fi.append((int(fid), fld))
 
     # --------------------------------------------------------------------- helpers
+    def _device_info(self, i: int, h: Any, location: str) -> GpuInfo:
+        """Static facts of GPU ``i`` (an unsupported query leaves its field empty or NaN)."""
+        lib = self.lib
+
+        def threshold(kind: str) -> float:
+            return float(lib.nvmlDeviceGetTemperatureThreshold(h, getattr(lib, kind)))
+
+        uuid = self._static(i, "uuid", lambda: _s(lib.nvmlDeviceGetUUID(h)), "")
+        nan = float("nan")
+        slowdown, shutdown = (
+            "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN",
+            "NVML_TEMPERATURE_THRESHOLD_SHUTDOWN",
+        )
+        return GpuInfo(
+            key=uuid or f"{self.host}:{i}",
+            index=i,
+            host=self.host,
+            uuid=uuid,
+            name=self._static(i, "name", lambda: _s(lib.nvmlDeviceGetName(h)), ""),
+            pci_bus_id=self._static(
+                i, "pci_bus_id", lambda: _s(lib.nvmlDeviceGetPciInfo(h).busId), ""
+            ),
+            power_limit=self._static(
+                i, "power_limit", lambda: lib.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0, nan
+            ),
+            temp_slowdown=self._static(i, "temp_slowdown", lambda: threshold(slowdown), nan),
+            temp_shutdown=self._static(i, "temp_shutdown", lambda: threshold(shutdown), nan),
+            location=location,
+        )
+
     def _classify(self, exc: BaseException) -> str:
         lib = self.lib
         if isinstance(exc, getattr(lib, "NVMLError_GpuIsLost", ())):

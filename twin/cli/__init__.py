@@ -66,6 +66,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"twin {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
