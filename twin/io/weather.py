@@ -35,6 +35,7 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -199,6 +200,117 @@ def _assemble(
     return ds
 
 
+def _read_epw_lines(path: Path) -> list[str]:
+    """The file's lines (UTF-8, else Latin-1; any line end), trailing blank lines removed."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _parse_epw_header(lines: list[str], path: Path) -> dict:
+    """Check the 8 header records of [1]_; return the LOCATION record's station attrs."""
+    for i, key in enumerate(EPW_HEADER_RECORDS):
+        where = f"{path}:{i + 1}"
+        got = lines[i] if i < len(lines) else "<end of file>"
+        if not got.upper().startswith(key):
+            raise SpecError(where, got[:60], f"EPW header record {i + 1} starting with {key!r}")
+    attrs = _parse_location(lines[0], f"{path}:1")
+    periods = [p.strip() for p in lines[7].split(",")]
+    if len(periods) > 2 and periods[2] not in ("", "1"):
+        raise SpecError(f"{path}:8:records_per_hour", periods[2], "1 record per hour")
+    return attrs
+
+
+def _parse_epw_records(body: list[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Year/month/day/hour (int, (n, 4)) and the :data:`_EPW_FIELDS` values ((n, 4)) per row."""
+    n_header = len(EPW_HEADER_RECORDS)
+    n_rows = len(body)
+    ints = np.zeros((n_rows, 4), dtype=np.int64)  # year, month, day, hour
+    values = np.zeros((n_rows, len(_EPW_FIELDS)))
+    names = ("year", "month", "day", "hour")
+    for r, line in enumerate(body):
+        where = f"{path}:{n_header + r + 1}"
+        parts = line.split(",")
+        if len(parts) < _N_FIELDS_NEEDED:
+            raise SpecError(
+                where,
+                line[:80],
+                f"at least {_N_FIELDS_NEEDED} comma-separated fields (an EPW record has 35), "
+                f"got {len(parts)}",
+            )
+        for j, name in enumerate(names):
+            v = _float_field(parts[j], where, name)
+            if v != int(v):
+                raise SpecError(f"{where}:{name}", parts[j], f"an integer {name}")
+            ints[r, j] = int(v)
+        for k, (col, name, *_rest) in enumerate(_EPW_FIELDS):
+            values[r, k] = _float_field(parts[col], where, name)
+    return ints, values
+
+
+def _check_epw_calendar(
+    ints: np.ndarray, values: np.ndarray, path: Path, year: int
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Drop Feb 29 rows and check the rest are the 8,760 hours of Jan 1..Dec 31 in order.
+
+    Returns the kept ``ints`` and ``values``, the number of leap-day rows dropped and the
+    nominal (month, day, hour) calendar of ``year``.
+    """
+    n_header = len(EPW_HEADER_RECORDS)
+    n_rows = ints.shape[0]
+    month, day = ints[:, 1], ints[:, 2]
+    leap = (month == 2) & (day == 29)
+    n_leap = int(leap.sum())
+    keep = ~leap
+    line_no = np.arange(n_rows)[keep] + n_header + 1
+    ints, values = ints[keep], values[keep]
+    if ints.shape[0] != HOURS_PER_YEAR:
+        raise SpecError(
+            f"{path}",
+            f"{n_rows} data rows ({ints.shape[0]} without Feb 29)",
+            f"{HOURS_PER_YEAR} hourly rows after the {n_header} header lines "
+            f"({HOURS_PER_YEAR + 24} in a leap year)",
+        )
+    expected = _nominal_calendar(year).to_numpy()
+    mismatch = np.nonzero((ints[:, 1:] != expected).any(axis=1))[0]
+    if mismatch.size:
+        i = mismatch[0]
+        raise SpecError(
+            f"{path}:{line_no[i]}:month/day/hour",
+            "/".join(str(v) for v in ints[i, 1:]),
+            "/".join(str(v) for v in expected[i]) + " (hourly records of Jan 1 to Dec 31 in order)",
+        )
+    return ints, values, n_leap, expected
+
+
+def _clean_epw_columns(values: np.ndarray, path: Path, attrs: dict) -> dict[str, np.ndarray]:
+    """Per variable: missing codes and out-of-range values of [1]_ filled by interpolation.
+
+    The count filled goes to ``attrs["filled_hours_<variable>"]`` (and a warning).
+    """
+    columns: dict[str, np.ndarray] = {}
+    for k, (_, name, _units, _long, missing, (lo, hi)) in enumerate(_EPW_FIELDS):
+        v = values[:, k].copy()
+        invalid = (v == missing) | (v <= lo) | (v >= hi)
+        if name == "relative_humidity":  # 0 % is valid; only the upper bound is open
+            invalid = (v == missing) | (v < lo) | (v > hi)
+        v[invalid] = np.nan
+        if np.isnan(v).all():
+            raise SpecError(f"{path}:{name}", "all values missing", f"valid {name} values")
+        v, n_filled = _fill_gaps(v)
+        if n_filled:
+            log.warning("%s: %d missing %s values filled by interpolation", path, n_filled, name)
+        attrs[f"filled_hours_{name}"] = n_filled
+        columns[name] = v
+    return columns
+
+
 def load_epw(path: str | Path, year: int = 2023) -> xr.Dataset:
     """Read an EnergyPlus EPW weather file into an hourly :class:`xarray.Dataset`.
 
@@ -235,87 +347,12 @@ def load_epw(path: str | Path, year: int = 2023) -> xr.Dataset:
     year = _check_year(year, "load_epw.year")
     if not path.is_file():
         raise FileNotFoundError(f"EPW weather file not found: {path}")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-
+    lines = _read_epw_lines(path)
+    attrs = _parse_epw_header(lines, path)
     n_header = len(EPW_HEADER_RECORDS)
-    for i, key in enumerate(EPW_HEADER_RECORDS):
-        where = f"{path}:{i + 1}"
-        got = lines[i] if i < len(lines) else "<end of file>"
-        if not got.upper().startswith(key):
-            raise SpecError(where, got[:60], f"EPW header record {i + 1} starting with {key!r}")
-    attrs = _parse_location(lines[0], f"{path}:1")
-    periods = [p.strip() for p in lines[7].split(",")]
-    if len(periods) > 2 and periods[2] not in ("", "1"):
-        raise SpecError(f"{path}:8:records_per_hour", periods[2], "1 record per hour")
-
-    body = lines[n_header:]
-    n_rows = len(body)
-    ints = np.zeros((n_rows, 4), dtype=np.int64)  # year, month, day, hour
-    values = np.zeros((n_rows, len(_EPW_FIELDS)))
-    names = ("year", "month", "day", "hour")
-    for r, line in enumerate(body):
-        where = f"{path}:{n_header + r + 1}"
-        parts = line.split(",")
-        if len(parts) < _N_FIELDS_NEEDED:
-            raise SpecError(
-                where,
-                line[:80],
-                f"at least {_N_FIELDS_NEEDED} comma-separated fields (an EPW record has 35), "
-                f"got {len(parts)}",
-            )
-        for j, name in enumerate(names):
-            v = _float_field(parts[j], where, name)
-            if v != int(v):
-                raise SpecError(f"{where}:{name}", parts[j], f"an integer {name}")
-            ints[r, j] = int(v)
-        for k, (col, name, *_rest) in enumerate(_EPW_FIELDS):
-            values[r, k] = _float_field(parts[col], where, name)
-
-    month, day = ints[:, 1], ints[:, 2]
-    leap = (month == 2) & (day == 29)
-    n_leap = int(leap.sum())
-    keep = ~leap
-    line_no = np.arange(n_rows)[keep] + n_header + 1
-    ints, values = ints[keep], values[keep]
-    if ints.shape[0] != HOURS_PER_YEAR:
-        raise SpecError(
-            f"{path}",
-            f"{n_rows} data rows ({ints.shape[0]} without Feb 29)",
-            f"{HOURS_PER_YEAR} hourly rows after the {n_header} header lines "
-            f"({HOURS_PER_YEAR + 24} in a leap year)",
-        )
-    expected = _nominal_calendar(year).to_numpy()
-    mismatch = np.nonzero((ints[:, 1:] != expected).any(axis=1))[0]
-    if mismatch.size:
-        i = mismatch[0]
-        raise SpecError(
-            f"{path}:{line_no[i]}:month/day/hour",
-            "/".join(str(v) for v in ints[i, 1:]),
-            "/".join(str(v) for v in expected[i]) + " (hourly records of Jan 1 to Dec 31 in order)",
-        )
-
-    columns: dict[str, np.ndarray] = {}
-    for k, (_, name, _units, _long, missing, (lo, hi)) in enumerate(_EPW_FIELDS):
-        v = values[:, k].copy()
-        invalid = (v == missing) | (v <= lo) | (v >= hi)
-        if name == "relative_humidity":  # 0 % is valid; only the upper bound is open
-            invalid = (v == missing) | (v < lo) | (v > hi)
-        v[invalid] = np.nan
-        if np.isnan(v).all():
-            raise SpecError(f"{path}:{name}", "all values missing", f"valid {name} values")
-        v, n_filled = _fill_gaps(v)
-        if n_filled:
-            log.warning("%s: %d missing %s values filled by interpolation", path, n_filled, name)
-        attrs[f"filled_hours_{name}"] = n_filled
-        columns[name] = v
-
+    ints, values = _parse_epw_records(lines[n_header:], path)
+    ints, values, n_leap, expected = _check_epw_calendar(ints, values, path, year)
+    columns = _clean_epw_columns(values, path, attrs)
     time = _time_index(year, expected[:, 0], expected[:, 1], expected[:, 2])
     attrs.update(
         source=str(path),
@@ -552,6 +589,167 @@ def _dew_point_celsius(temp_c: np.ndarray, rh_percent: float) -> np.ndarray:
     return np.asarray(td) - ZERO_CELSIUS_K
 
 
+_N_DAYS = 365
+#: Quantiles of the ASHRAE 0.4 % (warm, wet-bulb) and 99.6 % (cold) design values.
+_Q_HI, _Q_LO = 1.0 - 0.004, 0.004
+
+
+class _YearGrid(NamedTuple):
+    """Positions in a 365-day year and the diurnal profile repeated over it."""
+
+    month_h: np.ndarray  # month (0-11) of each hour
+    day_pos: np.ndarray  # day midpoints [d]
+    hour_pos: np.ndarray  # hour midpoints [d]
+    frac: np.ndarray  # ASHRAE fraction of daily range of each hour [-]
+    f_mean: float  # its daily mean [-]
+
+
+def _year_grid() -> _YearGrid:
+    """The hourly and daily positions of :func:`typical_year`."""
+    month_d = _month_of_day(_N_DAYS)
+    return _YearGrid(
+        month_h=np.repeat(month_d, 24),
+        day_pos=np.arange(_N_DAYS) + 0.5,
+        hour_pos=(np.arange(HOURS_PER_YEAR) + 0.5) / 24.0,
+        frac=np.tile(ASHRAE_DIURNAL_FRACTION, _N_DAYS),
+        f_mean=float(ASHRAE_DIURNAL_FRACTION.mean()),
+    )
+
+
+def _check_typical_year_args(
+    climate: ClimateStats | str | Path, year: object, seed: object, period: str
+) -> tuple[ClimateStats, int]:
+    """The climate statistics (loaded when named) and the checked year; checks seed, period."""
+    if not isinstance(climate, ClimateStats):
+        climate = load_climate(climate)
+    year = _check_year(year, "typical_year.year")
+    if period not in climate.temp_mean:
+        raise SpecError("typical_year.period", period, f"one of {sorted(climate.temp_mean)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise SpecError("typical_year.seed", seed, "an integer seed")
+    return climate, year
+
+
+class _DryBulb(NamedTuple):
+    """Hourly dry-bulb of :func:`typical_year` and the parts it is made of."""
+
+    temp_air: np.ndarray  # [degC]
+    base: np.ndarray  # climatology + diurnal cycle, without the synoptic anomaly [degC]
+    summer: np.ndarray  # seasonal weight of the summer anomaly std, 0 mid-Jan, 1 mid-Jul [-]
+    sig_w: float  # winter anomaly std [K]
+    sig_s: float  # summer anomaly std [K]
+
+
+def _synoptic_dry_bulb(
+    climate: ClimateStats, period: str, grid: _YearGrid, noise_t: np.ndarray
+) -> _DryBulb:
+    """Dry-bulb = smooth climatology + ASHRAE diurnal cycle + fitted synoptic anomaly.
+
+    ``T = T_mean + DR (f_mean - f(h)) + sigma_w b_w + sigma_s b_s``: ``b_w``, ``b_s`` are the
+    daily AR(1) anomaly ``noise_t`` interpolated to hours and weighted by winter/summer, each
+    made zero-mean by month; the two std [K] are fitted to the ASHRAE 99.6 % heating and 0.4 %
+    cooling dry-bulb (steps 1-3 of :func:`typical_year`).
+    """
+    hour_pos, month_h = grid.hour_pos, grid.month_h
+    t_clim = _smooth_monthly(climate.temp_mean[period], hour_pos, month_h)
+    dr = _smooth_monthly(climate.daily_range, hour_pos, month_h)
+    diurnal = dr * (grid.f_mean - grid.frac)
+    summer = 0.5 * (1.0 - np.cos(2.0 * np.pi * (hour_pos - 15.0) / 365.0))  # 0 mid-Jan, 1 mid-Jul
+    unit_h = np.interp(hour_pos, grid.day_pos, noise_t)
+    # Anomaly basis for the winter and the summer standard deviation, each zero-mean by month.
+    basis_w = _remove_monthly_mean(unit_h * (1.0 - summer), hour_pos, month_h)
+    basis_s = _remove_monthly_mean(unit_h * summer, hour_pos, month_h)
+    base = t_clim + diurnal
+
+    def temps(sig_w: float, sig_s: float) -> np.ndarray:
+        return base + sig_w * basis_w + sig_s * basis_s
+
+    sig_w, sig_s = _fit_sigmas(temps, _Q_LO, _Q_HI, climate.heating_db_99p6, climate.cooling_db_0p4)
+    return _DryBulb(temps(sig_w, sig_s), base, summer, sig_w, sig_s)
+
+
+def _dew_point_climatology(climate: ClimateStats, period: str, grid: _YearGrid) -> np.ndarray:
+    """Hourly dew-point climatology [degC] from the morning and afternoon humidities.
+
+    The monthly daily minimum (``T_mean - (1 - f_mean) DR``) at ``rh_morning`` and maximum
+    (``T_mean + f_mean DR``) at ``rh_afternoon`` give a morning and an afternoon dew point,
+    joined by the ASHRAE diurnal profile: ``Td = Td_pm - (Td_pm - Td_am) f(h)``.
+    """
+    t_mean_m, dr_m, f_mean = climate.temp_mean[period], climate.daily_range, grid.f_mean
+    t_max_m = t_mean_m + f_mean * dr_m
+    t_min_m = t_mean_m - (1.0 - f_mean) * dr_m
+    td_morning_m = _dew_point_celsius(t_min_m, climate.rh_morning)
+    td_afternoon_m = _dew_point_celsius(t_max_m, climate.rh_afternoon)
+    td_morning = _smooth_monthly(td_morning_m, grid.hour_pos, grid.month_h)
+    td_afternoon = _smooth_monthly(td_afternoon_m, grid.hour_pos, grid.month_h)
+    return td_afternoon - (td_afternoon - td_morning) * grid.frac
+
+
+def _fitted_dew_point(
+    climate: ClimateStats,
+    period: str,
+    grid: _YearGrid,
+    dry: _DryBulb,
+    noise_d: np.ndarray,
+    pressure: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Dew point [degC], relative humidity [%] and the fitted dew-point anomaly scale [-].
+
+    Anomaly ``rho (T - base) + sqrt(1 - rho^2) sigma(h) n_d`` (``n_d``: the second AR(1)
+    series), scaled so that the year's 0.4 % wet-bulb equals the ASHRAE evaporation value;
+    the dew point is clipped to the dry-bulb.
+    """
+    temp_air = dry.temp_air
+    td_clim = _dew_point_climatology(climate, period, grid)
+    rho = climate.dew_point_correlation
+    unit_d = np.interp(grid.hour_pos, grid.day_pos, noise_d)
+    sigma_h = dry.sig_w * (1.0 - dry.summer) + dry.sig_s * dry.summer
+    anomaly_d = rho * (temp_air - dry.base) + np.sqrt(1.0 - rho**2) * sigma_h * unit_d
+
+    def humid(scale: float) -> tuple[np.ndarray, np.ndarray]:
+        temp_dew = np.minimum(td_clim + scale * anomaly_d, temp_air)
+        rh = 100.0 * np.asarray(
+            psychrometrics.relative_humidity(temp_air + ZERO_CELSIUS_K, temp_dew + ZERO_CELSIUS_K)
+        )
+        return temp_dew, rh
+
+    def wet_bulb_q(scale: float) -> float:
+        _, rh = humid(scale)
+        return float(np.quantile(_wet_bulb_celsius(temp_air, rh, pressure), _Q_HI))
+
+    # Scale of the dew-point anomaly so that the 0.4 % wet-bulb equals the ASHRAE value.
+    dew_scale = _fit_monotone(
+        lambda k: wet_bulb_q(k) - climate.evaporation_wb_0p4, 0.0, 1.5, default=1.0
+    )
+    temp_dew, rh = humid(dew_scale)
+    return temp_dew, rh, dew_scale
+
+
+def _typical_year_attrs(
+    climate: ClimateStats, period: str, seed: int, year: int, dry: _DryBulb, dew_scale: float
+) -> dict:
+    """Dataset attrs of :func:`typical_year`: station metadata and the fitted parameters."""
+    st = climate.station
+    return {
+        "location": st.get("name", climate.name),
+        "state": st.get("state", ""),
+        "country": st.get("country", ""),
+        "wmo": str(st.get("wmo", "")),
+        "latitude": st["latitude"],
+        "longitude": st["longitude"],
+        "timezone": st["timezone"],
+        "elevation": st["elevation"],
+        "source": climate.source,
+        "data_source": "typical_year",
+        "climate_period": period,
+        "seed": seed,
+        "nominal_year": year,
+        "synoptic_std_winter": dry.sig_w,
+        "synoptic_std_summer": dry.sig_s,
+        "dew_point_anomaly_scale": dew_scale,
+    }
+
+
 def typical_year(
     climate: ClimateStats | str | Path,
     year: int = 2023,
@@ -598,101 +796,22 @@ def typical_year(
     xarray.Dataset
         Same layout as :func:`load_epw` with ``attrs["data_source"] = "typical_year"``.
     """
-    if not isinstance(climate, ClimateStats):
-        climate = load_climate(climate)
-    year = _check_year(year, "typical_year.year")
-    if period not in climate.temp_mean:
-        raise SpecError("typical_year.period", period, f"one of {sorted(climate.temp_mean)}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise SpecError("typical_year.seed", seed, "an integer seed")
-
-    n_days = 365
-    month_d = _month_of_day(n_days)
-    month_h = np.repeat(month_d, 24)
-    day_pos = np.arange(n_days) + 0.5
-    hour_pos = (np.arange(HOURS_PER_YEAR) + 0.5) / 24.0
-    frac = np.tile(ASHRAE_DIURNAL_FRACTION, n_days)
-    f_mean = float(ASHRAE_DIURNAL_FRACTION.mean())
-
-    t_mean_m = climate.temp_mean[period]
-    dr_m = climate.daily_range
-    t_clim = _smooth_monthly(t_mean_m, hour_pos, month_h)
-    dr = _smooth_monthly(dr_m, hour_pos, month_h)
-    diurnal = dr * (f_mean - frac)
-
+    climate, year = _check_typical_year_args(climate, year, seed, period)
+    grid = _year_grid()
     rng = np.random.default_rng(int(seed))
     phi = climate.synoptic_autocorrelation
-    noise_t = _ar1(n_days, phi, rng)
-    noise_d = _ar1(n_days, phi, rng)
-    summer = 0.5 * (1.0 - np.cos(2.0 * np.pi * (hour_pos - 15.0) / 365.0))  # 0 mid-Jan, 1 mid-Jul
-    unit_h = np.interp(hour_pos, day_pos, noise_t)
-    # Anomaly basis for the winter and the summer standard deviation, each zero-mean by month.
-    basis_w = _remove_monthly_mean(unit_h * (1.0 - summer), hour_pos, month_h)
-    basis_s = _remove_monthly_mean(unit_h * summer, hour_pos, month_h)
-    base = t_clim + diurnal
-
-    def temps(sig_w: float, sig_s: float) -> np.ndarray:
-        return base + sig_w * basis_w + sig_s * basis_s
-
-    q_hi, q_lo = 1.0 - 0.004, 0.004
-    sig_w, sig_s = _fit_sigmas(temps, q_lo, q_hi, climate.heating_db_99p6, climate.cooling_db_0p4)
-    temp_air = temps(sig_w, sig_s)
-
-    # Dew point.
-    t_max_m = t_mean_m + f_mean * dr_m
-    t_min_m = t_mean_m - (1.0 - f_mean) * dr_m
-    td_morning_m = _dew_point_celsius(t_min_m, climate.rh_morning)
-    td_afternoon_m = _dew_point_celsius(t_max_m, climate.rh_afternoon)
-    td_morning = _smooth_monthly(td_morning_m, hour_pos, month_h)
-    td_afternoon = _smooth_monthly(td_afternoon_m, hour_pos, month_h)
-    td_clim = td_afternoon - (td_afternoon - td_morning) * frac
-    rho = climate.dew_point_correlation
-    unit_d = np.interp(hour_pos, day_pos, noise_d)
-    sigma_h = sig_w * (1.0 - summer) + sig_s * summer
-    anomaly_d = rho * (temp_air - base) + np.sqrt(1.0 - rho**2) * sigma_h * unit_d
+    noise_t = _ar1(_N_DAYS, phi, rng)
+    noise_d = _ar1(_N_DAYS, phi, rng)
+    dry = _synoptic_dry_bulb(climate, period, grid, noise_t)
     p = float(psychrometrics.standard_pressure(climate.station["elevation"]))
     pressure = np.full(HOURS_PER_YEAR, p)
-
-    def humid(scale: float) -> tuple[np.ndarray, np.ndarray]:
-        temp_dew = np.minimum(td_clim + scale * anomaly_d, temp_air)
-        rh = 100.0 * np.asarray(
-            psychrometrics.relative_humidity(temp_air + ZERO_CELSIUS_K, temp_dew + ZERO_CELSIUS_K)
-        )
-        return temp_dew, rh
-
-    def wet_bulb_q(scale: float) -> float:
-        _, rh = humid(scale)
-        return float(np.quantile(_wet_bulb_celsius(temp_air, rh, pressure), q_hi))
-
-    # Scale of the dew-point anomaly so that the 0.4 % wet-bulb equals the ASHRAE value.
-    dew_scale = _fit_monotone(
-        lambda k: wet_bulb_q(k) - climate.evaporation_wb_0p4, 0.0, 1.5, default=1.0
-    )
-    temp_dew, rh = humid(dew_scale)
+    temp_dew, rh, dew_scale = _fitted_dew_point(climate, period, grid, dry, noise_d, pressure)
 
     expected = _nominal_calendar(year).to_numpy()
     time = _time_index(year, expected[:, 0], expected[:, 1], expected[:, 2])
-    st = climate.station
-    attrs = {
-        "location": st.get("name", climate.name),
-        "state": st.get("state", ""),
-        "country": st.get("country", ""),
-        "wmo": str(st.get("wmo", "")),
-        "latitude": st["latitude"],
-        "longitude": st["longitude"],
-        "timezone": st["timezone"],
-        "elevation": st["elevation"],
-        "source": climate.source,
-        "data_source": "typical_year",
-        "climate_period": period,
-        "seed": int(seed),
-        "nominal_year": year,
-        "synoptic_std_winter": sig_w,
-        "synoptic_std_summer": sig_s,
-        "dew_point_anomaly_scale": dew_scale,
-    }
+    attrs = _typical_year_attrs(climate, period, int(seed), year, dry, dew_scale)
     columns = {
-        "temp_air": temp_air,
+        "temp_air": dry.temp_air,
         "temp_dew": temp_dew,
         "relative_humidity": rh,
         "pressure": pressure,
