@@ -1,11 +1,15 @@
 """Run the facility model over time: boundary data, chunked jitted stepping, progress, results.
 
 ``simulate`` returns an :class:`xarray.Dataset` (dims ``time`` and ``site``, units in attrs)
-and a summary dict (the ``twin simulate --json`` object).
+and a summary dict (the ``twin simulate --json`` object); :func:`simulate_run` also the final
+state. In the init/step style of jax-md, :func:`init_run` starts a prepared run and
+:func:`step_run` advances it by any number of hours, continuing its time and ledger, with the
+same compiled step (so a run stepped in pieces ends where one long step ends).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -13,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +26,7 @@ import pandas as pd
 import xarray as xr
 
 from physics import facility as F
+from physics import workload
 from twin.io.carbon import load_grid_carbon_csv, typical_carbon_profile
 from twin.io.weather import load_climate, load_epw, typical_year
 from twin.model import DEFAULT_PRICE_USD_PER_KWH, Boundary, LoadMix, build_params
@@ -140,6 +146,143 @@ def _divisor_at_most(n: int, target: int) -> int:
     return 1
 
 
+def _check_hours(hours: float) -> None:
+    if not (math.isfinite(hours) and hours > 0):
+        raise SpecError("--hours", hours, "a positive number of hours (fractions allowed)")
+
+
+class SimState(NamedTuple):
+    """Where a run stands (jax-md style: :func:`init_run` makes it, :func:`step_run` advances it).
+
+    ``physics`` is the model state (its ``t`` is the time reached since the run's start [s]),
+    ``ledger`` the per-site streaming sums since the start, ``steps`` the steps taken.
+    """
+
+    physics: F.State
+    ledger: F.Ledger
+    steps: int
+
+    @property
+    def seconds(self) -> float:
+        """Simulated time reached since the run's start [s]."""
+        return float(self.physics.t)
+
+    def numpy(self) -> SimState:
+        """The same state with every array copied to host NumPy."""
+        return jax.tree.map(np.asarray, self)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How :func:`step_run` covers ``hours``: steps, steps per record, records per compiled call.
+
+    Records per call (``chunk``) divide the records, so one compiled function serves the whole
+    run; host chunks keep progress visible on long runs and memory flat.
+    """
+
+    steps: int
+    steps_per_record: int
+    chunk: int
+
+    @property
+    def records(self) -> int:
+        return self.steps // self.steps_per_record
+
+
+def plan_steps(run: Run, hours: float, record_interval: float = 60.0) -> StepPlan:
+    """The :class:`StepPlan` of ``hours`` at ``run.dt``, one record per ``record_interval`` s
+    (rounded to a divisor of the step count)."""
+    _check_hours(hours)
+    n_steps = max(1, int(round(hours * 3600.0 / run.dt)))
+    spr = _divisor_at_most(n_steps, int(round(record_interval / run.dt)))
+    gpus = int(np.prod(run.params.gpu_shape))
+    target_chunk_steps = max(spr, int(2e8 / max(gpus, 1)))
+    chunk = _divisor_at_most(n_steps // spr, max(1, target_chunk_steps // spr))
+    return StepPlan(n_steps, spr, chunk)
+
+
+def init_run(run: Run) -> SimState:
+    """The state at the start of ``run``: initial temperatures, an empty ledger, no step."""
+    p = run.params
+    return SimState(F.initial_state(p, run.derived), F.empty_ledger(p.n_sites), 0)
+
+
+def step_run(
+    run: Run,
+    state: SimState,
+    hours: float,
+    record_interval: float = 60.0,
+    progress: Callable[[float, float], None] | None = None,
+) -> tuple[SimState, F.StepOutput]:
+    """Advance ``state`` by ``hours`` (:func:`plan_steps`); returns the new state and the site
+    records (NumPy ``(records, sites)`` per field: means over each record, max for the hottest
+    GPU). ``progress(fraction, elapsed_s)`` is called after each compiled chunk.
+
+    Steps continue from ``state`` (its time, its ledger), so runs may be stepped in pieces.
+    """
+    plan = plan_steps(run, hours, record_interval)
+    p, d, dt = run.params, run.derived, run.dt
+    phys, ledger = state.physics, state.ledger
+    records = []
+    t0 = time.perf_counter()
+    done = 0
+    while done < plan.records:
+        phys, ledger, rec = _run_jit(
+            p, d, phys, ledger, dt, run.hour0, plan.chunk, plan.steps_per_record, run.n_sub
+        )
+        jax.block_until_ready(phys.gpu_temp)
+        records.append(jax.tree.map(np.asarray, rec))
+        done += plan.chunk
+        if progress:
+            progress(done / plan.records, time.perf_counter() - t0)
+    out = F.StepOutput(*[np.concatenate(x) for x in zip(*records, strict=True)])
+    return SimState(phys, ledger, state.steps + plan.steps), out
+
+
+class SimResult(NamedTuple):
+    """What :func:`simulate_run` gives: the Dataset, the summary and the final state."""
+
+    ds: xr.Dataset
+    summary: dict
+    state: SimState
+
+
+def simulate_run(
+    run: Run,
+    hours: float,
+    record_interval: float = 60.0,
+    progress: Callable[[float, float], None] | None = None,
+) -> SimResult:
+    """Step a prepared ``run`` from its start for ``hours`` (:func:`init_run`,
+    :func:`step_run`); returns the Dataset, summary and final :class:`SimState`."""
+    plan = plan_steps(run, hours, record_interval)
+    p, d, dt = run.params, run.derived, run.dt
+    state = init_run(run)
+    e0 = F.stored_heat(p, d, state.physics, dt)
+    first: list[float] = []
+
+    def chunk_done(frac: float, elapsed: float) -> None:
+        if not first:
+            first.append(time.perf_counter())
+        if progress:
+            progress(frac, elapsed)
+
+    t_wall = time.perf_counter()
+    state, rec = step_run(run, state, hours, record_interval, chunk_done)
+    wall = time.perf_counter() - t_wall
+    # Throughput excludes the first chunk (compilation) when there is more than one.
+    n_steps, spr = plan.steps, plan.steps_per_record
+    several = plan.records > plan.chunk
+    steady = (time.perf_counter() - first[0]) if several else wall
+    steady_steps = (plan.records - plan.chunk) * spr if several else n_steps
+    e1 = F.stored_heat(p, d, state.physics, dt)
+    ds = _dataset(run, rec, spr, state.physics)
+    gpus = int(np.prod(p.gpu_shape))
+    summary = _summary(run, state.ledger, e0, e1, n_steps, wall, gpus * steady_steps / steady)
+    ds.attrs["summary_json"] = json.dumps(summary)
+    return SimResult(ds, summary, state)
+
+
 def simulate(
     spec: FacilitySpec,
     hours: float,
@@ -156,47 +299,28 @@ def simulate(
     """Step ``spec`` for ``hours`` at ``step`` seconds; returns (Dataset, summary).
 
     Memory stays flat in simulated time: the model state is fixed-size, energies are streaming
-    sums, and only one site-level record per ``record_interval`` is kept.
+    sums, and only one site-level record per ``record_interval`` is kept. The final state too:
+    :func:`simulate_run` on ``prepare(...)``.
     """
-    if not (math.isfinite(hours) and hours > 0):
-        raise SpecError("--hours", hours, "a positive number of hours (fractions allowed)")
+    _check_hours(hours)
     run = run or prepare(spec, step, start, load, weather, carbon, seed)
-    p, d, dt = run.params, run.derived, run.dt
-    n_steps = max(1, int(round(hours * 3600.0 / dt)))
-    spr = _divisor_at_most(n_steps, int(round(record_interval / dt)))
-    n_records = n_steps // spr
-    # Host chunks of records (compiled once) keep progress visible on long runs.
-    gpus = int(np.prod(p.gpu_shape))
-    target_chunk_steps = max(spr, int(2e8 / max(gpus, 1)))
-    chunk = _divisor_at_most(n_records, max(1, target_chunk_steps // spr))
-    state = F.initial_state(p, d)
-    e0 = F.stored_heat(p, d, state, dt)
-    ledger = F.empty_ledger(p.n_sites)
-    records = []
-    t_wall = time.perf_counter()
-    t_first = None
-    done = 0
-    while done < n_records:
-        state, ledger, rec = _run_jit(p, d, state, ledger, dt, run.hour0, chunk, spr, run.n_sub)
-        jax.block_until_ready(state.gpu_temp)
-        if t_first is None:
-            t_first = time.perf_counter()
-        records.append(jax.tree.map(np.asarray, rec))
-        done += chunk
-        if progress:
-            progress(done / n_records, time.perf_counter() - t_wall)
-    wall = time.perf_counter() - t_wall
-    # Throughput excludes the first chunk (compilation) when there is more than one.
-    steady = (time.perf_counter() - t_first) if t_first and n_records > chunk else wall
-    steady_steps = (n_records - chunk) * spr if n_records > chunk else n_steps
-    e1 = F.stored_heat(p, d, state, dt)
-    rec = F.StepOutput(
-        *[np.concatenate([r[i] for r in records]) for i in range(len(F.StepOutput._fields))]
-    )
-    ds = _dataset(run, rec, spr, state)
-    summary = _summary(run, ledger, e0, e1, n_steps, wall, gpus * steady_steps / steady)
-    ds.attrs["summary_json"] = __import__("json").dumps(summary)
+    ds, summary, _state = simulate_run(run, hours, record_interval, progress)
     return ds, summary
+
+
+def rack_utilization(params: F.FacilityParams, hour: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each rack's time-mean and high-phase utilization at UTC hour-of-year ``hour``: the
+    workload schedule of :func:`physics.facility.step` (square wave between ``load_low`` and
+    ``load_high`` at ``load_duty``, times :func:`physics.workload.diurnal_factor`)."""
+    diurnal = np.asarray(
+        workload.diurnal_factor(
+            np.asarray(params.load_diurnal_amplitude),
+            np.asarray(params.load_diurnal_peak_hour),
+            hour,
+        )
+    )
+    low, high = np.asarray(params.load_low), np.asarray(params.load_high)
+    return (low + (high - low) * np.asarray(params.load_duty)) * diurnal, high * diurnal
 
 
 def _dataset(run: Run, rec: F.StepOutput, spr: int, state: F.State) -> xr.Dataset:
@@ -342,6 +466,15 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
 
 __all__ = [
     "simulate",
+    "simulate_run",
+    "init_run",
+    "step_run",
+    "plan_steps",
+    "rack_utilization",
+    "SimState",
+    "SimResult",
+    "StepPlan",
+    "Run",
     "prepare",
     "site_boundary",
     "site_weather",
