@@ -104,5 +104,7 @@ class Proc:
         return self.p.returncode
 
 
-def sensord_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "twin.cli", "sensord", *args]
+def sensord_argv(*args: str, **options: object) -> list[str]:
+    """``twin sensord ARGS --opt value ...``; keyword ``flush_interval=1`` is ``--flush-interval 1``."""
+    opts = [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    return [sys.executable, "-m", "twin.cli", "sensord", *args, *opts]

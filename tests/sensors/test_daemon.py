@@ -55,16 +55,7 @@ def test_sigint_flushes_everything_read(spawn, tmp_path):
     store = tmp_path / "s.db"
     d = spawn(
         sensord_argv(
-            "--source",
-            "sim",
-            "--store",
-            str(store),
-            "--interval",
-            "0.05",
-            "--flush-interval",
-            "100",
-            "--sim-gpus",
-            "2",
+            source="sim", store=str(store), interval="0.05", flush_interval="100", sim_gpus="2"
         ),
         "sensord",
     )
@@ -85,18 +76,12 @@ def test_crash_sigkill_five_times(spawn, tmp_path):
     for run in range(5):
         d = spawn(
             sensord_argv(
-                "--source",
-                "sim",
-                "--store",
-                str(store),
-                "--interval",
-                "0.01",
-                "--flush-interval",
-                "0.03",
-                "--sim-gpus",
-                "8",
-                "--seed",
-                str(run),
+                source="sim",
+                store=str(store),
+                interval="0.01",
+                flush_interval="0.03",
+                sim_gpus="8",
+                seed=str(run),
             ),
             f"crash{run}",
         )

@@ -25,18 +25,12 @@ def prometheus_scraping_sensord(spawn, tmp_path):
     store = tmp_path / "s.db"
     d = spawn(
         sensord_argv(
-            "--source",
-            "sim",
-            "--store",
-            str(store),
-            "--interval",
-            "0.2",
-            "--metrics-addr",
-            f"127.0.0.1:{mport}",
-            "--sim-gpus",
-            "4",
-            "--hostname",
-            "simnode",
+            source="sim",
+            store=str(store),
+            interval="0.2",
+            metrics_addr=f"127.0.0.1:{mport}",
+            sim_gpus="4",
+            hostname="simnode",
         ),
         "sensord",
     )
