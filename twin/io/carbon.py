@@ -64,60 +64,12 @@ def load_grid_carbon_csv(path: str | Path, column: str = "avg_CI") -> xr.DataArr
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"grid carbon CSV not found: {path}")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), str(exc), "a comma-separated table with a header row") from exc
-    frame.columns = [c.strip() for c in frame.columns]
-    for needed in ("timestamp", column):
-        if needed not in frame.columns:
-            raise SpecError(f"{path}:{needed}", list(frame.columns), f"a column named {needed!r}")
-    if frame.empty:
-        raise SpecError(str(path), "no data rows", "hourly rows after the header")
-
-    # Row numbers in messages are 1-based file lines (the header is line 1).
-    stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
-    bad = stamps.isna()
-    if bad.any():
-        i = int(np.argmax(bad.to_numpy()))
-        raise SpecError(
-            f"{path}:{i + 2}:timestamp",
-            frame["timestamp"].iloc[i],
-            "an ISO 8601 timestamp such as '2022-01-01 00:00:00+00:00'",
-        )
-    text = frame[column].str.strip()
-    values = pd.to_numeric(text.where(text != "", None), errors="coerce")
-    non_numeric = values.isna() & (text != "")
-    if non_numeric.any():
-        i = int(np.argmax(non_numeric.to_numpy()))
-        raise SpecError(
-            f"{path}:{i + 2}:{column}", text.iloc[i], f"a number in {CARBON_UNITS} or an empty cell"
-        )
-    negative = values < 0
-    if negative.any():
-        i = int(np.argmax(negative.to_numpy()))
-        raise SpecError(f"{path}:{i + 2}:{column}", text.iloc[i], "a non-negative intensity")
-
+    frame = _read_carbon_frame(path, column)
+    stamps = _parse_timestamps(frame, path)
+    values = _parse_intensity(frame, path, column)
     series = pd.Series(values.to_numpy(dtype=float), index=stamps.dt.tz_convert("UTC"))
-    series = series.sort_index(kind="stable")
-    duplicated = series.index.duplicated(keep="first")
-    n_dup = int(duplicated.sum())
-    if n_dup:
-        log.warning("%s: %d duplicate timestamps dropped (first kept)", path, n_dup)
-        series = series[~duplicated]
-    if series.notna().sum() < 2:
-        raise SpecError(f"{path}:{column}", "fewer than 2 values", "an hourly series")
-    off_hour = series.index != series.index.floor("h")
-    if off_hour.any():
-        raise SpecError(
-            f"{path}:timestamp", str(series.index[off_hour][0]), "timestamps on the whole hour"
-        )
-    grid = pd.date_range(series.index[0], series.index[-1], freq="h")
-    series = series.reindex(grid)
-    n_missing = int(series.isna().sum())
-    if n_missing:
-        series = series.interpolate(method="time", limit_direction="both")
-        log.warning("%s: %d hours without %s filled by time interpolation", path, n_missing, column)
+    series, n_dup = _drop_duplicate_hours(series, path, column)
+    series, n_missing = _fill_hourly_grid(series, path, column)
     time = series.index.tz_convert("UTC").tz_localize(None)
     return xr.DataArray(
         series.to_numpy(),
@@ -134,6 +86,84 @@ def load_grid_carbon_csv(path: str | Path, column: str = "avg_CI") -> xr.DataArr
             "duplicates_dropped": n_dup,
         },
     )
+
+
+def _read_carbon_frame(path: Path, column: str) -> pd.DataFrame:
+    """The CSV as text cells, header names stripped; checks ``timestamp`` and ``column``."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), str(exc), "a comma-separated table with a header row") from exc
+    frame.columns = [c.strip() for c in frame.columns]
+    for needed in ("timestamp", column):
+        if needed not in frame.columns:
+            raise SpecError(f"{path}:{needed}", list(frame.columns), f"a column named {needed!r}")
+    if frame.empty:
+        raise SpecError(str(path), "no data rows", "hourly rows after the header")
+    return frame
+
+
+def _parse_timestamps(frame: pd.DataFrame, path: Path) -> pd.Series:
+    """The ``timestamp`` column as UTC datetimes (naive ones taken as UTC).
+
+    Row numbers in messages are 1-based file lines (the header is line 1): row i is line i + 2.
+    """
+    stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    bad = stamps.isna()
+    if bad.any():
+        i = int(np.argmax(bad.to_numpy()))
+        raise SpecError(
+            f"{path}:{i + 2}:timestamp",
+            frame["timestamp"].iloc[i],
+            "an ISO 8601 timestamp such as '2022-01-01 00:00:00+00:00'",
+        )
+    return stamps
+
+
+def _parse_intensity(frame: pd.DataFrame, path: Path, column: str) -> pd.Series:
+    """``column`` as non-negative numbers [gCO2/kWh]; empty cells are NaN."""
+    text = frame[column].str.strip()
+    values = pd.to_numeric(text.where(text != "", None), errors="coerce")
+    non_numeric = values.isna() & (text != "")
+    if non_numeric.any():
+        i = int(np.argmax(non_numeric.to_numpy()))
+        raise SpecError(
+            f"{path}:{i + 2}:{column}", text.iloc[i], f"a number in {CARBON_UNITS} or an empty cell"
+        )
+    negative = values < 0
+    if negative.any():
+        i = int(np.argmax(negative.to_numpy()))
+        raise SpecError(f"{path}:{i + 2}:{column}", text.iloc[i], "a non-negative intensity")
+    return values
+
+
+def _drop_duplicate_hours(series: pd.Series, path: Path, column: str) -> tuple[pd.Series, int]:
+    """Sorted by time (stable), the first row of each repeated timestamp kept; and the count."""
+    series = series.sort_index(kind="stable")
+    duplicated = series.index.duplicated(keep="first")
+    n_dup = int(duplicated.sum())
+    if n_dup:
+        log.warning("%s: %d duplicate timestamps dropped (first kept)", path, n_dup)
+        series = series[~duplicated]
+    if series.notna().sum() < 2:
+        raise SpecError(f"{path}:{column}", "fewer than 2 values", "an hourly series")
+    return series, n_dup
+
+
+def _fill_hourly_grid(series: pd.Series, path: Path, column: str) -> tuple[pd.Series, int]:
+    """The series on a complete hourly grid, gaps filled by time interpolation; and the count."""
+    off_hour = series.index != series.index.floor("h")
+    if off_hour.any():
+        raise SpecError(
+            f"{path}:timestamp", str(series.index[off_hour][0]), "timestamps on the whole hour"
+        )
+    grid = pd.date_range(series.index[0], series.index[-1], freq="h")
+    series = series.reindex(grid)
+    n_missing = int(series.isna().sum())
+    if n_missing:
+        series = series.interpolate(method="time", limit_direction="both")
+        log.warning("%s: %d hours without %s filled by time interpolation", path, n_missing, column)
+    return series, n_missing
 
 
 def load_carbon_profile_table(name_or_path: str | Path) -> tuple[np.ndarray, dict]:
