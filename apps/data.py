@@ -1,4 +1,4 @@
-"""Data behind the dashboard: every number comes from ``twin`` (and ``sensors``) functions.
+"""Data behind the dashboard: every number comes from ``twin`` functions (only twin's public names).
 
 The views only present. This module calls the twin, caches its results for the Streamlit
 session (``st.cache_resource``: results are shared, never copied) and reshapes them into the
@@ -7,18 +7,18 @@ of one selected rack. Nothing here draws 300,000 marks; the largest table is one
 
 Sources of each quantity:
 
-* site time series and run totals: :func:`twin.simulate.simulate` (Dataset and summary);
-* per-GPU temperatures at the end of the run: the same run's final state, stepped with the
-  same compiled function and arguments as ``simulate`` (so it equals
-  ``final_rack_max_gpu_temperature`` of the Dataset, which the tests check);
+* site time series, run totals and the final state: one :func:`twin.simulate.simulate_run`
+  (Dataset, summary and the final :class:`twin.simulate.SimState`; nothing is simulated twice);
+* per-GPU temperatures at the end of the run: that final state (it gives the Dataset's
+  ``final_rack_max_gpu_temperature``, which the tests check);
 * per-rack IT power and coolant return: the twin's steady state for each rack's load at the
-  run's last hour (:func:`twin.placement.steady_state`), because the dynamic run records
-  site totals only;
+  run's last hour (:func:`twin.placement.steady_state`, the rack loads of
+  :func:`twin.simulate.rack_utilization`), because the dynamic run records site totals only;
 * placement what-if: :func:`twin.placement.compare` on jobs from :mod:`twin.io.jobs`;
 * GPU page: :func:`twin.calibration.calibrate` and :mod:`twin.estimate` on telemetry read by
   :func:`twin.io.telemetry.open_telemetry` (store, recorded file or Prometheus) or, with no
-  source, the synthetic fleet of :func:`sensors.synthetic.simulate_fleet`;
-* live: the telemetry source, or the simulated fleet :class:`sensors.simulated.SimulatedSource`
+  source, the synthetic fleet of :func:`twin.io.telemetry.synthetic_fleet`;
+* live: the telemetry source, or the simulated fleet :class:`twin.io.telemetry.SimulatedTelemetry`
   read in-process when nothing else runs.
 """
 
@@ -103,7 +103,7 @@ class FleetRun:
     ds: xr.Dataset
     summary: dict
     run: object  # twin.simulate.Run
-    state: object  # physics.facility.State at the end of the run
+    state: object  # the physics state of twin.simulate.SimState at the end of the run (NumPy)
     racks: pd.DataFrame  # one row per rack (see rack_table)
 
 
@@ -133,39 +133,15 @@ def prepared(
     )
 
 
-def _final_state(run, hours: float, record_s: float):
-    """The state at the end of ``simulate(run.spec, hours, run=run, record_interval=record_s)``.
-
-    Steps exactly as :func:`twin.simulate.simulate` does (same compiled function, same static
-    arguments, hence no second compilation), because ``simulate`` returns no state.
-    """
-    import jax
-
-    from physics import facility as F
-    from twin import simulate as S
-
-    p, d, dt = run.params, run.derived, run.dt
-    n_steps = max(1, int(round(hours * 3600.0 / dt)))
-    spr = S._divisor_at_most(n_steps, int(round(record_s / dt)))
-    n_records = n_steps // spr
-    gpus = int(np.prod(p.gpu_shape))
-    target = max(spr, int(2e8 / max(gpus, 1)))
-    chunk = S._divisor_at_most(n_records, max(1, target // spr))
-    state = F.initial_state(p, d)
-    ledger = F.empty_ledger(p.n_sites)
-    for _ in range(n_records // chunk):
-        state, ledger, _rec = S._run_jit(p, d, state, ledger, dt, run.hour0, chunk, spr, run.n_sub)
-    return jax.tree.map(np.asarray, state)
-
-
 @cache_resource(show_spinner="Simulating the facility with the twin ...")
 def fleet_run(s: SimSettings) -> FleetRun:
-    """Simulate ``s`` with :func:`twin.simulate.simulate`; add the final state and rack table."""
-    from twin.simulate import simulate
+    """Simulate ``s`` once with :func:`twin.simulate.simulate_run`: Dataset, summary, final state
+    (host copy) and the rack table."""
+    from twin.simulate import simulate_run
 
     run = prepared(s.facility, s.step_s, s.start, s.load, s.seed, s.gpu_spread)
-    ds, summary = simulate(run.spec, s.hours, record_interval=s.record_s, run=run)
-    state = _final_state(run, s.hours, s.record_s)
+    ds, summary, final = simulate_run(run, s.hours, record_interval=s.record_s)
+    state = final.numpy().physics
     racks = rack_table(run, state, s.hours)
     return FleetRun(s, ds, summary, run, state, racks)
 
@@ -219,24 +195,13 @@ def rack_layout(params) -> pd.DataFrame:
     )
 
 
-def rack_utilization(params, hours: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each rack's time-mean and high-phase utilization at hour-of-year ``hours`` (the workload
-    schedule of :func:`physics.facility.step`: square wave times the diurnal factor)."""
-    low = np.asarray(params.load_low)
-    high = np.asarray(params.load_high)
-    duty = np.asarray(params.load_duty)
-    amp = np.asarray(params.load_diurnal_amplitude)
-    peak = np.asarray(params.load_diurnal_peak_hour)
-    diurnal = 1.0 + amp * np.cos(2.0 * np.pi * (hours - peak) / 24.0)
-    return (low + (high - low) * duty) * diurnal, high * diurnal
-
-
 def rack_table(run, state, hours: float) -> pd.DataFrame:
     """One row per rack: layout, GPU temperatures at the end of the run (dynamic twin), IT power
     and coolant temperatures of the twin's steady state for the rack's load at the last hour."""
     import jax.numpy as jnp
 
     from twin import placement
+    from twin.simulate import rack_utilization
 
     p, d = run.params, run.derived
     out = rack_layout(p)
@@ -410,24 +375,19 @@ def read_telemetry(source: str) -> xr.Dataset:
 
 
 class SimulatedFleet:
-    """The embedded default of the Live page: :class:`sensors.simulated.SimulatedSource` read in
-    this process at each refresh, the samples kept in a bounded buffer."""
+    """The embedded default of the Live page: :class:`twin.io.telemetry.SimulatedTelemetry` read
+    in this process at each refresh, the samples kept in a bounded buffer."""
 
     def __init__(self, n_gpus: int = 8, seed: int = 0, keep: int = 600) -> None:
-        from sensors.simulated import SimulatedSource
+        from twin.io.telemetry import SimulatedTelemetry
 
-        self.source = SimulatedSource(n_gpus=n_gpus, seed=seed, host="simulated")
+        self.source = SimulatedTelemetry(n_gpus=n_gpus, seed=seed, host="simulated")
         self.keep = keep
         self.frames: list[pd.DataFrame] = []
 
     def poll(self) -> pd.DataFrame:
         """Read one batch; return every kept sample (time, gpu, fields)."""
-        batch = self.source.read()
-        keys = [d.key for d in self.source.devices()]
-        df = pd.DataFrame(batch.values)
-        df.insert(0, "gpu", [keys[i] for i in batch.gpu])
-        df.insert(0, "time", pd.to_datetime(batch.time_ns, unit="ns"))
-        self.frames.append(df)
+        self.frames.append(self.source.read_frame())
         self.frames = self.frames[-self.keep :]
         return pd.concat(self.frames, ignore_index=True)
 
@@ -469,9 +429,7 @@ def parse_power(text: str) -> float:
 def read_live(source: str, window_s: float) -> xr.Dataset:
     """The last ``window_s`` seconds of a live source (store being written, Prometheus URL) or a
     recorded file; raises :class:`SpecError` for a missing, empty, foreign or unreachable one."""
-    import contextlib
-
-    from twin.io.telemetry import _is_sqlite, open_telemetry
+    from twin.io.telemetry import is_store, open_telemetry, store_info
 
     if source.startswith(("http://", "https://")):
         now = pd.Timestamp.now(tz="UTC")
@@ -480,14 +438,8 @@ def read_live(source: str, window_s: float) -> xr.Dataset:
             source, start=start, end=now, prometheus_step=max(1.0, window_s / 300)
         )
     path = Path(source)
-    if path.is_file() and _is_sqlite(path):
-        from sensors.store import Store, StoreError
-
-        try:
-            with contextlib.closing(Store(path, readonly=True)) as store:
-                info = store.info()
-        except StoreError as exc:
-            raise SpecError("telemetry", source, f"a twin telemetry store ({exc})") from exc
+    if path.is_file() and is_store(path):
+        info = store_info(source, label="telemetry")
         if not info["samples"]:
             raise SpecError(
                 "telemetry",
@@ -555,10 +507,10 @@ def rolling_forecast(result, horizon_s: float = FORECAST_S, every_s: float = FOR
 @cache_resource(show_spinner="Calibrating every GPU against its telemetry ...", max_entries=4)
 def gpu_fit(source: str, facility: str, seconds: float = 900.0, seed: int = 0) -> GpuFit:
     """:func:`twin.calibration.calibrate` on ``source`` or, with none, on the synthetic fleet of
-    :func:`sensors.synthetic.simulate_fleet` (8 GPUs of the facility's TDP; GPU 5 has a cold
+    :func:`twin.io.telemetry.synthetic_fleet` (8 GPUs of the facility's TDP; GPU 5 has a cold
     plate gone bad, 1.8 x its resistance, so that the anomaly flags have something to show)."""
-    from sensors.synthetic import simulate_fleet
     from twin.calibration import calibrate
+    from twin.io.telemetry import synthetic_fleet
 
     spec = load_spec(facility)
     if source:
@@ -566,7 +518,7 @@ def gpu_fit(source: str, facility: str, seconds: float = 900.0, seed: int = 0) -
         label = source
     else:
         tdp = spec.sites[0].building.rack.gpu.tdp
-        ds, _truth = simulate_fleet(8, seconds, seed=seed, tdp=tdp, resistance_step=(5, 0, 1.8))
+        ds, _truth = synthetic_fleet(8, seconds, seed=seed, tdp=tdp, resistance_step=(5, 0, 1.8))
         label = f"synthetic fleet (sensors.synthetic.simulate_fleet, 8 GPUs, {seconds:g} s)"
     result = calibrate(ds, spec)
     forecast, flags = rolling_forecast(result)

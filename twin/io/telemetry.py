@@ -21,7 +21,9 @@ All three give the Dataset of :meth:`sensors.store.Store.read` (dims ``time``, `
   no temperature is compared there.
 
 :func:`sensors.synthetic.simulate_fleet` writes a synthetic fleet in the same schema, with hidden
-parameters, for tests and benchmarks.
+parameters, for tests and benchmarks (:func:`synthetic_fleet` here). For the dashboard, which
+reaches sensors only through twin: :func:`is_store`, :func:`store_info` and
+:class:`SimulatedTelemetry` (an in-process simulated fleet read batch by batch).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from twin.units import SpecError
@@ -43,12 +46,59 @@ from twin.units import SpecError
 THERMAL_THROTTLE_BITS = 0x8 | 0x20 | 0x40 | 0x80
 
 
-def _is_sqlite(path: Path) -> bool:
+def is_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an SQLite file (what a ``twin sensord`` telemetry store is)."""
     try:
-        with path.open("rb") as fh:
+        with Path(path).open("rb") as fh:
             return fh.read(16) == b"SQLite format 3\x00"
     except OSError:
         return False
+
+
+def store_info(path: str | os.PathLike, label: str = "--telemetry") -> dict:
+    """:meth:`sensors.store.Store.info` of a telemetry store, opened read-only (samples, first
+    and last time, ...); raises :class:`SpecError` naming ``label`` when it is not a store."""
+    from sensors.store import Store, StoreError
+
+    try:
+        with contextlib.closing(Store(Path(path), readonly=True)) as store:
+            return store.info()
+    except StoreError as exc:
+        raise SpecError(label, str(path), f"a twin telemetry store ({exc})") from exc
+
+
+class SimulatedTelemetry:
+    """GPUs simulated in this process (:class:`sensors.simulated.SimulatedSource`, wall clock):
+    each :meth:`read_frame` is the batch of readings since the previous one."""
+
+    def __init__(self, n_gpus: int = 8, seed: int = 0, host: str = "simulated") -> None:
+        from sensors.simulated import SimulatedSource
+
+        self.source = SimulatedSource(n_gpus=n_gpus, seed=seed, host=host)
+
+    def read_frame(self) -> pd.DataFrame:
+        """One batch as a long table: ``time`` (UTC, naive), ``gpu`` key, one column per field."""
+        batch = self.source.read()
+        keys = [d.key for d in self.source.devices()]
+        df = pd.DataFrame(batch.values)
+        df.insert(0, "gpu", [keys[i] for i in batch.gpu])
+        df.insert(0, "time", pd.to_datetime(batch.time_ns, unit="ns"))
+        return df
+
+
+def synthetic_fleet(
+    n_gpus: int,
+    duration_s: float,
+    *,
+    seed: int = 0,
+    tdp: float = 700.0,
+    resistance_step: tuple[int, float, float] | None = None,
+) -> tuple[xr.Dataset, object]:
+    """A synthetic fleet's telemetry and its hidden truth
+    (:func:`sensors.synthetic.simulate_fleet`, other arguments at their defaults)."""
+    from sensors.synthetic import simulate_fleet
+
+    return simulate_fleet(n_gpus, duration_s, seed=seed, tdp=tdp, resistance_step=resistance_step)
 
 
 def open_telemetry(
@@ -65,8 +115,6 @@ def open_telemetry(
     """
     text = str(source)
     if text.startswith(("http://", "https://")):
-        import pandas as pd
-
         from sensors.fleet import PrometheusQueryError, PrometheusReader, PrometheusUnavailable
 
         t1 = pd.Timestamp.now(tz="UTC") if end is None else pd.Timestamp(end)
@@ -87,7 +135,7 @@ def open_telemetry(
                 "an existing telemetry store, an nvidia-smi/nvprof CSV or Prometheus text file, "
                 "or an http(s):// Prometheus URL",
             )
-        if _is_sqlite(path):
+        if is_store(path):
             from sensors.store import Store, StoreError
 
             try:
