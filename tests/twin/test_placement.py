@@ -70,7 +70,7 @@ def test_one_rack_setpoints_within_1pct_of_exhaustive_optimum(one_rack):
     import jax
     import jax.numpy as jnp
 
-    from twin.placement.core import _evaluate, steady_state, with_setpoints
+    from twin.placement.steady import _evaluate, steady_state, with_setpoints
 
     grid = np.array(
         list(
@@ -124,7 +124,7 @@ def test_one_row_placement_within_1pct_of_exhaustive_and_milp(one_row):
     # tie-break against fragmentation costs the rest; placement spans only ~0.02 % here).
     assert val - opt <= 0.5 * (worst - opt)
     # MILP on the linearized model (per-rack marginal costs) reaches the same optimum.
-    from twin.placement.core import _evaluate
+    from twin.placement.steady import _evaluate
 
     _, _, grad = _evaluate(p, np.zeros(p.n_racks), np.zeros(p.n_racks), run.hour0, np.ones(1))
     u_job = np.stack(
@@ -177,7 +177,8 @@ def test_setpoint_optimizer_converges_from_the_design_start(mini):
     import jax.numpy as jnp
     from scipy.optimize import minimize
 
-    from twin.placement.core import _bounds, _evaluate, _objective, _pack, with_setpoints
+    from twin.placement.setpoints import _bounds, _objective, _pack
+    from twin.placement.steady import _evaluate, with_setpoints
 
     run, topo = mini
     p = run.params

@@ -1,0 +1,312 @@
+r"""Replay of a job set on the twin under a placement policy.
+
+Every policy sees the same jobs, the same facility twin (:mod:`physics.facility`) and the same
+initial state. Jobs are placed online, at arrival, in time order (:mod:`.scheduler`); the replay
+advances the twin in epochs (default 15 min), each with the per-rack workload schedule of the
+jobs that ran in it (GPU-seconds weighted, so rack energy is exact: GPU power and leakage are
+linear in utilization and temperature) and the setpoints the policy chose (:mod:`.controller`);
+the state is carried across epochs (:mod:`.accounting`). The twin policy re-optimizes its
+setpoints hourly and parks idle racks (:mod:`.parking`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from twin.io.jobs import JobSet
+from twin.placement.accounting import (
+    Audit,
+    EpochTally,
+    FacilityTrace,
+    _plan_dataset,
+    epoch_schedule,
+    summarize,
+)
+from twin.placement.allocation import POLICIES, RackState
+from twin.placement.controller import SetpointControl
+from twin.placement.events import Event, EventKind, EventQueue
+from twin.placement.parking import RACK_STANDBY_W, RACK_WAKE_S, Parking
+from twin.placement.scheduler import JobArrays, Scheduler
+from twin.placement.steady import (
+    _derive_jit,
+    _hot_coefficients,
+    with_power_state,
+    with_schedule,
+    with_setpoints,
+)
+from twin.placement.topology import Topology, build_topology
+from twin.simulate import Run
+from twin.units import SpecError
+
+
+@dataclass
+class PolicyResult:
+    """One policy's replay: its summary (docs/placement.md) and plan (xarray)."""
+
+    policy: str
+    summary: dict
+    plan: xr.Dataset
+
+
+def replay(
+    run: Run,
+    jobs: JobSet,
+    policy: str,
+    hours: float,
+    epoch: float = 900.0,
+    setpoint_interval: float = 3600.0,
+    topo: Topology | None = None,
+    objective: str = "energy",
+    iterations: int = 40,
+    seed: int = 0,
+    progress: Callable[[float, float], None] | None = None,
+    ramp: bool = True,
+    park: bool = True,
+    wake_time: float = RACK_WAKE_S,
+    standby_w: float = RACK_STANDBY_W,
+) -> PolicyResult:
+    """Replay ``jobs`` for ``hours`` on ``run``'s twin under ``policy``; returns summary and plan.
+
+    ``epoch`` [s]: the twin's schedule step (a whole number of ``run.dt``); ``setpoint_interval``
+    [s]: how often the twin policy re-optimizes its setpoints (``iterations`` L-BFGS-B
+    iterations, the FWS supply ramped down at most FWS_RAMP_DOWN_K_PER_H unless ``ramp`` is
+    False) for ``objective`` (energy, carbon or cost); ``seed``: job phases and the random
+    policy. ``park`` (twin policy only): power down idle racks beyond each site's reserve and
+    wake them when demand returns (``wake_time`` [s] until a woken rack takes jobs;
+    ``standby_w`` [W] drawn by a parked rack); see :mod:`twin.placement.parking`.
+    """
+    _check_arguments(policy, objective, hours, wake_time, standby_w)
+    options = _Options(
+        epoch=epoch,
+        setpoint_interval=setpoint_interval,
+        objective=objective,
+        iterations=iterations,
+        seed=seed,
+        ramp=ramp,
+        park=park,
+        wake_time=wake_time,
+        standby_w=standby_w,
+    )
+    rp = _Replay.start(run, jobs, policy, hours, topo or build_topology(run), options)
+    t_wall = time.perf_counter()
+    for e in range(rp.n_epochs):
+        t0, t1 = e * rp.epoch, (e + 1) * rp.epoch
+        if rp.reoptimize_due(e, t0):
+            rp.reoptimize(t0)  # park idle racks, then setpoints and marginal costs
+        tally = EpochTally.begin(t0, rp.sched.load, rp.racks)
+        while (event := rp.events.pop_before(t1)) is not None:
+            tally.advance(event.time, rp.sched.load, rp.racks, rp.parking.parked)
+            rp.handle(event, tally)
+        tally.advance(t1, rp.sched.load, rp.racks, rp.parking.parked)
+        rp.close_epoch(tally, t0, t1)  # the twin over the epoch's schedule; audit
+        if progress:
+            progress((e + 1) / rp.n_epochs, time.perf_counter() - t_wall)
+    return rp.result(time.perf_counter() - t_wall)
+
+
+def _check_arguments(policy, objective, hours, wake_time, standby_w) -> None:
+    if policy not in POLICIES:
+        raise SpecError("--policy", policy, f"one of {', '.join(POLICIES)}")
+    if objective not in ("energy", "carbon", "cost"):
+        raise SpecError("--objective", objective, "one of energy, carbon, cost")
+    if not (math.isfinite(hours) and hours > 0):
+        raise SpecError("--hours", hours, "a positive number of hours")
+    if not (math.isfinite(wake_time) and wake_time >= 0):
+        raise SpecError("--wake-time", wake_time, "a wake time >= 0 s")
+    if not (math.isfinite(standby_w) and standby_w >= 0):
+        raise SpecError("--standby-power", standby_w, "a standby power >= 0 W")
+
+
+def _hourly_weights(run: Run, objective: str) -> np.ndarray:
+    """Weight of a W per hour of the year and site: energy 1, carbon and cost normalized to a
+    mean of 1."""
+    if objective == "energy":
+        return np.ones_like(np.asarray(run.params.carbon_intensity))
+    x = np.asarray(run.params.carbon_intensity if objective == "carbon" else run.params.price)
+    return x / max(x.mean(), 1e-30)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The replay's options (see :func:`replay`)."""
+
+    epoch: float
+    setpoint_interval: float
+    objective: str
+    iterations: int
+    seed: int
+    ramp: bool
+    park: bool
+    wake_time: float
+    standby_w: float
+
+
+@dataclass
+class _Replay:
+    """The parts of one replay and the steps of its loop."""
+
+    run: Run
+    policy: str
+    options: _Options
+    epoch: float  # [s], a whole number of twin steps
+    steps: int  # twin steps per epoch
+    n_epochs: int
+    job_table: pd.DataFrame
+    jobs: JobArrays
+    racks: RackState
+    events: EventQueue
+    parking: Parking
+    sched: Scheduler
+    control: SetpointControl
+    trace: FacilityTrace
+    audit: Audit
+    control_seconds: float = 0.0  # wall time of setpoint optimization
+
+    @classmethod
+    def start(
+        cls, run: Run, jobs: JobSet, policy: str, hours: float, topo: Topology, options: _Options
+    ) -> _Replay:
+        """Every part at t = 0: design setpoints, the twin's settled initial state, no job."""
+        p0, d0, dt = run.params, run.derived, run.dt
+        steps = max(1, int(round(options.epoch / dt)))
+        epoch = steps * dt
+        n_epochs = max(1, int(math.ceil(hours * 3600.0 / epoch)))
+        rng = np.random.default_rng(options.seed)
+        arrays = JobArrays.of(jobs.table, rng)  # draws the job phases first
+        trace = FacilityTrace.start(p0, d0)
+        r_n = p0.n_racks
+        hot = _hot_coefficients(p0, d0, np.asarray(p0.tcs_supply_setpoint)[topo.rack_cdu])
+        rack_temp = np.asarray(trace.state.gpu_temp).reshape(r_n, -1).mean(axis=1)
+        racks = RackState.idle(topo, p0.n_cdus, hot, rack_temp, rng)
+        events = EventQueue()
+        parking = Parking.start(
+            policy == "twin" and options.park, racks, events, arrays.gpus, epoch, options.wake_time
+        )
+        control = SetpointControl.at_design(
+            p0,
+            topo,
+            _hourly_weights(run, options.objective),
+            options.iterations,
+            options.setpoint_interval,
+            options.ramp,
+            options.standby_w,
+        )
+        return cls(
+            run,
+            policy,
+            options,
+            epoch,
+            steps,
+            n_epochs,
+            job_table=jobs.table,
+            jobs=arrays,
+            racks=racks,
+            events=events,
+            parking=parking,
+            sched=Scheduler.start(policy, arrays, racks, events, parking),
+            control=control,
+            trace=trace,
+            audit=Audit.of(p0, topo),
+        )
+
+    # ------------------------------------------------------------------ setpoints (twin)
+    def reoptimize_due(self, e: int, t0: float) -> bool:
+        interval = self.options.setpoint_interval
+        return self.policy == "twin" and (e == 0 or (t0 % interval) < 1e-9)
+
+    def reoptimize(self, t0: float) -> None:
+        """Parking first, so that the optimizer sees the racks' power state for the interval
+        (only bursts wake racks in between); then setpoints and marginal costs."""
+        if self.parking.enabled:
+            self.parking.control(t0, self.sched.queue)
+        s0 = time.perf_counter()
+        hours_now = self.run.hour0 + t0 / 3600.0
+        self.control.reoptimize(t0, hours_now, self.sched.load, self.racks, self.parking.parked)
+        self.control_seconds += time.perf_counter() - s0
+
+    # ------------------------------------------------------------------ events
+    def handle(self, event: Event, tally: EpochTally) -> None:
+        """One event at ``event.time`` (the tally integrated up to it)."""
+        now, i = event.time, event.job
+        if event.kind == EventKind.WAKE:
+            self.parking.woken(now)
+            self.sched.retry(now)
+        elif event.kind == EventKind.END:
+            self.sched.finish(i, now)
+        else:
+            self._arrive(i, now, tally)
+
+    def _arrive(self, i: int, now: float, tally: EpochTally) -> None:
+        """Job ``i`` arrives (or its deferral ends): defer it (twin, flexible), start or queue."""
+        jobs, sched = self.jobs, self.sched
+        if jobs.deferral[i] > 0 and not sched.deferred[i]:
+            horizon = self.n_epochs * self.epoch
+            k = self.control.deferral_hours(now, jobs.deferral[i], jobs.duration[i], horizon)
+            if k > 0:
+                sched.deferred[i] = True
+                self.events.push(now + k * 3600.0, EventKind.ARRIVAL, i)
+                return
+        self.parking.note_arrival(now, int(jobs.gpus[i]))
+        if sched.submit(i, now):
+            tally.note_start(i, sched.placed[i][0], sched.load)
+
+    # ------------------------------------------------------------------ epoch end
+    def close_epoch(self, tally: EpochTally, t0: float, t1: float) -> None:
+        """Advance the twin over the epoch's schedule with the setpoints in force, refresh what
+        the baselines place by, and audit the constraints."""
+        run, racks, load, topo = self.run, self.racks, self.sched.load, self.racks.topo
+        powered = tally.on / self.epoch
+        self.parking.end_epoch(tally.on)
+        self.audit.busy_gpu_s += float(tally.busy)
+        low, high = epoch_schedule(tally, load, self.jobs, racks, run.hour0, t0, t1, self.epoch)
+        q_hot = with_setpoints(run.params, *self.control.setpoints)  # powered: temperatures
+        q = with_power_state(q_hot, powered, self.options.standby_w)
+        q = with_schedule(q, low, high, load.periods, load.phases)
+        dq = _derive_jit(q) if self.policy == "twin" else run.derived
+        self.trace.advance(q, dq, run, self.steps, self.control.setpoints)
+        state = self.trace.state
+        if self.policy == "coolest":
+            racks.rack_temp = np.asarray(state.gpu_temp).reshape(topo.n_racks, -1).mean(axis=1)
+        if self.policy != "twin":
+            tcs_rack = np.asarray(state.tcs_supply)[topo.rack_cdu]
+            racks.hot_a, racks.hot_b = _hot_coefficients(q_hot, dq, tcs_rack)
+        self.audit.check(q_hot, dq, state, tally.hot, racks, self.epoch)
+
+    def result(self, wall: float) -> PolicyResult:
+        """Summary and plan; ``wall``: the loop's wall time [s]."""
+        sched, trace = self.sched, self.trace
+        horizon = self.n_epochs * self.epoch
+        summary = summarize(
+            self.run,
+            self.options.objective,
+            horizon,
+            sched,
+            self.parking,
+            self.audit,
+            trace,
+            placement_seconds=sched.placement_seconds + self.control_seconds,
+            wall=wall,
+        )
+        plan = _plan_dataset(
+            self.run,
+            self.racks.topo,
+            self.job_table,
+            sched.start_time,
+            sched.placed,
+            sched.deferred,
+            trace.records,
+            trace.fws,
+            trace.tcs,
+            trace.pump,
+            self.epoch,
+            summary,
+            np.stack(self.parking.parked_count),
+        )
+        return PolicyResult(self.policy, summary, plan)

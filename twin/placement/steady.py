@@ -1,0 +1,275 @@
+"""Steady state of the twin for a per-rack load and setpoints, and its gradients.
+
+:func:`steady_state` runs the twin's own loop physics (:func:`physics.facility.derive`,
+:func:`physics.facility.loop_substep`) over a step long enough that every tank reaches its
+inflow temperature; :func:`rack_conditions` gives each rack's IT power, liquid and air heat and
+hottest GPU/HBM. :func:`with_setpoints`, :func:`with_schedule` and :func:`with_power_state` set
+the parameters a policy controls. ``_evaluate`` and ``_marginal_factor`` are the gradients the
+twin policy places jobs by.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from physics import facility as F
+from physics import gpu
+
+#: A step long enough that every tank of the loops reaches its inflow temperature [s].
+STEADY_DT = 1.0e9
+
+#: Jitted :func:`physics.facility.derive` (derived parameters of changed setpoints).
+_derive_jit = jax.jit(F.derive)
+
+
+class Steady(eqx.Module):
+    """Steady state of the twin for a load and setpoints (site arrays (S,), rack arrays (R,))."""
+
+    it: jax.Array
+    pumps: jax.Array
+    fans: jax.Array
+    chillers: jax.Array
+    losses: jax.Array
+    total: jax.Array
+    gpu_hot: jax.Array  # (R,) hottest busy GPU die [K]
+    hbm_hot: jax.Array  # (R,) [K]
+    rack_it: jax.Array  # (R,) [W]
+    tcs_supply: jax.Array  # (N,) [K]
+
+
+def _gpu_terms(p: F.FacilityParams, d: F.Derived):
+    """GPU die thermal resistance, conductance with leakage, idle and dynamic die power, and
+    the leakage intercept: T_die = (idle + u * dyn + c0 + T_in / res) / g."""
+    res = d.gpu_resistance
+    g = gpu.die_conductance(res, p.gpu_leakage_ref, p.gpu_leakage_coeff)
+    die_idle = p.gpu_power_idle - p.gpu_hbm_power_idle
+    die_dyn = (1.0 - p.gpu_hbm_power_share) * p.gpu_power_dynamic
+    c0 = p.gpu_leakage_ref * (1.0 - p.gpu_leakage_coeff * p.gpu_temp_ref)
+    return res, g, die_idle, die_dyn, c0
+
+
+def rack_conditions(
+    p: F.FacilityParams,
+    d: F.Derived,
+    t_in: jax.Array,
+    u_mean: jax.Array,
+    u_hot: jax.Array,
+    p_hot: F.FacilityParams | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Per-rack IT power, liquid and air heat (from ``p``) and the hottest GPU die and HBM
+    temperatures at ``u_hot`` (from ``p_hot``: a powered rack, even if ``p`` parks it)."""
+    r = p.n_racks
+    res, g, die_idle, die_dyn, c0 = _gpu_terms(p, d)
+    tin = t_in[:, None, None, None]
+    u = u_mean[:, None, None, None]
+    t_die = (die_idle + u * die_dyn + c0 + tin / res) / g
+    p_hbm = p.gpu_hbm_power_idle + p.gpu_hbm_power_share * p.gpu_power_dynamic * u
+    p_gpu = (
+        die_idle
+        + u * die_dyn
+        + gpu.leakage_power(t_die, p.gpu_leakage_ref, p.gpu_leakage_coeff, p.gpu_temp_ref)
+        + p_hbm
+    )
+    air = p.gpu_air_fraction
+    full = p.gpu_shape
+    n_gpu = float(np.prod(full[1:]))
+
+    def per_rack(x):
+        x = jnp.broadcast_to(x, (r,) + tuple(jnp.shape(x)[1:]))
+        return x.reshape(r, -1).sum(axis=1) * (n_gpu / x.reshape(r, -1).shape[1])
+
+    rack_gpu = per_rack(p_gpu)
+    rack_gpu_air = per_rack(air * p_gpu)
+    other = p.rack_other_power_idle + (p.rack_other_power_max - p.rack_other_power_idle) * jnp.clip(
+        u_mean, 0.0, 1.0
+    )
+    liquid = rack_gpu - rack_gpu_air + p.rack_other_liquid_fraction * other
+    air_heat = rack_gpu_air + (1.0 - p.rack_other_liquid_fraction) * other
+    uh = u_hot[:, None, None, None]
+    ph = p
+    if p_hot is not None:
+        ph = p_hot
+        res, g, die_idle, die_dyn, c0 = _gpu_terms(ph, d)
+    hot = (die_idle + uh * die_dyn + c0 + tin / res) / g
+    hbm = (
+        tin
+        + (ph.gpu_hbm_power_idle + ph.gpu_hbm_power_share * ph.gpu_power_dynamic * uh)
+        * ph.gpu_hbm_resistance
+    )
+    rmax = lambda x: jnp.broadcast_to(x, (r,) + tuple(jnp.shape(x)[1:])).reshape(r, -1).max(axis=1)  # noqa: E731
+    return rack_gpu + other, liquid, air_heat, rmax(hot), rmax(hbm)
+
+
+def steady_state(
+    p: F.FacilityParams,
+    d: F.Derived,
+    u_mean: jax.Array,
+    u_hot: jax.Array,
+    hours: jax.Array,
+    passes: int = 2,
+    power: tuple | None = None,
+) -> Steady:
+    """Steady state of the twin at hour-of-year ``hours`` for per-rack mean and hot utilization.
+
+    ``power`` = (powered (R,), standby W): racks in that power state (:func:`with_power_state`)
+    for the energy; the hottest-GPU temperatures are those of powered racks (a job wakes one).
+
+    GPU nodes at their time-mean temperature (exact for the linear die model), the loops by
+    :func:`physics.facility.loop_substep` over a step long enough that every tank equals its
+    inflow (so its flows are the steady ones); the FWS supply is at its setpoint. Two passes
+    take a saturated CDU valve (TCS supply above its setpoint) into account (``passes=1``: the
+    inlet at the setpoint, used inside the optimizer; the repair step re-checks with two).
+    """
+    n, b, sites = p.n_cdus, p.n_buildings, p.n_sites
+    p_hot = None
+    if power is not None:
+        p_hot, p = p, with_power_state(p, *power)
+    t_in = p.tcs_supply_setpoint[p.rack_cdu]
+    for _ in range(passes):
+        rack_it, liquid, air_heat, hot, hbm = rack_conditions(p, d, t_in, u_mean, u_hot, p_hot)
+        cdu_liquid = F._segment_sum(liquid, p.rack_cdu, n) + d.tcs_pump_heat
+        mixed = p.tcs_supply_setpoint + cdu_liquid / d.cdu_capacity_rate
+        sup = jnp.broadcast_to(p.fws_supply_setpoint[:, None], (b, p.n_fws_tanks))
+        ls = F.LoopState(jnp.broadcast_to(mixed[:, None], (n, p.n_tcs_tanks)), sup, sup)
+        _, fl, _ = F.loop_substep(p, d, ls, mixed, STEADY_DT, hours)
+        t_in = jnp.maximum(fl.tcs_supply, p.tcs_supply_setpoint)[p.rack_cdu]
+
+    def site_of_bld(x):
+        return F._segment_sum(x, p.building_site, sites)
+
+    def site_of_cdu(x):
+        return site_of_bld(F._segment_sum(x, p.cdu_building, b))
+
+    it = site_of_cdu(F._segment_sum(rack_it, p.rack_cdu, n))
+    air = site_of_cdu(F._segment_sum(air_heat, p.rack_cdu, n))
+    pumps = site_of_cdu(d.tcs_pump_power) + site_of_bld(fl.fws_pump_power)
+    fans = site_of_bld(fl.fan_power) + p.air_fan_power_ratio * air
+    chillers = site_of_bld(fl.chiller_power)
+    losses = p.electrical_loss_fraction * (it + pumps + fans + chillers)
+    return Steady(
+        it,
+        pumps,
+        fans,
+        chillers,
+        losses,
+        it + pumps + fans + chillers + losses,
+        hot,
+        hbm,
+        rack_it,
+        fl.tcs_supply,
+    )
+
+
+def with_setpoints(p: F.FacilityParams, fws_k, tcs_k, pump) -> F.FacilityParams:
+    """``p`` with FWS supply setpoints (B,) [K], TCS supply setpoints (N,) [K], pump speeds (N,)."""
+    return eqx.tree_at(
+        lambda q: (q.fws_supply_setpoint, q.tcs_supply_setpoint, q.tcs_pump_speed),
+        p,
+        (fws_k, tcs_k, pump),
+    )
+
+
+def with_schedule(p: F.FacilityParams, low, high, period, phase) -> F.FacilityParams:
+    """``p`` with a per-rack square-wave load (R,): low/high utilization, period [s], phase [s]
+    (duty 0.5, no diurnal modulation)."""
+    r = p.n_racks
+    return eqx.tree_at(
+        lambda q: (
+            q.load_low,
+            q.load_high,
+            q.load_period,
+            q.load_duty,
+            q.load_phase,
+            q.load_diurnal_amplitude,
+        ),
+        p,
+        (
+            jnp.asarray(low),
+            jnp.asarray(high),
+            jnp.asarray(period),
+            jnp.full(r, 0.5),
+            jnp.asarray(phase),
+            jnp.zeros(r),
+        ),
+    )
+
+
+def with_power_state(p: F.FacilityParams, powered, standby_w: float) -> F.FacilityParams:
+    """Parameters of racks that are powered for the share ``powered`` (R,) of the time.
+
+    A powered-down (parked) rack's GPUs draw nothing: their idle power, HBM idle power and
+    leakage (:func:`physics.gpu.leakage_power`, no supply voltage) scale with ``powered``; its
+    CPUs, switches and NICs draw ``standby_w`` [W] instead of their idle power. Energy is
+    linear in these terms, so a share between 0 and 1 gives the mean of an epoch in which the
+    rack was parked part of the time; the load-dependent part (idle to max) is left to the
+    rack's utilization, which is the epoch mean and zero while parked. ``powered = 1`` leaves
+    every value as it was.
+    """
+    on = jnp.asarray(powered, dtype=float)
+    g4 = on[:, None, None, None]
+    idle_w = on * p.rack_other_power_idle + (1.0 - on) * standby_w
+    return eqx.tree_at(
+        lambda q: (
+            q.gpu_power_idle,
+            q.gpu_hbm_power_idle,
+            q.gpu_leakage_ref,
+            q.rack_other_power_idle,
+            q.rack_other_power_max,
+        ),
+        p,
+        (
+            g4 * p.gpu_power_idle,
+            g4 * p.gpu_hbm_power_idle,
+            g4 * p.gpu_leakage_ref,
+            idle_w,
+            # the load-dependent part is not scaled: the rack's utilization is already the
+            # mean over the epoch (zero while parked)
+            idle_w + (p.rack_other_power_max - p.rack_other_power_idle),
+        ),
+    )
+
+
+@eqx.filter_jit
+def _evaluate(p, u_mean, u_hot, hours, weight, power=None):
+    """Weighted steady facility power, the steady state, and its gradient with respect to the
+    per-rack mean utilization (each rack's marginal cost)."""
+    d = F.derive(p)
+
+    def f(u):
+        s = steady_state(p, d, u, u_hot, hours, power=power)
+        return jnp.sum(weight * s.total), s
+
+    (val, s), grad_u = jax.value_and_grad(f, has_aux=True)(u_mean)
+    return val, s, grad_u
+
+
+@eqx.filter_jit
+def _marginal_factor(p, u_mean, u_hot, hours_vec, weight_vec, power=None):
+    """Weighted facility power per W of IT added uniformly per site, at each future hour."""
+    d = F.derive(p)
+    site_of_rack = p.building_site[p.cdu_building[p.rack_cdu]]
+
+    def one(h, w):
+        def tot(eps):
+            s = steady_state(p, d, u_mean + eps[site_of_rack], u_hot, h, power=power)
+            return jnp.stack([w * s.total, s.it])
+
+        j = jax.jacfwd(tot)(jnp.zeros(p.n_sites))  # (2, S, S)
+        return jnp.diag(j[0]) / jnp.diag(j[1])
+
+    return jax.lax.map(lambda a: one(*a), (hours_vec, weight_vec))
+
+
+def _hot_coefficients(p, d, t_in_rack):
+    """Per rack (a, b) with the hottest GPU die at utilization u = a + b * u for the rack's
+    inlet temperatures ``t_in_rack`` (R,) [K] (numpy)."""
+    res, g, die_idle, die_dyn, c0 = (np.asarray(x) for x in _gpu_terms(p, d))
+    r = p.n_racks
+    a = (die_idle + c0 + np.asarray(t_in_rack)[:, None, None, None] / res) / g
+    b = np.broadcast_to(die_dyn / g, a.shape)
+    a = np.broadcast_to(a, (r,) + a.shape[1:]).reshape(r, -1)
+    b = np.broadcast_to(b, (r,) + b.shape[1:]).reshape(r, -1)
+    return a.max(axis=1), b.max(axis=1)
