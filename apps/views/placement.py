@@ -86,18 +86,11 @@ def _jobs(source: str, spec, hours: float):
     return jobs, f"path:{path}:{digest}"
 
 
-def render(ctx) -> None:
+def _settings(s) -> tuple[float, float, str, list[str], str]:
+    """The what-if's inputs: replay hours, epoch [s], objective, policies, caps text (checked:
+    wrong units or keys raise before anything runs)."""
     from twin.placement import POLICIES
 
-    s = ctx.settings
-    spec = data.load_spec(s.facility)
-    st.header(f"Placement what-if — {spec.name}")
-    st.caption(
-        "Every policy sees the same jobs, the same twin and the same start; jobs are placed at "
-        "arrival and the twin is stepped in epochs (twin.placement.compare). 'twin' co-optimizes "
-        "placement and cooling setpoints through the differentiable twin."
-    )
-    source = st.radio("Job set", SOURCES, horizontal=True, key="pl_source")
     c1, c2, c3 = st.columns(3)
     q = st.query_params  # shareable what-ifs: ?page=placement&policies=pack,spread&hours=1
     try:
@@ -121,6 +114,53 @@ def render(ctx) -> None:
     if not epoch_s >= s.step_s:
         raise SpecError("epoch", epoch_text, f"at least the twin's time step ({s.step_s:g} s)")
     data.parse_caps_text(caps_text)  # wrong units or keys: a message before anything runs
+    return hours, epoch_s, objective, policies, caps_text
+
+
+def _show_results(results: dict, table: pd.DataFrame) -> None:
+    """The comparison table and charts, the least-energy policy and the plan downloads."""
+    st.subheader("Comparison")
+    st.dataframe(table, width="stretch")
+    c1, c2, c3 = st.columns(3)
+    c1.altair_chart(bar(table, "energy_kwh", "Energy [kWh]"), width="stretch")
+    c2.altair_chart(bar(table, "carbon_kg", "Carbon [kg CO2]"), width="stretch")
+    c3.altair_chart(bar(table, "max_gpu_temperature_c", "Hottest GPU [degC]"), width="stretch")
+    st.altair_chart(power_trend(results), width="stretch")
+    best = table.energy_kwh.idxmin()
+    st.success(
+        f"Least energy: {best} ({table.energy_kwh[best]:,.1f} kWh, carbon "
+        f"{table.carbon_kg[best]:,.1f} kg, hottest GPU {table.max_gpu_temperature_c[best]:.1f} °C)."
+    )
+    st.subheader("Download the plan")
+    pick = st.selectbox("Policy", list(results), index=list(results).index(best), key="pl_pick")
+    d1, d2 = st.columns(2)
+    d1.download_button(
+        f"Plan of '{pick}' (CSV: job, site, racks:GPUs, start)",
+        data.plan_csv(results[pick]),
+        file_name=f"plan-{pick}.csv",
+        mime="text/csv",
+        key="pl_download",
+    )
+    d2.download_button(
+        "Summaries of all policies (JSON)",
+        json.dumps({k: r.summary for k, r in results.items()}, indent=1, default=float),
+        file_name="placement-summaries.json",
+        mime="application/json",
+        key="pl_download_json",
+    )
+
+
+def render(ctx) -> None:
+    s = ctx.settings
+    spec = data.load_spec(s.facility)
+    st.header(f"Placement what-if — {spec.name}")
+    st.caption(
+        "Every policy sees the same jobs, the same twin and the same start; jobs are placed at "
+        "arrival and the twin is stepped in epochs (twin.placement.compare). 'twin' co-optimizes "
+        "placement and cooling setpoints through the differentiable twin."
+    )
+    source = st.radio("Job set", SOURCES, horizontal=True, key="pl_source")
+    hours, epoch_s, objective, policies, caps_text = _settings(s)
     jobs, key = _jobs(source, spec, hours)
     if jobs is None:
         return
@@ -159,32 +199,4 @@ def render(ctx) -> None:
         caps_text,
         objective,
     )
-    st.subheader("Comparison")
-    st.dataframe(table, width="stretch")
-    c1, c2, c3 = st.columns(3)
-    c1.altair_chart(bar(table, "energy_kwh", "Energy [kWh]"), width="stretch")
-    c2.altair_chart(bar(table, "carbon_kg", "Carbon [kg CO2]"), width="stretch")
-    c3.altair_chart(bar(table, "max_gpu_temperature_c", "Hottest GPU [degC]"), width="stretch")
-    st.altair_chart(power_trend(results), width="stretch")
-    best = table.energy_kwh.idxmin()
-    st.success(
-        f"Least energy: {best} ({table.energy_kwh[best]:,.1f} kWh, carbon "
-        f"{table.carbon_kg[best]:,.1f} kg, hottest GPU {table.max_gpu_temperature_c[best]:.1f} °C)."
-    )
-    st.subheader("Download the plan")
-    pick = st.selectbox("Policy", list(results), index=list(results).index(best), key="pl_pick")
-    d1, d2 = st.columns(2)
-    d1.download_button(
-        f"Plan of '{pick}' (CSV: job, site, racks:GPUs, start)",
-        data.plan_csv(results[pick]),
-        file_name=f"plan-{pick}.csv",
-        mime="text/csv",
-        key="pl_download",
-    )
-    d2.download_button(
-        "Summaries of all policies (JSON)",
-        json.dumps({k: r.summary for k, r in results.items()}, indent=1, default=float),
-        file_name="placement-summaries.json",
-        mime="application/json",
-        key="pl_download_json",
-    )
+    _show_results(results, table)
