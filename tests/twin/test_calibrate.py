@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import twin.calibration as C
 from sensors.synthetic import simulate_fleet
-from twin.calibration import core as C
+from twin.calibration import calibrate, summary_json
+from twin.calibration.metrics import _moving_average
 from twin.cli import main
 from twin.io.telemetry import open_telemetry, to_grid
 from twin.units import SpecError
@@ -219,7 +221,7 @@ def test_real_trace_step_run_flags_extrapolation_and_meets_targets_inside_envelo
     # ... and so is the stated uncertainty: wider outside the envelope than inside, per GPU
     res = real[TRACES[0]]
     env = res.params["power_envelope"].values
-    p30 = C._moving_average(np.nan_to_num(res.grid.power), 30.0)
+    p30 = _moving_average(np.nan_to_num(res.grid.power), 30.0)
     held = np.arange(res.grid.n_steps) >= res.train_steps
     for i in range(len(res.grid.gpu)):
         out = held & ((p30[i] < env[i, 0]) | (p30[i] > env[i, 1]))
@@ -319,3 +321,40 @@ def test_cli_calibrate_json_and_outputs(shared_data, tmp_path, capsys):
     assert ds.sizes["gpu"] == 8 and png.stat().st_size > 10_000
     rc = main(["calibrate", "--telemetry", str(tmp_path / "nope.db"), "--facility", "h100-node"])
     assert rc == 2
+
+
+def _steady_dataset(temp: np.ndarray) -> xr.Dataset:
+    """Two GPUs at a constant 400 W, one reading a second, ``temp`` (time, gpu) [degC]."""
+    n_t = temp.shape[0]
+    t = np.datetime64("2026-01-01T00:00:00", "ns") + np.arange(n_t) * np.timedelta64(1, "s")
+    return xr.Dataset(
+        {
+            "power_average": (("time", "gpu"), np.full((n_t, 2), 400.0)),
+            "temp_gpu": (("time", "gpu"), temp),
+        },
+        coords={"time": t, "gpu": ["h:0", "h:1"], "host": ("gpu", ["h", "h"])},
+    )
+
+
+@pytest.mark.slow
+def test_exact_zero_bias_is_reported_as_zero():
+    """A hold-out whose errors cancel has NMBE 0: reported as 0.0 (file and JSON), not missing.
+
+    The training readings fix the fit; the held-out readings are then set to the prediction
+    +-0.5 K alternately, so the bias is zero and the RMSE 0.5 K by construction.
+    """
+    n_t = 600
+    train = np.full((n_t, 2), 45.0)
+    first = calibrate(_steady_dataset(train), "h100-node")
+    held = np.arange(n_t) >= first.train_steps
+    assert held.sum() % 2 == 0
+    sign = np.where(np.arange(n_t) % 2 == 0, 0.5, -0.5)
+    temp = np.where(held[:, None], first.prediction.T + sign[:, None], train)
+    res = calibrate(_steady_dataset(temp), "h100-node")
+    np.testing.assert_array_equal(res.prediction, first.prediction)  # training alone decides
+    s = json.loads(summary_json(res))
+    assert s["nmbe"] == 0.0 and res.params.attrs["nmbe"] == 0.0
+    assert s["holdout_rmse_k"] == 0.5 and res.params.attrs["holdout_rmse_k"] == 0.5
+    # CV(RMSE) = RMSE / mean reading, here 0.5 K over the mean level (ASHRAE Guideline 14)
+    ybar = float(np.mean(temp[held]))
+    assert s["cv_rmse"] == round(100 * 0.5 / ybar, 4) == res.params.attrs["cv_rmse"]
