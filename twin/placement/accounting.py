@@ -45,6 +45,7 @@ class EpochTally:
 
     @classmethod
     def begin(cls, t0: float, load: RackLoad, racks: RackState) -> EpochTally:
+        """Nothing integrated yet at ``t0``; each busy rack's hottest job as it stands."""
         r_n = racks.topo.n_racks
         hot = np.zeros(r_n)
         for r in np.flatnonzero(racks.free < racks.topo.gpus_per_rack):
@@ -116,6 +117,7 @@ class FacilityTrace:
 
     @classmethod
     def start(cls, p: F.FacilityParams, d: F.Derived) -> FacilityTrace:
+        """The twin's thermally settled initial state, an empty ledger."""
         return cls(F.initial_state(p, d), F.empty_ledger(p.n_sites))
 
     def advance(self, q: F.FacilityParams, dq: F.Derived, run: Run, steps: int, setpoints) -> None:
@@ -148,6 +150,7 @@ class Audit:
 
     @classmethod
     def of(cls, p: F.FacilityParams, topo: Topology) -> Audit:
+        """No violation yet; the hottest GPU's HBM and temperature constants of each rack."""
         r_n = p.n_racks
 
         def per_rack(x):

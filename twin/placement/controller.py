@@ -63,6 +63,7 @@ class SetpointControl:
 
     @property
     def setpoints(self) -> tuple:
+        """(FWS supply K (B,), TCS supply K (N,), pump speed (N,)) in force."""
         return self.fws_k, self.tcs_k, self.pump
 
     def reoptimize(

@@ -17,6 +17,8 @@ class EventKind(enum.IntEnum):
 
 
 class Event(NamedTuple):
+    """One event; ordered as a tuple."""
+
     time: float  # [s] from the replay start
     kind: EventKind
     job: int  # -1 for WAKE

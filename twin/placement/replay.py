@@ -218,6 +218,7 @@ class _Replay:
 
     # ------------------------------------------------------------------ setpoints (twin)
     def reoptimize_due(self, e: int, t0: float) -> bool:
+        """Twin policy: at the first epoch and every ``setpoint_interval``."""
         interval = self.options.setpoint_interval
         return self.policy == "twin" and (e == 0 or (t0 % interval) < 1e-9)
 

@@ -64,6 +64,7 @@ class RackLoad:
 
     @classmethod
     def empty(cls, n_racks: int) -> RackLoad:
+        """No job on any rack; period 1 s, phase 0."""
         return cls(
             np.zeros(n_racks),
             np.zeros(n_racks),
@@ -79,6 +80,8 @@ class RackLoad:
 
 @dataclass
 class RunningJob:
+    """A job running until ``end`` [s] with ``counts`` GPUs on each of ``racks``."""
+
     end: float
     job: int
     racks: np.ndarray

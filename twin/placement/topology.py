@@ -2,6 +2,10 @@
 
 :func:`build_topology` reads them from a prepared run (caps from :func:`parse_caps`);
 :func:`check_feasible` raises :class:`Infeasible`, naming the binding constraint and where.
+
+Constraints of every placement: GPU die temperature <= max-operating - ``margin`` (the hottest
+busy GPU, at its high-phase power, steady), HBM <= its limit - ``margin``, rack/row (CDU)/site
+peak power caps, no GPU over-committed, locality (:mod:`twin.io.jobs`).
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ class Topology:
     def n_racks(self) -> int:
         return len(self.rack_site)
 
-    def utilization(self, frac, racks):
+    def utilization(self, frac, racks) -> np.ndarray:
+        """GPU utilization on ``racks`` of a job drawing ``frac`` of TDP (>= 0)."""
         return np.clip(self.util_a[racks] * frac + self.util_b[racks], 0.0, None)
 
 
