@@ -78,6 +78,7 @@ def test_fleet_shows_the_twin_numbers_of_both_sites(app, twin_run):
 def test_hall_floor_plans_and_rack_drill_down_match_the_twin(app, twin_run):
     import jax.numpy as jnp
 
+    from physics import workload
     from twin import placement
 
     run, ds, summary = twin_run
@@ -98,11 +99,13 @@ def test_hall_floor_plans_and_rack_drill_down_match_the_twin(app, twin_run):
         assert table.xs(floor + 1, level="floor")["racks"].iloc[0] == m.sum()
     # Rack IT power: the twin's steady state at the last hour, for each rack's mean load
     hour = run.hour0 + HOURS
-    diurnal = 1.0 + np.asarray(p.load_diurnal_amplitude) * np.cos(
-        2 * np.pi * (hour - np.asarray(p.load_diurnal_peak_hour)) / 24.0
+    diurnal = np.asarray(
+        workload.diurnal_factor(p.load_diurnal_amplitude, p.load_diurnal_peak_hour, hour)
     )
     low, high = np.asarray(p.load_low), np.asarray(p.load_high)
-    u_mean = (low + (high - low) * np.asarray(p.load_duty)) * diurnal
+    period = np.asarray(p.load_period)  # mean of the square wave: its on-time over a period
+    on = np.asarray(workload.square_wave_on_time(period, p.load_duty, p.load_phase, 0.0, period))
+    u_mean = (low + (high - low) * on / period) * diurnal
     steady = placement.steady_state(
         p, run.derived, jnp.asarray(u_mean), jnp.asarray(high * diurnal), jnp.asarray(hour)
     )
