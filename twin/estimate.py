@@ -133,8 +133,9 @@ def model_from_calibration(params: xr.Dataset, gpus: list[str] | None = None) ->
     loops = sorted(set(hosts))
     lpos = {h: i for i, h in enumerate(loops)}
     r_s = np.where(mask[:, 4], np.exp(th[:, 4]), 0.0)
-    # the calibrated power range: the calibration's trained envelope (calibrate.py); files
-    # written before it existed give their training power's p05-p95, +/- 10 %
+    # the calibrated power range: the calibration's trained envelope
+    # (twin/calibration/validation.py); files written before it existed give their training
+    # power's p05-p95, +/- 10 %
     env = None
     if "power_envelope" in params:
         env = params["power_envelope"].values[idx]

@@ -35,6 +35,7 @@ def day_with_failure():
     return g, model, rest, state, trace, step_at
 
 
+@pytest.mark.slow
 def test_resistance_rise_flagged_within_10_minutes(day_with_failure):
     g, model, rest, state, trace, step_at = day_with_failure
     first = np.asarray(state.first_drift)
@@ -46,6 +47,7 @@ def test_resistance_rise_flagged_within_10_minutes(day_with_failure):
     assert 0.1 < drift[0]["change"] < 0.35
 
 
+@pytest.mark.slow
 def test_no_false_alarm_in_a_day_of_normal_data(day_with_failure):
     g, model, rest, state, trace, step_at = day_with_failure
     first = np.asarray(state.first_drift)
@@ -56,6 +58,7 @@ def test_no_false_alarm_in_a_day_of_normal_data(day_with_failure):
     assert trace["r_mult"][before].max() < 1.1  # the failing GPU too, before its failure
 
 
+@pytest.mark.slow
 def test_peer_comparison_skips_unidentified_resistances(day_with_failure):
     g, model, rest, state, trace, step_at = day_with_failure
     loops = sorted(set(g.host))
@@ -70,6 +73,7 @@ def test_peer_comparison_skips_unidentified_resistances(day_with_failure):
     assert [r for r in recs if r["kind"] == "resistance_peer"] == []
 
 
+@pytest.mark.slow
 def test_unidentified_resistance_is_learned_then_watched(day_with_failure):
     """A GPU whose calibration left R unknown (10 % off, wide prior): no alarm while the
     filter learns it, and the 20 % rise at 14 h is still flagged within 10 minutes."""
@@ -96,6 +100,7 @@ def test_unidentified_resistance_is_learned_then_watched(day_with_failure):
     assert np.asarray(st0.first_drift)[3] < 3600
 
 
+@pytest.mark.slow
 def test_loop_approach_drift_flagged():
     g, cal, model, rest, P, T, state = _run(4, inlet_drift=(0, 3 * 3600, 3.0))
     state, _ = E.assimilate(model, state, P, T)
@@ -107,6 +112,7 @@ def test_loop_approach_drift_flagged():
     assert np.isnan(np.asarray(state.first_drift)).all()
 
 
+@pytest.mark.slow
 def test_forecast_60_s_ahead():
     g, cal, model, rest, P, T, state = _run(3)
     n = 1800
@@ -132,6 +138,7 @@ def test_unknown_gpu_is_an_error():
         E.model_from_calibration(cal.params, ["nope:0"])
 
 
+@pytest.mark.slow
 def test_cli_watch_runs_on_a_recorded_trace(shared_data, tmp_path, capsys):
     from twin.cli import main
 

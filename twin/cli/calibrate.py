@@ -12,9 +12,17 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twin.resources import env_default
 from twin.units import SpecError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import xarray as xr
+
+    from twin.estimate import FilterConfig, FilterModel, FilterState
+    from twin.io.telemetry import Grid
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,7 +82,13 @@ def _need(args: argparse.Namespace, name: str) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from twin.calibration import CalibrationConfig, calibrate, plot_fit, summary_json
+    from twin.calibration import (
+        CalibrationConfig,
+        calibrate,
+        load_spec,
+        plot_fit,
+        summary_json,
+    )
     from twin.io.telemetry import open_telemetry
 
     telemetry = _need(args, "telemetry")
@@ -82,8 +96,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not (0.05 <= args.train_fraction <= 1.0):
         raise SpecError("--train-fraction", args.train_fraction, "a fraction between 0.05 and 1")
     t0 = time.perf_counter()
-    from twin.calibration import load_spec
-
     spec = load_spec(facility)
     ds = open_telemetry(telemetry, start=args.start, end=args.end)
     result = calibrate(ds, spec, CalibrationConfig(train_fraction=args.train_fraction))
@@ -165,56 +177,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import numpy as np
 
     from twin import estimate as E
-    from twin.calibration import CalibrationConfig, calibrate, load_params, load_spec
+    from twin.calibration import load_params, load_spec
     from twin.io.telemetry import open_telemetry, to_grid
 
     telemetry = _need(args, "telemetry")
     spec = load_spec(_need(args, "facility"))
-    ds = open_telemetry(telemetry)
-    grid = to_grid(ds)
-    start = 0
+    grid = to_grid(open_telemetry(telemetry))
     if args.params:
-        params = load_params(args.params)
+        params, start = load_params(args.params), 0
     else:
-        min_cal = max(60, CalibrationConfig().min_train_obs)
-        n_cal = int(min(grid.n_steps, max(args.calibration_seconds / grid.dt, min_cal)))
-        if not args.follow and n_cal >= grid.n_steps:
-            # a recorded file no longer than the calibration window would leave nothing to
-            # track: calibrate on its first 60 % (at least min_cal steps) and track the rest
-            n_cal = min(grid.n_steps, max(int(0.6 * grid.n_steps), min_cal))
-            print(
-                f"the record ({grid.n_steps * grid.dt:.0f} s) is not longer than "
-                f"--calibration-seconds {args.calibration_seconds:g}: calibrating on its first "
-                f"{n_cal * grid.dt:.0f} s",
-                file=sys.stderr,
-            )
-        res = calibrate(grid.window(0, n_cal), spec, CalibrationConfig(train_fraction=1.0))
-        params = res.params
-        start = n_cal
-        print(f"calibrated on the first {n_cal * grid.dt:.0f} s", file=sys.stderr)
+        params, start = _calibrate_start(args, grid, spec)
     model = E.model_from_calibration(params, grid.gpu)
     loops = sorted(set(grid.host))
     cfg = E.FilterConfig()
     seen: set = set()
     _emit(E.calibration_anomalies(params, grid.gpu), args, seen)
-    if model.r_ok is not None and not np.asarray(model.r_ok).all():
-        r_ok = np.asarray(model.r_ok)
-        print(
-            f"the calibration did not identify the resistance of {int((~r_ok).sum())} of "
-            f"{r_ok.size} GPUs (see twin calibrate): the filter learns it over their first "
-            f"{cfg.learn_s / 60:g} min inside the calibrated power range, and their drift "
-            "alarms arm after that; peer comparisons leave them out",
-            file=sys.stderr,
-        )
-        for loop in loops:
-            members = [i for i, h in enumerate(grid.host) if h == loop]
-            n_ok = int(r_ok[members].sum())
-            if n_ok < 4:
-                print(
-                    f"live peer comparison off for {loop}: the calibration identified the "
-                    f"resistance of {n_ok} of its {len(members)} GPUs (needs 4)",
-                    file=sys.stderr,
-                )
+    _warn_unidentified(model, grid, loops, cfg)
     state = None
     t_end_ns = grid.t0_ns + int(grid.n_steps * grid.dt * 1e9)
     polls = 0
@@ -232,22 +210,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 state, _ = E.assimilate(model, state, P[a : a + batch], T[a : a + batch], grid.dt, cfg, record_every=max(1, min(batch, P.shape[0] - a)))  # fmt: skip
                 _emit(E.anomalies(model, state, grid.gpu, loops, cfg, t0_ns), args, seen)
             if args.forecast:
-                temp, sd = E.forecast(model, state, last_power=P[-1], horizon_s=60.0, dt=grid.dt)
-                out = {
-                    "event": "forecast_60s",
-                    "gpus": {
-                        g: [round(float(t), 2), round(float(s), 2)]
-                        for g, t, s in zip(grid.gpu, temp, sd, strict=True)
-                    },  # fmt: skip
-                }
-                print(json.dumps(out) if args.json else out)
+                _print_forecast(args, model, state, P[-1], grid)
         polls += 1
         if not args.follow or (args.max_polls is not None and polls >= args.max_polls):
             break
         time.sleep(args.interval)
         start_ts = np.datetime64(int(t_end_ns), "ns")
-        new = open_telemetry(telemetry, start=str(start_ts))
-        grid = to_grid(new)
+        grid = to_grid(open_telemetry(telemetry, start=str(start_ts)))
         missing = set(grid.gpu) - set(model_gpus := [str(g) for g in params["gpu"].values])
         if missing:
             raise SpecError("--telemetry gpu", sorted(missing)[0], f"one of {model_gpus[:3]}...")
@@ -266,3 +235,70 @@ def cmd_watch(args: argparse.Namespace) -> int:
             + (" (None: not identified by the calibration)" if not ok.all() else "")
         )
     return 0
+
+
+def _calibrate_start(args: argparse.Namespace, grid: Grid, spec: object) -> tuple[xr.Dataset, int]:
+    """Without ``--params``: calibrate on the start of the record; (parameters, first step)."""
+    from twin.calibration import CalibrationConfig, calibrate
+
+    min_cal = max(60, CalibrationConfig().min_train_obs)
+    n_cal = int(min(grid.n_steps, max(args.calibration_seconds / grid.dt, min_cal)))
+    if not args.follow and n_cal >= grid.n_steps:
+        # a recorded file no longer than the calibration window would leave nothing to
+        # track: calibrate on its first 60 % (at least min_cal steps) and track the rest
+        n_cal = min(grid.n_steps, max(int(0.6 * grid.n_steps), min_cal))
+        print(
+            f"the record ({grid.n_steps * grid.dt:.0f} s) is not longer than "
+            f"--calibration-seconds {args.calibration_seconds:g}: calibrating on its first "
+            f"{n_cal * grid.dt:.0f} s",
+            file=sys.stderr,
+        )
+    res = calibrate(grid.window(0, n_cal), spec, CalibrationConfig(train_fraction=1.0))
+    print(f"calibrated on the first {n_cal * grid.dt:.0f} s", file=sys.stderr)
+    return res.params, n_cal
+
+
+def _warn_unidentified(model: FilterModel, grid: Grid, loops: list[str], cfg: FilterConfig) -> None:
+    """Say which GPUs' resistance the filter must learn, and which loops lose peer comparison."""
+    import numpy as np
+
+    if model.r_ok is None or np.asarray(model.r_ok).all():
+        return
+    r_ok = np.asarray(model.r_ok)
+    print(
+        f"the calibration did not identify the resistance of {int((~r_ok).sum())} of "
+        f"{r_ok.size} GPUs (see twin calibrate): the filter learns it over their first "
+        f"{cfg.learn_s / 60:g} min inside the calibrated power range, and their drift "
+        "alarms arm after that; peer comparisons leave them out",
+        file=sys.stderr,
+    )
+    for loop in loops:
+        members = [i for i, h in enumerate(grid.host) if h == loop]
+        n_ok = int(r_ok[members].sum())
+        if n_ok < 4:
+            print(
+                f"live peer comparison off for {loop}: the calibration identified the "
+                f"resistance of {n_ok} of its {len(members)} GPUs (needs 4)",
+                file=sys.stderr,
+            )
+
+
+def _print_forecast(
+    args: argparse.Namespace,
+    model: FilterModel,
+    state: FilterState,
+    last_power: np.ndarray,
+    grid: Grid,
+) -> None:
+    """The 60 s-ahead forecast of every GPU: temperature and s.d. [degC, K]."""
+    from twin import estimate as E
+
+    temp, sd = E.forecast(model, state, last_power=last_power, horizon_s=60.0, dt=grid.dt)
+    out = {
+        "event": "forecast_60s",
+        "gpus": {
+            g: [round(float(t), 2), round(float(s), 2)]
+            for g, t, s in zip(grid.gpu, temp, sd, strict=True)
+        },  # fmt: skip
+    }
+    print(json.dumps(out) if args.json else out)
