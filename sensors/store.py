@@ -32,6 +32,7 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -754,6 +755,23 @@ class Store:
         # into place on worker threads (zlib and numpy release the GIL; reading the next blobs
         # from disk overlaps decoding the previous ones)
         where, args = self._chunk_where(start_ns, end_ns)
+        chunks = self._read_chunk_meta(where, args)
+        gpu_rows = {
+            r[0]: r[1:]
+            for r in self._con.execute(
+                "SELECT gpu_id, key, idx, host, uuid, name, pci_bus_id, power_limit, location "
+                "FROM gpus ORDER BY gpu_id"
+            )
+        }
+        layout = _read_layout(chunks, want)
+        alloc = np.empty if layout.covered else (lambda shape: np.full(shape, np.nan))
+        out = {f: alloc((layout.times.size, layout.all_g.size)) for f in layout.fields}
+        self._decode_into(chunks, layout, out, where, args)
+        times, out = _trim_window(layout.times, out, start_ns, end_ns)
+        return self._read_dataset(times, out, [gpu_rows[int(g)] for g in layout.all_g])
+
+    def _read_chunk_meta(self, where: str, args: list[int]) -> list[_ChunkMeta]:
+        """Pass 1 of :meth:`_read`: every selected chunk's times, GPUs, fields and mask."""
         chunks = []
         # (columns stored before ``data`` only: reading one after a blob walks its overflow pages)
         for cid, times_b, gpus_b, pres_b, fields, nt, ng in self._con.execute(
@@ -762,34 +780,24 @@ class Store:
         ):
             times, gids, present = _chunk_meta(times_b, gpus_b, pres_b, nt, ng)
             names = fields.split(",") if fields else []
-            chunks.append((times, gids, names, present, cid, fields))
-        gpu_rows = {
-            r[0]: r[1:]
-            for r in self._con.execute(
-                "SELECT gpu_id, key, idx, host, uuid, name, pci_bus_id, power_limit, location "
-                "FROM gpus ORDER BY gpu_id"
-            )
-        }
-        all_g = np.unique(np.concatenate([c[1] for c in chunks])) if chunks else np.zeros(0, int)
-        gpos = np.full(int(all_g.max()) + 1 if all_g.size else 1, -1, dtype=np.int64)
-        gpos[all_g] = np.arange(all_g.size)
-        time_list = [c[0] for c in chunks]
-        cat = np.concatenate(time_list) if time_list else np.zeros(0, np.int64)
-        monotone = cat.size == 0 or bool(np.all(cat[1:] > cat[:-1]))
-        times = cat if monotone else np.unique(cat)
-        present_fields = sorted({f for c in chunks for f in c[2]} & set(want), key=want.index)
-        ident = np.arange(all_g.size)
-        full = [
-            c[1].size == all_g.size and bool(np.all(gpos[c[1]] == ident)) and c[3] is None
-            for c in chunks
-        ]
-        wanted = set(present_fields)
-        # every cell written by a full block: no NaN pre-fill (saves a pass over the output)
-        covered = (
-            monotone and all(full) and all(all(f in c[2] for f in present_fields) for c in chunks)
-        )
-        alloc = np.empty if covered else (lambda shape: np.full(shape, np.nan))
-        out = {f: alloc((times.size, all_g.size)) for f in present_fields}
+            chunks.append(_ChunkMeta(times, gids, names, present, cid, fields))
+        return chunks
+
+    def _decode_into(
+        self,
+        chunks: list[_ChunkMeta],
+        layout: _ReadLayout,
+        out: dict[str, np.ndarray],
+        where: str,
+        args: list[int],
+    ) -> None:
+        """Pass 2 of :meth:`_read`: stream the chunks' blobs and decode them into ``out``.
+
+        Blocks that fill whole rows of the output (every GPU, no mask, times in order) are
+        decoded in place on worker threads; the others are merged over what is already there
+        (:func:`_merge_block`).
+        """
+        times = layout.times
         offset = 0
         blobs = self._con.execute(
             f"SELECT chunk_id, data, {self._codec_col} FROM chunks" + where, args
@@ -797,21 +805,19 @@ class Store:
         workers = _READ_WORKERS
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             jobs = []
-            for (ctimes, gids, names, present, cid, fields), full_g, (cid2, data_b, codec) in zip(
-                chunks, full, blobs, strict=True
-            ):
-                if cid != cid2:  # cannot happen inside one snapshot
+            for c, full_g, (cid2, data_b, codec) in zip(chunks, layout.full, blobs, strict=True):
+                if c.chunk_id != cid2:  # cannot happen inside one snapshot
                     raise StoreError(f"{self.path}: chunk list changed while reading")
-                if monotone:
-                    tsl: slice | np.ndarray = slice(offset, offset + ctimes.size)
-                    offset += ctimes.size
+                if layout.monotone:
+                    tsl: slice | np.ndarray = slice(offset, offset + c.times.size)
+                    offset += c.times.size
                 else:
-                    tsl = np.searchsorted(times, ctimes)
-                if not wanted.intersection(names):
+                    tsl = np.searchsorted(times, c.times)
+                if not layout.wanted.intersection(c.names):
                     continue
-                gi = gpos[gids]
-                shape = (ctimes.size, gids.size)
-                data = _split_blocks(fields, data_b, codec, shape[0], shape[1])
+                gi = layout.gpos[c.gpu_ids]
+                shape = (c.times.size, c.gpu_ids.size)
+                data = _split_blocks(c.fields, data_b, codec, shape[0], shape[1])
                 for f, (spec, payload) in data.items():
                     if f not in out:
                         continue
@@ -820,24 +826,15 @@ class Store:
                         jobs.append(pool.submit(_decode_block, spec, payload, shape, dst[tsl]))
                         continue
                     block = _decode_block(spec, payload, shape, None)
-                    if present is not None:
-                        block = np.where(present, block, np.nan)
-                    rows = np.arange(times.size)[tsl]
-                    sub = dst[np.ix_(rows, gi)]
-                    dst[np.ix_(rows, gi)] = np.where(np.isnan(block), sub, block)
+                    _merge_block(dst, block, c.present, np.arange(times.size)[tsl], gi)
             for job in jobs:
                 job.result()
-        if start_ns is not None or end_ns is not None:
-            keep = np.ones(times.size, dtype=bool)
-            if start_ns is not None:
-                keep &= times >= start_ns
-            if end_ns is not None:
-                keep &= times <= end_ns
-            if not keep.all():
-                times = times[keep]
-                out = {f: a[keep] for f, a in out.items()}
+
+    def _read_dataset(
+        self, times: np.ndarray, out: dict[str, np.ndarray], ginfo: list[tuple]
+    ) -> xr.Dataset:
+        """The read's Dataset: GPU identity as ``gpu`` coordinates, units and provenance."""
         prov = self.provenance()
-        ginfo = [gpu_rows[int(g)] for g in all_g]
         coords = {
             "time": ("time", times.view("datetime64[ns]")),
             "gpu": ("gpu", np.array([r[0] for r in ginfo], dtype=object).astype(str)),
@@ -950,6 +947,83 @@ class Store:
             res["new_chunks"] += 1
         con.execute("PRAGMA incremental_vacuum")
         return res
+
+
+class _ChunkMeta(NamedTuple):
+    """A chunk's metadata, read before its data blob (pass 1 of :meth:`Store._read`)."""
+
+    times: np.ndarray  # (T,) int64 [ns]
+    gpu_ids: np.ndarray  # (G,) int64, store gpu_id
+    names: list[str]  # fields stored
+    present: np.ndarray | None  # (T, G) mask; None when every cell has a sample
+    chunk_id: int
+    fields: str  # the stored comma-separated field list
+
+
+class _ReadLayout(NamedTuple):
+    """Where each chunk of a read goes in the output arrays."""
+
+    all_g: np.ndarray  # store gpu ids of the output columns, sorted
+    gpos: np.ndarray  # gpu_id -> output column (-1: absent)
+    times: np.ndarray  # output times [ns], increasing
+    monotone: bool  # chunks' times concatenate in increasing order (no overlap)
+    fields: list[str]  # fields read, in the order asked for
+    wanted: set[str]  # the same, as a set
+    full: list[bool]  # per chunk: all output GPUs in output order, no mask
+    covered: bool  # every output cell is written by a full block (no NaN pre-fill needed)
+
+
+def _read_layout(chunks: list[_ChunkMeta], want: list[str]) -> _ReadLayout:
+    """Output layout of a read of ``chunks``: union of their GPUs and times, fields in ``want``."""
+    all_g = np.unique(np.concatenate([c.gpu_ids for c in chunks])) if chunks else np.zeros(0, int)
+    gpos = np.full(int(all_g.max()) + 1 if all_g.size else 1, -1, dtype=np.int64)
+    gpos[all_g] = np.arange(all_g.size)
+    time_list = [c.times for c in chunks]
+    cat = np.concatenate(time_list) if time_list else np.zeros(0, np.int64)
+    monotone = cat.size == 0 or bool(np.all(cat[1:] > cat[:-1]))
+    times = cat if monotone else np.unique(cat)
+    present_fields = sorted({f for c in chunks for f in c.names} & set(want), key=want.index)
+    ident = np.arange(all_g.size)
+    full = [
+        c.gpu_ids.size == all_g.size
+        and bool(np.all(gpos[c.gpu_ids] == ident))
+        and c.present is None
+        for c in chunks
+    ]
+    # every cell written by a full block: no NaN pre-fill (saves a pass over the output)
+    covered = (
+        monotone and all(full) and all(all(f in c.names for f in present_fields) for c in chunks)
+    )
+    return _ReadLayout(
+        all_g, gpos, times, monotone, present_fields, set(present_fields), full, covered
+    )
+
+
+def _merge_block(
+    dst: np.ndarray, block: np.ndarray, present: np.ndarray | None, rows: np.ndarray, gi: np.ndarray
+) -> None:
+    """Write ``block`` (masked by ``present``) at ``rows`` x ``gi`` of ``dst``; NaN cells of
+    the block keep what ``dst`` holds there."""
+    if present is not None:
+        block = np.where(present, block, np.nan)
+    sub = dst[np.ix_(rows, gi)]
+    dst[np.ix_(rows, gi)] = np.where(np.isnan(block), sub, block)
+
+
+def _trim_window(
+    times: np.ndarray, out: dict[str, np.ndarray], start_ns: int | None, end_ns: int | None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Times and arrays restricted to ``[start_ns, end_ns]`` (chunks straddle the bounds)."""
+    if start_ns is not None or end_ns is not None:
+        keep = np.ones(times.size, dtype=bool)
+        if start_ns is not None:
+            keep &= times >= start_ns
+        if end_ns is not None:
+            keep &= times <= end_ns
+        if not keep.all():
+            times = times[keep]
+            out = {f: a[keep] for f, a in out.items()}
+    return times, out
 
 
 def _chunk_row(c: _Chunk) -> tuple:
