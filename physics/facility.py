@@ -479,47 +479,57 @@ class LoopFlows(NamedTuple):
     chiller_on: jax.Array  # 0/1
 
 
-def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, hours):
-    """Advance the liquid loops (TCS tanks, CDUs, FWS, plant) by ``dt`` for a rack heat input
-    held constant (``mixed_return``: the CDUs' mixed TCS return temperature, (N,) K)."""
-    # ---------------- TCS loop per CDU ----------------
-    cap_h = d.cdu_capacity_rate
-    tcs_tanks, temp_hot = tank_chain_step(
-        s.tcs_tanks, mixed_return, cap_h, tcs_tank_capacity(p), dt
-    )
-    # ---------------- CDU valve control + exchanger ----------------
-    b = p.n_buildings
-    temp_cold = s.fws_supply_tanks[:, -1][p.cdu_building]  # explicit outflow of the last tank
-    cap_c_max = d.cdu_cold_capacity_max
+def cdu_valve_control(p: FacilityParams, temp_hot, temp_cold, cap_hot, cap_cold_max):
+    r"""CDU primary valve set so that the exchanger delivers the TCS supply setpoint.
+
+    Solves :math:`T_{h,in} - Q(C_c)/C_h = T_{set}` for the FWS capacity rate
+    :math:`C_c \in [0.01\,C_{c,max},\,C_{c,max}]` [W/K] with :func:`cdu_exchanger`; with the
+    valve fully open the supply rises above the setpoint (saturation).
+
+    Returns the FWS capacity rate [W/K], the heat moved [W] and the TCS supply [K], each (N,).
+    """
     target = p.tcs_supply_setpoint
 
     def supply_error(cap_c):
-        q = cdu_exchanger(temp_hot, temp_cold, cap_h, cap_c, p)
-        return (temp_hot - q / cap_h) - target
+        q = cdu_exchanger(temp_hot, temp_cold, cap_hot, cap_c, p)
+        return (temp_hot - q / cap_hot) - target
 
-    cap_c = solve_monotone_saturating(supply_error, 0.01 * cap_c_max, cap_c_max, iterations=40)
-    q_cdu = cdu_exchanger(temp_hot, temp_cold, cap_h, cap_c, p)
-    tcs_supply = temp_hot - q_cdu / cap_h
-    # ---------------- FWS loop per building ----------------
-    fws_cap = _segment_sum(cap_c, p.cdu_building, b)
+    cap_c = solve_monotone_saturating(
+        supply_error, 0.01 * cap_cold_max, cap_cold_max, iterations=40
+    )
+    q_cdu = cdu_exchanger(temp_hot, temp_cold, cap_hot, cap_c, p)
+    return cap_c, q_cdu, temp_hot - q_cdu / cap_hot
+
+
+def fws_pump(p: FacilityParams, d: Derived, fws_cap):
+    r"""FWS plant pump on a quadratic system curve with a differential-pressure floor.
+
+    .. math:: \dot V = \frac{C}{\rho c_p},\quad
+              \Delta p = \max\Bigl(\Delta p_{min},\ \Delta p_d\bigl(\dot V/\dot V_d\bigr)^2\Bigr),
+              \quad \dot Q_{pump} = \dot V\,\Delta p
+
+    ``fws_cap``: loop capacity rate [W/K], (B,). Returns the hydraulic heat left in the water
+    [W] and the pump's electric power [W] (:func:`physics.hydraulics.pump_power`), each (B,).
+    """
     fws_rho_cp = p.fws_density * p.fws_specific_heat
     fws_q = fws_cap / fws_rho_cp  # m3/s
     fws_dp = jnp.maximum(
         p.fws_pressure_min, d.fws_pressure_design * (fws_q / d.fws_flow_design) ** 2
     )
-    fws_pump_heat = fws_q * fws_dp
-    fws_pump_power = hydraulics.pump_power(fws_q, fws_dp, p.fws_pump_efficiency)
-    cdu_heat_b = _segment_sum(q_cdu, p.cdu_building, b)
-    cold_supply = s.fws_supply_tanks[:, -1]
-    mixed_fws_return = cold_supply + (cdu_heat_b + fws_pump_heat) / fws_cap
-    fws_return_tanks, plant_in = tank_chain_step(
-        s.fws_return_tanks,
-        mixed_fws_return,
-        fws_cap,
-        fws_tank_capacity(p, p.fws_return_volume),
-        dt,
-    )
-    # ---------------- plant: dry coolers + adiabatic assist + trim chiller ----------------
+    return fws_q * fws_dp, hydraulics.pump_power(fws_q, fws_dp, p.fws_pump_efficiency)
+
+
+def coil_air_temperature(p: FacilityParams, hours):
+    r"""Weather at ``hours`` and the air entering each building's dry-cooler coil [K].
+
+    Where adiabatic pads are enabled and the dry-bulb exceeds their switch temperature, the
+    air is pre-cooled toward the wet-bulb
+    (:func:`physics.heat_rejection.adiabatic_precooled_air_temperature`):
+    :math:`T_{coil} = T_{db} - \varepsilon_{pad}(T_{db} - T_{wb})`.
+
+    Returns the site dry-bulb (S,) and, per building (B,), dry-bulb, wet-bulb, the pads-wet
+    flag and the coil air temperature.
+    """
     t_air_site = _hourly(p.weather_temp_air, hours)
     t_wb_site = _hourly(p.weather_temp_wet_bulb, hours)
     t_air = t_air_site[p.building_site]
@@ -530,6 +540,23 @@ def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, 
         heat_rejection.adiabatic_precooled_air_temperature(t_air, t_wb, p.adiabatic_effectiveness),
         t_air,
     )
+    return t_air_site, t_air, t_wb, wet, t_coil
+
+
+def dry_cooler(p: FacilityParams, plant_in, t_coil, fws_cap):
+    r"""Variable-speed dry coolers holding the FWS supply setpoint, with a coil bypass.
+
+    Fan speed from :func:`physics.heat_rejection.dry_cooler_fan_speed_for_setpoint` (not below
+    the minimum speed); leaving water :math:`T_{dc}` by ε-NTU
+    (:func:`physics.heat_rejection.dry_cooler_leaving_temperature`). At minimum speed the
+    bypass valve avoids overcooling:
+
+    .. math:: T_{after} = \max\bigl(T_{dc},\ \min(T_{set}, T_{in})\bigr),\quad
+              \dot Q = C\,(T_{in} - T_{after})
+
+    Returns fan speed [-], water temperature after the coolers [K], heat rejected [W] and fan
+    power [W] (cube law, :func:`physics.heat_rejection.dry_cooler_fan_power`), each (B,).
+    """
     setpoint = p.fws_supply_setpoint
     speed = heat_rejection.dry_cooler_fan_speed_for_setpoint(
         plant_in,
@@ -554,13 +581,36 @@ def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, 
     t_after_dc = jnp.maximum(t_dc, jnp.minimum(setpoint, plant_in))
     q_dc = fws_cap * (plant_in - t_after_dc)
     fan_power = heat_rejection.dry_cooler_fan_power(speed, p.drycooler_fan_power_design)
-    water_rate = jnp.where(
+    return speed, t_after_dc, q_dc, fan_power
+
+
+def adiabatic_water_rate(p: FacilityParams, wet, speed, t_air, t_coil, t_wb):
+    r"""Water evaporated by wetted adiabatic pads [kg/s], (B,); zero where the pads are dry.
+
+    The sensible heat taken from the air, :math:`C_{air}(T_{db} - T_{coil})` with
+    :math:`C_{air}` = fan speed × design air capacity rate, evaporates water
+    (:func:`physics.heat_rejection.evaporated_water_rate`).
+    """
+    return jnp.where(
         wet,
         heat_rejection.evaporated_water_rate(
             speed * p.drycooler_air_capacity_design, t_air, t_coil, t_wb
         ),
         0.0,
     )
+
+
+def trim_chiller(p: FacilityParams, t_after_dc, fws_cap, t_air):
+    r"""Trim chiller that brings the FWS down to its setpoint, limited by its capacity.
+
+    .. math:: \dot Q = \mathrm{clip}\bigl(C(T_{after} - T_{set}),\ 0,\ \dot Q_{max}\bigr),\quad
+              T_{out} = T_{after} - \dot Q/C,\quad P = \dot Q/\mathrm{COP}
+
+    with the COP a second-law fraction of Carnot between :math:`T_{set} - \Delta T_{evap}` and
+    :math:`T_{db} + \Delta T_{cond}` (:func:`physics.heat_rejection.chiller_carnot_cop`).
+    Returns the heat removed [W], the plant outlet [K] and the electric power [W], each (B,).
+    """
+    setpoint = p.fws_supply_setpoint
     q_chiller = jnp.clip(fws_cap * (t_after_dc - setpoint), 0.0, p.chiller_capacity)
     plant_out = t_after_dc - q_chiller / fws_cap
     cop = heat_rejection.chiller_carnot_cop(
@@ -568,13 +618,61 @@ def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, 
         t_air + p.chiller_condenser_approach,
         p.chiller_second_law_efficiency,
     )
-    chiller_power = q_chiller / cop
+    return q_chiller, plant_out, q_chiller / cop
+
+
+def fws_supply_main_step(p: FacilityParams, tanks, plant_out, fws_cap, dt):
+    r"""FWS supply main: tanks in series from the plant outlet to the CDUs, (B, n_fws_tanks) [K].
+
+    Every tank but the last is exact (:func:`tank_chain_step`); the last is updated with its
+    start-of-step outflow, so that the CDUs see a temperature known at the start of the step
+    (stable for :math:`C\,\Delta t \le M c_p`, :func:`check_step`):
+
+    .. math:: T_N' = T_N + \frac{C\,\Delta t}{M c_p}\,(\bar T_{N-1} - T_N)
+    """
     sup_cap = fws_tank_capacity(p, p.fws_supply_volume)
-    # Supply main: exact tanks, except the last whose outflow is its start-of-step value.
-    head, mid_out = tank_chain_step(s.fws_supply_tanks[:, :-1], plant_out, fws_cap, sup_cap, dt)
-    last = s.fws_supply_tanks[:, -1]
+    head, mid_out = tank_chain_step(tanks[:, :-1], plant_out, fws_cap, sup_cap, dt)
+    last = tanks[:, -1]
     last_new = last + fws_cap * dt / sup_cap * (mid_out - last)
-    fws_supply_tanks = jnp.concatenate([head, last_new[:, None]], axis=1)
+    return jnp.concatenate([head, last_new[:, None]], axis=1)
+
+
+def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, hours):
+    """Advance the liquid loops (TCS tanks, CDUs, FWS, plant) by ``dt`` for a rack heat input
+    held constant (``mixed_return``: the CDUs' mixed TCS return temperature, (N,) K).
+
+    Returns the new :class:`LoopState`, the step-mean :class:`LoopFlows` and the site dry-bulb.
+    """
+    # ---------------- TCS loop per CDU ----------------
+    cap_h = d.cdu_capacity_rate
+    tcs_tanks, temp_hot = tank_chain_step(
+        s.tcs_tanks, mixed_return, cap_h, tcs_tank_capacity(p), dt
+    )
+    # ---------------- CDU valve control + exchanger ----------------
+    b = p.n_buildings
+    temp_cold = s.fws_supply_tanks[:, -1][p.cdu_building]  # explicit outflow of the last tank
+    cap_c, q_cdu, tcs_supply = cdu_valve_control(
+        p, temp_hot, temp_cold, cap_h, d.cdu_cold_capacity_max
+    )
+    # ---------------- FWS loop per building ----------------
+    fws_cap = _segment_sum(cap_c, p.cdu_building, b)
+    fws_pump_heat, fws_pump_power = fws_pump(p, d, fws_cap)
+    cdu_heat_b = _segment_sum(q_cdu, p.cdu_building, b)
+    cold_supply = s.fws_supply_tanks[:, -1]
+    mixed_fws_return = cold_supply + (cdu_heat_b + fws_pump_heat) / fws_cap
+    fws_return_tanks, plant_in = tank_chain_step(
+        s.fws_return_tanks,
+        mixed_fws_return,
+        fws_cap,
+        fws_tank_capacity(p, p.fws_return_volume),
+        dt,
+    )
+    # ---------------- plant: dry coolers + adiabatic assist + trim chiller ----------------
+    t_air_site, t_air, t_wb, wet, t_coil = coil_air_temperature(p, hours)
+    speed, t_after_dc, q_dc, fan_power = dry_cooler(p, plant_in, t_coil, fws_cap)
+    water_rate = adiabatic_water_rate(p, wet, speed, t_air, t_coil, t_wb)
+    q_chiller, plant_out, chiller_power = trim_chiller(p, t_after_dc, fws_cap, t_air)
+    fws_supply_tanks = fws_supply_main_step(p, s.fws_supply_tanks, plant_out, fws_cap, dt)
 
     flows = LoopFlows(
         tcs_supply=tcs_supply,
@@ -606,6 +704,182 @@ class GpuStep(NamedTuple):
     rack_throttle_seconds: jax.Array  # GPU-seconds above the max-operating temperature [s]
 
 
+class RackWorkload(NamedTuple):
+    """The square-wave workload of each rack over one step, shaped (R, 1, 1) for the GPUs."""
+
+    u_low: jax.Array  # utilization of the low phase, diurnal factor applied [-]
+    u_high: jax.Array  # utilization of the high phase, diurnal factor applied [-]
+    period: jax.Array  # [s]
+    duty: jax.Array  # [-]
+    phase: jax.Array  # [s]
+    on_time: jax.Array  # time in the high phase during the step [s]
+    on_fraction: jax.Array  # on_time / Δt [-]
+
+
+def rack_workload(p: FacilityParams, diurnal, t0, dt) -> RackWorkload:
+    """Each rack's square wave between ``load_low`` and ``load_high`` (times the diurnal factor)
+    and its high-phase time within ``[t0, t0 + dt]`` (:func:`physics.workload.square_wave_on_time`)."""
+    period = p.load_period[:, None, None]
+    duty = p.load_duty[:, None, None]
+    phase = p.load_phase[:, None, None]
+    on_time = workload.square_wave_on_time(period, duty, phase, t0, dt)
+    return RackWorkload(
+        u_low=(p.load_low * diurnal)[:, None, None],
+        u_high=(p.load_high * diurnal)[:, None, None],
+        period=period,
+        duty=duty,
+        phase=phase,
+        on_time=on_time,
+        on_fraction=on_time / dt,
+    )
+
+
+def _at_series(x, k):
+    """A GPU-shaped (R, T, P, S) parameter at series position ``k``; a broadcastable one as is."""
+    x = jnp.asarray(x)
+    return x[..., k] if x.ndim == 4 else x
+
+
+def leakage_line(p: FacilityParams, k: int):
+    r"""Leakage power as a line in die temperature, :math:`P_{leak}(T) = l_0 + l_1 T` [W]
+    (:func:`physics.gpu.leakage_power`): :math:`l_1 = \alpha P_{ref}` [W/K],
+    :math:`l_0 = P_{ref} - l_1 T_{ref}` [W]; for series position ``k``."""
+    leak1 = _at_series(p.gpu_leakage_coeff, k) * _at_series(p.gpu_leakage_ref, k)
+    leak0 = _at_series(p.gpu_leakage_ref, k) - leak1 * _at_series(p.gpu_temp_ref, k)
+    return leak0, leak1
+
+
+def power_capped_utilization(power_limit, p_idle, p_dyn, temp, u_low, u_high, leak0, leak1):
+    r"""Firmware power cap at the step's start die temperature ``temp`` [K]
+    (:func:`physics.gpu.power_capped_utilization`):
+
+    .. math:: u_{hi} = \max\Bigl(\min\bigl(u_{high},\ \frac{P_{cap} - P_{idle} - P_{leak}(T_0)}
+              {P_{dyn}}\bigr),\ 0\Bigr),\quad u_{lo} = \min(u_{low}, u_{hi})
+
+    Returns the capped low- and high-phase utilizations [-].
+    """
+    headroom = power_limit - p_idle - (leak0 + leak1 * temp)
+    u_hi = jnp.maximum(jnp.minimum(u_high, headroom / p_dyn), 0.0)
+    u_lo = jnp.minimum(u_low, u_hi)
+    return u_lo, u_hi
+
+
+def die_node_step(temp, decay, inv_g, capacitance, s_low, amplitude, w, on_time, leak0, leak1, dt):
+    r"""Die node integrated exactly under the square-wave workload
+    (:func:`physics.gpu.die_square_wave_step`):
+
+    .. math:: T_1 = e^{-\lambda\Delta t}T_0 + \frac{1-e^{-\lambda\Delta t}}{G}S_{lo}
+              + \frac{A}{G}W,\qquad \int T\,dt = \frac{\int S\,dt - C\,(T_1 - T_0)}{G}
+
+    with :math:`S_{lo} = P_{lo} + l_0 + T_{in}/R` [W], :math:`A` the high-phase extra power
+    [W] and :math:`W` the exponentially weighted on-fraction. Returns :math:`T_1` [K], the heat
+    stored :math:`C(T_1 - T_0)` [J] and the leakage energy :math:`\int(l_0 + l_1 T)dt` [J].
+    """
+    die_new = decay * temp + inv_g * ((1.0 - decay) * s_low + amplitude * w)
+    stored = capacitance * (die_new - temp)
+    source = s_low * dt + amplitude * on_time  # ∫ S dt
+    # ∫ T dt = (∫ S dt - C ΔT)/G: leakage energy ∫ (leak0 + leak1 T) dt
+    leak_energy = leak0 * dt + leak1 * (source - stored) * inv_g
+    return die_new, stored, leak_energy
+
+
+def hbm_node_step(h_old, inlet, p_hbm, resistance, hbm_decay):
+    r"""HBM node at its step-mean power :math:`P_{hbm}` [W], exact for a constant input
+    (:func:`physics.gpu.hbm_temperature_step`):
+
+    .. math:: H_\infty = T_{in} + P_{hbm} R_{hbm},\quad
+              H_1 = H_\infty + (H_0 - H_\infty)\,e^{-\Delta t/(R_{hbm}C_{hbm})}
+    """
+    h_inf = inlet + p_hbm * resistance
+    return h_inf + (h_old - h_inf) * hbm_decay
+
+
+def gpu_plate_step(p: FacilityParams, c: GpuConstants, k: int, temp, h_old, inlet, wl, t0, dt):
+    r"""One series position ``k`` of every path: die and HBM nodes over the step.
+
+    The die's dynamic power is split from the HBM share; the low phase draws
+    :math:`P_{lo} = P_{idle} - P_{hbm,idle} + u_{lo}(1-s)P_{dyn}` and the high phase
+    :math:`A = (u_{hi} - u_{lo})(1-s)P_{dyn}` more. The GPU's electrical energy is
+    :math:`E = P_{lo}\Delta t + A\,t_{on} + E_{leak} + P_{hbm}\Delta t` and the heat it gives
+    its coolant :math:`Q\Delta t = E - C(T_1-T_0) - C_{hbm}(H_1-H_0)` [J].
+
+    Returns the die and HBM temperatures [K], ``E`` [J] and ``Q Δt`` [J], each (R, T, P).
+    """
+    decay = _at_series(c.decay, k)
+    # exponentially weighted on-fraction W = M(t1) - e^{-λΔt} M(t0)
+    w = workload.square_wave_exponential_integral_hoisted(
+        _at_series(c.rate, k),
+        wl.period,
+        wl.duty,
+        wl.phase,
+        t0,
+        dt,
+        _at_series(c.memory_tail, k),
+        _at_series(c.memory_on, k),
+        decay,
+    )
+    leak0, leak1 = leakage_line(p, k)
+    p_idle, p_dyn = _at_series(p.gpu_power_idle, k), _at_series(p.gpu_power_dynamic, k)
+    u_lo, u_hi = power_capped_utilization(
+        _at_series(p.gpu_power_limit, k), p_idle, p_dyn, temp, wl.u_low, wl.u_high, leak0, leak1
+    )
+    share = _at_series(p.gpu_hbm_power_share, k)
+    hbm_idle = _at_series(p.gpu_hbm_power_idle, k)
+    die_dyn = (1.0 - share) * p_dyn
+    p_lo = p_idle - hbm_idle + u_lo * die_dyn
+    amplitude = (u_hi - u_lo) * die_dyn
+    s_low = p_lo + leak0 + inlet * _at_series(c.inv_resistance, k)
+    inv_g = _at_series(c.inv_conductance, k)
+    capacitance = _at_series(p.gpu_capacitance, k)
+    die_new, stored, leak_energy = die_node_step(
+        temp, decay, inv_g, capacitance, s_low, amplitude, w, wl.on_time, leak0, leak1, dt
+    )
+    u_mean = u_lo + (u_hi - u_lo) * wl.on_fraction
+    p_hbm = hbm_idle + share * p_dyn * u_mean
+    h_new = hbm_node_step(
+        h_old, inlet, p_hbm, _at_series(p.gpu_hbm_resistance, k), _at_series(c.hbm_decay, k)
+    )
+    e_k = p_lo * dt + amplitude * wl.on_time + leak_energy + p_hbm * dt
+    q_k = e_k - stored - _at_series(p.gpu_hbm_capacitance, k) * (h_new - h_old)
+    return die_new, h_new, e_k, q_k
+
+
+def _air_fraction_per_rack(p: FacilityParams) -> bool:
+    """Whether the GPU air share ``gpu_air_fraction`` is one value per rack (or global)."""
+    f_air = jnp.asarray(p.gpu_air_fraction)
+    return f_air.ndim < 4 or f_air.shape[1:] == (1, 1, 1)
+
+
+def _per_rack_sum(p: FacilityParams, x):
+    """Sum of a per-GPU-position (R, T, P) quantity (or broadcastable) over each rack, (R,)."""
+    r, n_t, n_p, _ = p.gpu_shape
+    return jnp.broadcast_to(x, (r, n_t, n_p)).reshape(r, -1).sum(axis=1)
+
+
+def rack_air_heat(p: FacilityParams, rack_heat, heat_air):
+    """GPU heat into the room air over the step [J], (R,): the air share ``gpu_air_fraction``
+    of ``rack_heat``, or the per-GPU sum ``heat_air`` where the share varies within a rack."""
+    r = p.gpu_shape[0]
+    f_air = jnp.asarray(p.gpu_air_fraction)
+    if _air_fraction_per_rack(p):  # one air share per rack: no second sum over its GPUs
+        x = jnp.broadcast_to(f_air, (r, 1, 1, 1)) if f_air.ndim == 4 else f_air
+        return jnp.broadcast_to(x.reshape(-1), (r,)) * rack_heat
+    return _per_rack_sum(p, heat_air)
+
+
+def throttle_seconds(p: FacilityParams, gpu_temp, rack_tmax, dt):
+    """GPU-seconds above the max-operating temperature per rack [s], (R,); counted only in a
+    step where some rack is over it."""
+    r = p.gpu_shape[0]
+    limit = jnp.asarray(p.gpu_temp_max_operating)
+    limit = limit.reshape(limit.shape[0], -1) if limit.ndim == 4 else limit.reshape(1, 1)
+    return jax.lax.cond(
+        jnp.any(rack_tmax > limit.min(axis=1)),
+        lambda: jnp.where(gpu_temp.reshape(r, -1) > limit, dt, 0.0).sum(axis=1),
+        lambda: jnp.zeros(r),
+    )
+
+
 def gpu_step(
     p: FacilityParams,
     d: Derived,
@@ -634,98 +908,31 @@ def gpu_step(
     by the plates before them; the share ``gpu_air_fraction`` of the heat goes to air.
     """
     r, n_t, n_p, n_s = p.gpu_shape
-    u_low = (p.load_low * diurnal)[:, None, None]
-    u_high = (p.load_high * diurnal)[:, None, None]
-    period = p.load_period[:, None, None]
-    duty = p.load_duty[:, None, None]
-    phase = p.load_phase[:, None, None]
-    on_time = workload.square_wave_on_time(period, duty, phase, t0, dt)
-    on_fraction = on_time / dt
-
-    def col(x, k):  # GPU-shaped (or broadcastable) parameter at series position k
-        x = jnp.asarray(x)
-        return x[..., k] if x.ndim == 4 else x
-
+    wl = rack_workload(p, diurnal, t0, dt)
     f_air = jnp.asarray(p.gpu_air_fraction)
-    air_per_rack = f_air.ndim < 4 or f_air.shape[1:] == (1, 1, 1)
-
-    def per_rack(x):
-        return jnp.broadcast_to(x, (r, n_t, n_p)).reshape(r, -1).sum(axis=1)
-
+    air_per_rack = _air_fraction_per_rack(p)
     inlet = s.tcs_supply[p.rack_cdu][:, None, None]
     energy = heat = heat_air = 0.0
     gpu_new, hbm_new = [], []
     for k in range(n_s):
-        temp = s.gpu_temp[..., k]
-        decay = col(c.decay, k)
-        # exponentially weighted on-fraction W = M(t1) - e^{-λΔt} M(t0)
-        w = workload.square_wave_exponential_integral_hoisted(
-            col(c.rate, k),
-            period,
-            duty,
-            phase,
-            t0,
-            dt,
-            col(c.memory_tail, k),
-            col(c.memory_on, k),
-            decay,
+        die_new, h_new, e_k, q_k = gpu_plate_step(
+            p, c, k, s.gpu_temp[..., k], s.hbm_temp[..., k], inlet, wl, t0, dt
         )
-        # leakage P_leak(T) = leak0 + leak1 T (physics.gpu.leakage_power)
-        leak1 = col(p.gpu_leakage_coeff, k) * col(p.gpu_leakage_ref, k)
-        leak0 = col(p.gpu_leakage_ref, k) - leak1 * col(p.gpu_temp_ref, k)
-        p_idle, p_dyn = col(p.gpu_power_idle, k), col(p.gpu_power_dynamic, k)
-        # firmware power cap at the step's start temperature
-        # (physics.gpu.power_capped_utilization)
-        headroom = col(p.gpu_power_limit, k) - p_idle - (leak0 + leak1 * temp)
-        u_hi = jnp.maximum(jnp.minimum(u_high, headroom / p_dyn), 0.0)
-        u_lo = jnp.minimum(u_low, u_hi)
-        share = col(p.gpu_hbm_power_share, k)
-        hbm_idle = col(p.gpu_hbm_power_idle, k)
-        die_dyn = (1.0 - share) * p_dyn
-        p_lo = p_idle - hbm_idle + u_lo * die_dyn
-        amplitude = (u_hi - u_lo) * die_dyn
-        s_low = p_lo + leak0 + inlet * col(c.inv_resistance, k)
-        inv_g = col(c.inv_conductance, k)
-        die_new = decay * temp + inv_g * ((1.0 - decay) * s_low + amplitude * w)
-        stored = col(p.gpu_capacitance, k) * (die_new - temp)
-        source = s_low * dt + amplitude * on_time  # ∫ S dt
-        # ∫ T dt = (∫ S dt - C ΔT)/G: leakage energy ∫ (leak0 + leak1 T) dt
-        leak_energy = leak0 * dt + leak1 * (source - stored) * inv_g
-        u_mean = u_lo + (u_hi - u_lo) * on_fraction
-        p_hbm = hbm_idle + share * p_dyn * u_mean
-        h_inf = inlet + p_hbm * col(p.gpu_hbm_resistance, k)
-        h_old = s.hbm_temp[..., k]
-        h_new = h_inf + (h_old - h_inf) * col(c.hbm_decay, k)
-        e_k = p_lo * dt + amplitude * on_time + leak_energy + p_hbm * dt
-        q_k = e_k - stored - col(p.gpu_hbm_capacitance, k) * (h_new - h_old)
         energy = energy + e_k
         heat = heat + q_k
         if not air_per_rack:
-            heat_air = heat_air + col(f_air, k) * q_k
+            heat_air = heat_air + _at_series(f_air, k) * q_k
         if k + 1 < n_s:  # the next plate of the path sees this one's heat
             path_cap = d.path_capacity_rate[:, None, None]
-            inlet = inlet + (1.0 - col(f_air, k)) * q_k / (dt * path_cap)
+            inlet = inlet + (1.0 - _at_series(f_air, k)) * q_k / (dt * path_cap)
         gpu_new.append(die_new)
         hbm_new.append(h_new)
     gpu_temp = jnp.stack(gpu_new, axis=-1) if n_s > 1 else gpu_new[0][..., None]
     hbm_temp = jnp.stack(hbm_new, axis=-1) if n_s > 1 else hbm_new[0][..., None]
-    rack_heat = per_rack(heat)
-    if air_per_rack:  # one air share per rack: no second sum over its GPUs
-        x = jnp.broadcast_to(f_air, (r, 1, 1, 1)) if f_air.ndim == 4 else f_air
-        rack_air = jnp.broadcast_to(x.reshape(-1), (r,)) * rack_heat
-    else:
-        rack_air = per_rack(heat_air)
-    rack_energy = per_rack(energy)
-
+    rack_heat = _per_rack_sum(p, heat)
+    rack_air = rack_air_heat(p, rack_heat, heat_air)
+    rack_energy = _per_rack_sum(p, energy)
     rack_tmax = gpu_temp.reshape(r, -1).max(axis=1)
-    limit = jnp.asarray(p.gpu_temp_max_operating)
-    limit = limit.reshape(limit.shape[0], -1) if limit.ndim == 4 else limit.reshape(1, 1)
-    # GPU-seconds above the limit: counted only in a step where some rack is over it
-    throttle = jax.lax.cond(
-        jnp.any(rack_tmax > limit.min(axis=1)),
-        lambda: jnp.where(gpu_temp.reshape(r, -1) > limit, dt, 0.0).sum(axis=1),
-        lambda: jnp.zeros(r),
-    )
     return GpuStep(
         gpu_temp=gpu_temp,
         hbm_temp=hbm_temp,
@@ -735,7 +942,144 @@ def gpu_step(
         rack_sum_temp=gpu_temp.reshape(r, -1).sum(axis=1),
         rack_max_temp=rack_tmax,
         rack_max_hbm_temp=hbm_temp.reshape(r, -1).max(axis=1),
-        rack_throttle_seconds=throttle,
+        rack_throttle_seconds=throttle_seconds(p, gpu_temp, rack_tmax, dt),
+    )
+
+
+def rack_other_power(p: FacilityParams, diurnal, t0, dt):
+    r"""Power of each rack's non-GPU equipment (CPUs, switches, NICs) [W], (R,), linear in the
+    rack's step-mean utilization:
+
+    .. math:: u = \bigl(u_{low} + (u_{high} - u_{low})\,t_{on}/\Delta t\bigr)\,d(t),\quad
+              P = P_{idle} + (P_{max} - P_{idle})\,\mathrm{clip}(u, 0, 1)
+    """
+    rack_on = workload.square_wave_on_time(p.load_period, p.load_duty, p.load_phase, t0, dt) / dt
+    rack_u = (p.load_low + (p.load_high - p.load_low) * rack_on) * diurnal
+    return p.rack_other_power_idle + (p.rack_other_power_max - p.rack_other_power_idle) * (
+        jnp.clip(rack_u, 0.0, 1.0)
+    )
+
+
+def liquid_loops_step(p: FacilityParams, d: Derived, s: State, rack_liquid, dt, hour0, n_sub):
+    r"""Advance the liquid loops over the step in ``n_sub`` sub-steps of :func:`loop_substep`.
+
+    The racks' heat into the liquid ``rack_liquid`` [W] (R,) and the TCS pump heat are held
+    constant: the CDUs' mixed return is :math:`T_{sup} + \dot Q_{CDU}/C_{CDU}`.
+    Returns the new :class:`LoopState`, the step-mean :class:`LoopFlows` and the step-mean
+    site dry-bulb [K] (S,).
+    """
+    t0 = s.t
+    cdu_liquid = _segment_sum(rack_liquid, p.rack_cdu, p.n_cdus) + d.tcs_pump_heat
+    mixed_return = s.tcs_supply + cdu_liquid / d.cdu_capacity_rate
+    dt_sub = dt / n_sub
+
+    def one(loop_state, j):
+        hours_j = hour0 + (t0 + (j + 0.5) * dt_sub) / 3600.0
+        loop_state, flows, t_air_j = loop_substep(p, d, loop_state, mixed_return, dt_sub, hours_j)
+        return loop_state, (flows, t_air_j)
+
+    loop0 = LoopState(s.tcs_tanks, s.fws_supply_tanks, s.fws_return_tanks)
+    loop1, (flows_j, t_air_j) = jax.lax.scan(one, loop0, jnp.arange(n_sub))
+    fl = LoopFlows(*[x.mean(axis=0) for x in flows_j])  # step means
+    return loop1, fl, t_air_j.mean(axis=0)
+
+
+def _building_to_site(p: FacilityParams, x):
+    """Per-building (B,) values summed per site (S,)."""
+    return _segment_sum(x, p.building_site, p.n_sites)
+
+
+def _cdu_to_site(p: FacilityParams, x):
+    """Per-CDU (N,) values summed per site (S,)."""
+    return _building_to_site(p, _segment_sum(x, p.cdu_building, p.n_buildings))
+
+
+def _rack_to_site(p: FacilityParams, x):
+    """Per-rack (R,) values summed per site (S,)."""
+    return _cdu_to_site(p, _segment_sum(x, p.rack_cdu, p.n_cdus))
+
+
+class SitePower(NamedTuple):
+    """Per-site power flows and energies of one step (S,)."""
+
+    it_energy: jax.Array  # IT (GPUs + other rack equipment) electrical energy [J]
+    it_power: jax.Array  # its step mean [W]
+    pump_power: jax.Array  # TCS + FWS pumps [W]
+    fan_power: jax.Array  # dry-cooler fans + air path fans [W]
+    chiller_power: jax.Array  # [W]
+    electrical_loss: jax.Array  # distribution losses [W]
+    total_power: jax.Array  # IT + mechanical + losses [W]
+    heat_in: jax.Array  # heat into the facility: IT energy + pump heat [J]
+    heat_rejected: jax.Array  # plant + air heat rejection [W]
+
+
+def site_power(p: FacilityParams, d: Derived, fl: LoopFlows, rack_it_energy, rack_air, dt):
+    r"""Per-site power balance of the step.
+
+    .. math:: P_{mech} = P_{pump} + P_{fan} + P_{chiller},\quad
+              P_{loss} = f_{loss}\,(P_{IT} + P_{mech}),\quad
+              P_{total} = P_{IT} + P_{mech} + P_{loss}
+
+    Air-path fans draw ``air_fan_power_ratio`` per W of rack heat to air; the heat rejected is
+    the plant's (dry coolers + chiller) plus the air heat. ``rack_it_energy`` [J] and
+    ``rack_air`` [W] are (R,).
+    """
+    it_energy = _rack_to_site(p, rack_it_energy)
+    air_heat = _rack_to_site(p, rack_air)
+    air_fan = p.air_fan_power_ratio * air_heat
+    pump_power = _cdu_to_site(p, d.tcs_pump_power) + _building_to_site(p, fl.fws_pump_power)
+    fan_power_site = _building_to_site(p, fl.fan_power) + air_fan
+    chiller_site = _building_to_site(p, fl.chiller_power)
+    mech = pump_power + fan_power_site + chiller_site
+    it_power = it_energy / dt
+    elec_loss = p.electrical_loss_fraction * (it_power + mech)
+    pump_heat = _cdu_to_site(p, d.tcs_pump_heat) + _building_to_site(p, fl.fws_pump_heat)
+    return SitePower(
+        it_energy=it_energy,
+        it_power=it_power,
+        pump_power=pump_power,
+        fan_power=fan_power_site,
+        chiller_power=chiller_site,
+        electrical_loss=elec_loss,
+        total_power=it_power + mech + elec_loss,
+        heat_in=it_energy + dt * pump_heat,
+        heat_rejected=_building_to_site(p, fl.q_dc + fl.q_chiller) + air_heat,
+    )
+
+
+def site_gpu_temperatures(p: FacilityParams, g: GpuStep):
+    """Hottest die, hottest HBM and mean die temperature per site at the step end [K], (S,)."""
+    r, n_t, n_p, n_s = p.gpu_shape
+    sites = p.n_sites
+    site_of_rack = p.building_site[p.cdu_building[p.rack_cdu]]
+    site_tmax = _segment_max(g.rack_max_temp, site_of_rack, sites)
+    site_hmax = _segment_max(g.rack_max_hbm_temp, site_of_rack, sites)
+    gpus_per_site = _rack_to_site(p, jnp.full(r, float(n_t * n_p * n_s)))
+    site_tmean = _rack_to_site(p, g.rack_sum_temp) / gpus_per_site
+    return site_tmax, site_hmax, site_tmean
+
+
+def step_ledger(
+    p: FacilityParams, g: GpuStep, fl: LoopFlows, sp: SitePower, ci, price, site_tmax, site_hmax, dt
+):
+    """Per-site ledger increments of one step: energies [J] (power × Δt), water [kg],
+    carbon [kg] = P_total × intensity × Δt, cost = P_total × price × Δt, and the maxima."""
+    return Ledger(
+        it_energy=sp.it_energy,
+        gpu_energy=_rack_to_site(p, g.rack_energy),
+        pump_energy=sp.pump_power * dt,
+        fan_energy=sp.fan_power * dt,
+        chiller_energy=sp.chiller_power * dt,
+        electrical_loss_energy=sp.electrical_loss * dt,
+        heat_in=sp.heat_in,
+        heat_rejected=sp.heat_rejected * dt,
+        water_mass=_building_to_site(p, fl.water_rate) * dt,
+        carbon_mass=sp.total_power * ci * dt,
+        cost=sp.total_power * price * dt,
+        throttle_gpu_seconds=_rack_to_site(p, g.rack_throttle_seconds),
+        chiller_seconds=_building_to_site(p, fl.chiller_on * dt),
+        max_gpu_temp=site_tmax,
+        max_hbm_temp=site_hmax,
     )
 
 
@@ -758,109 +1102,38 @@ def step(
     Returns the new state, the per-site step output, and the per-site ledger increments.
     """
     t0 = s.t
-    r, n_t, n_p, n_s = p.gpu_shape
     if c is None:
         c = gpu_constants(p, d, dt)
-    # ---------------- GPUs ----------------
+    # ---------------- GPUs and the rest of the racks ----------------
     t_mid = t0 + 0.5 * dt
     diurnal = workload.diurnal_factor(
         p.load_diurnal_amplitude, p.load_diurnal_peak_hour, t_mid / 3600.0 + hour0
     )
     g = gpu_step(p, d, s, c, dt, t0, diurnal)
-
-    rack_on = workload.square_wave_on_time(p.load_period, p.load_duty, p.load_phase, t0, dt) / dt
-    rack_u = (p.load_low + (p.load_high - p.load_low) * rack_on) * diurnal
-    other = p.rack_other_power_idle + (p.rack_other_power_max - p.rack_other_power_idle) * (
-        jnp.clip(rack_u, 0.0, 1.0)
-    )
-    rack_gpu_energy = g.rack_energy
+    other = rack_other_power(p, diurnal, t0, dt)
     rack_liquid = g.rack_heat_liquid / dt + p.rack_other_liquid_fraction * other
     rack_air = g.rack_heat_air / dt + (1.0 - p.rack_other_liquid_fraction) * other
-    rack_it_energy = rack_gpu_energy + other * dt
-
+    rack_it_energy = g.rack_energy + other * dt
     # ---------------- liquid loops, sub-stepped for long steps ----------------
-    n = p.n_cdus
-    b = p.n_buildings
-    cdu_liquid = _segment_sum(rack_liquid, p.rack_cdu, n) + d.tcs_pump_heat
-    mixed_return = s.tcs_supply + cdu_liquid / d.cdu_capacity_rate
-    dt_sub = dt / n_sub
-
-    def one(loop_state, j):
-        hours_j = hour0 + (t0 + (j + 0.5) * dt_sub) / 3600.0
-        loop_state, flows, t_air_j = loop_substep(p, d, loop_state, mixed_return, dt_sub, hours_j)
-        return loop_state, (flows, t_air_j)
-
-    loop0 = LoopState(s.tcs_tanks, s.fws_supply_tanks, s.fws_return_tanks)
-    loop1, (flows_j, t_air_j) = jax.lax.scan(one, loop0, jnp.arange(n_sub))
-    fl = LoopFlows(*[x.mean(axis=0) for x in flows_j])  # step means
-    tcs_tanks, fws_supply_tanks, fws_return_tanks = loop1
-    tcs_supply = fl.tcs_supply
-    t_air_site = t_air_j.mean(axis=0)
-    hours = hour0 + (t0 + 0.5 * dt) / 3600.0
-    fws_pump_power, fws_pump_heat = fl.fws_pump_power, fl.fws_pump_heat
-    fan_power, chiller_power, water_rate = fl.fan_power, fl.chiller_power, fl.water_rate
-    q_dc, q_chiller, cold_supply, fws_cap = fl.q_dc, fl.q_chiller, fl.cold_supply, fl.fws_cap
-
+    loop1, fl, t_air_site = liquid_loops_step(p, d, s, rack_liquid, dt, hour0, n_sub)
     # ---------------- ledger per site ----------------
-    sites = p.n_sites
-
-    def to_site_from_cdu(x):
-        return _segment_sum(_segment_sum(x, p.cdu_building, b), p.building_site, sites)
-
-    def to_site_from_bld(x):
-        return _segment_sum(x, p.building_site, sites)
-
-    def to_site_from_rack(x):
-        return to_site_from_cdu(_segment_sum(x, p.rack_cdu, n))
-
-    it_energy = to_site_from_rack(rack_it_energy)
-    gpu_energy = to_site_from_rack(rack_gpu_energy)
-    air_heat = to_site_from_rack(rack_air)
-    air_fan = p.air_fan_power_ratio * air_heat
-    pump_power = to_site_from_cdu(d.tcs_pump_power) + to_site_from_bld(fws_pump_power)
-    fan_power_site = to_site_from_bld(fan_power) + air_fan
-    chiller_site = to_site_from_bld(chiller_power)
-    mech = pump_power + fan_power_site + chiller_site
-    it_power = it_energy / dt
-    elec_loss = p.electrical_loss_fraction * (it_power + mech)
-    heat_in = it_energy + dt * (to_site_from_cdu(d.tcs_pump_heat) + to_site_from_bld(fws_pump_heat))
-    rejected_power = to_site_from_bld(q_dc + q_chiller) + air_heat
+    hours = hour0 + (t0 + 0.5 * dt) / 3600.0
+    sp = site_power(p, d, fl, rack_it_energy, rack_air, dt)
     ci = _hourly(p.carbon_intensity, hours)
     price = _hourly(p.price, hours)
-    total_power = it_power + mech + elec_loss
-    rack_tmax, rack_hmax = g.rack_max_temp, g.rack_max_hbm_temp
-    site_of_rack = p.building_site[p.cdu_building[p.rack_cdu]]
-    site_tmax = _segment_max(rack_tmax, site_of_rack, sites)
-    site_hmax = _segment_max(rack_hmax, site_of_rack, sites)
-    gpus_per_site = to_site_from_rack(jnp.full(r, float(n_t * n_p * n_s)))
-    site_tmean = to_site_from_rack(g.rack_sum_temp) / gpus_per_site
-    ledger = Ledger(
-        it_energy=it_energy,
-        gpu_energy=gpu_energy,
-        pump_energy=pump_power * dt,
-        fan_energy=fan_power_site * dt,
-        chiller_energy=chiller_site * dt,
-        electrical_loss_energy=elec_loss * dt,
-        heat_in=heat_in,
-        heat_rejected=rejected_power * dt,
-        water_mass=to_site_from_bld(water_rate) * dt,
-        carbon_mass=total_power * ci * dt,
-        cost=total_power * price * dt,
-        throttle_gpu_seconds=to_site_from_rack(g.rack_throttle_seconds),
-        chiller_seconds=to_site_from_bld(fl.chiller_on * dt),
-        max_gpu_temp=site_tmax,
-        max_hbm_temp=site_hmax,
-    )
+    site_tmax, site_hmax, site_tmean = site_gpu_temperatures(p, g)
+    ledger = step_ledger(p, g, fl, sp, ci, price, site_tmax, site_hmax, dt)
     out = StepOutput(
-        it_power=it_power,
-        pump_power=pump_power,
-        fan_power=fan_power_site,
-        chiller_power=chiller_site,
-        heat_rejected=rejected_power,
-        water_rate=to_site_from_bld(water_rate),
+        it_power=sp.it_power,
+        pump_power=sp.pump_power,
+        fan_power=sp.fan_power,
+        chiller_power=sp.chiller_power,
+        heat_rejected=sp.heat_rejected,
+        water_rate=_building_to_site(p, fl.water_rate),
         max_gpu_temp=site_tmax,
         mean_gpu_temp=site_tmean,
-        fws_supply_temp=to_site_from_bld(cold_supply) / to_site_from_bld(jnp.ones(b)),
+        fws_supply_temp=_building_to_site(p, fl.cold_supply)
+        / _building_to_site(p, jnp.ones(p.n_buildings)),
         temp_air=t_air_site,
         carbon_intensity=ci,
     )
@@ -868,11 +1141,11 @@ def step(
         t=t0 + dt,
         gpu_temp=g.gpu_temp,
         hbm_temp=g.hbm_temp,
-        tcs_supply=tcs_supply,
-        tcs_tanks=tcs_tanks,
-        fws_supply_tanks=fws_supply_tanks,
-        fws_return_tanks=fws_return_tanks,
-        fws_flow=fws_cap,
+        tcs_supply=fl.tcs_supply,
+        tcs_tanks=loop1.tcs_tanks,
+        fws_supply_tanks=loop1.fws_supply_tanks,
+        fws_return_tanks=loop1.fws_return_tanks,
+        fws_flow=fl.fws_cap,
     )
     return new_state, out, ledger
 
