@@ -5,8 +5,8 @@ The small public API is re-exported here and imported on first use, so that ``tw
 the sensor daemon do not pay for JAX compilation machinery they never use:
 
 * :func:`load_spec` (:func:`twin.spec.load_facility`): a facility spec by name or TOML path;
-* :func:`prepare`, :func:`simulate`, :func:`init_run`, :func:`step_run`
-  (:mod:`twin.simulate`): the facility model stepped in time;
+* :func:`prepare`, :func:`simulate`, :func:`simulate_run`, :func:`init_run`, :func:`step_run`
+  (:mod:`twin.simulate`): the facility model stepped in time, with its final state;
 * :func:`calibrate` (:mod:`twin.calibration`): fit the model to telemetry;
 * :func:`assimilate` (:mod:`twin.estimate`): live state estimation;
 * :func:`replay`, :func:`compare` (:mod:`twin.placement`): placement under policies.
@@ -28,6 +28,7 @@ _PUBLIC = {
     "simulate": "twin.simulate:simulate",
     "init_run": "twin.simulate:init_run",
     "step_run": "twin.simulate:step_run",
+    "simulate_run": "twin.simulate:simulate_run",
     "calibrate": "twin.calibration:calibrate",
     "assimilate": "twin.estimate:assimilate",
     "replay": "twin.placement:replay",
