@@ -87,3 +87,13 @@ def test_no_private_name_crosses_a_package():
     files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
     found = [hit for p in files for hit in _private_imports(p)]
     assert found == []
+
+
+def test_public_api_resolves():
+    import twin
+
+    assert set(twin.__all__) >= {"load_spec", "simulate", "calibrate", "replay", "compare"}
+    for name in twin.__all__:
+        assert callable(getattr(twin, name)), name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        twin.nope  # noqa: B018
