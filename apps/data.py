@@ -7,13 +7,13 @@ of one selected rack. Nothing here draws 300,000 marks; the largest table is one
 
 Sources of each quantity:
 
-* site time series, run totals and the final state: one :func:`twin.simulate.simulate_run`
-  (Dataset, summary and the final :class:`twin.simulate.SimState`; nothing is simulated twice);
+* site time series, run totals and the final state: one :func:`twin.simulation.simulate_run`
+  (Dataset, summary and the final :class:`twin.simulation.SimState`; nothing is simulated twice);
 * per-GPU temperatures at the end of the run: that final state (it gives the Dataset's
   ``final_rack_max_gpu_temperature``, which the tests check);
 * per-rack IT power and coolant return: the twin's steady state for each rack's load at the
   run's last hour (:func:`twin.placement.steady_state`, the rack loads of
-  :func:`twin.simulate.rack_utilization`), because the dynamic run records site totals only;
+  :func:`twin.simulation.rack_utilization`), because the dynamic run records site totals only;
 * placement what-if: :func:`twin.placement.compare` on jobs from :mod:`twin.io.jobs`;
 * GPU page: :func:`twin.calibration.calibrate` and :mod:`twin.estimate` on telemetry read by
   :func:`twin.io.telemetry.open_telemetry` (store, recorded file or Prometheus) or, with no
@@ -75,7 +75,7 @@ def parse_settings(
 ) -> SimSettings:
     """Check the sidebar inputs (quantities with units); raise :class:`SpecError` on bad ones."""
     from twin.model import LoadMix
-    from twin.simulate import parse_start
+    from twin.simulation import parse_start
 
     if not facility.strip():
         raise SpecError("facility", facility, "a facility TOML path or shipped name")
@@ -102,8 +102,8 @@ class FleetRun:
     settings: SimSettings
     ds: xr.Dataset
     summary: dict
-    run: object  # twin.simulate.Run
-    state: object  # the physics state of twin.simulate.SimState at the end of the run (NumPy)
+    run: object  # twin.simulation.Run
+    state: object  # the physics state of twin.simulation.SimState at the end of the run (NumPy)
     racks: pd.DataFrame  # one row per rack (see rack_table)
 
 
@@ -119,9 +119,9 @@ def load_spec(facility: str):
 def prepared(
     facility: str, step_s: float, start: str, load: str, seed: int, gpu_spread: float = 0.0
 ):
-    """:func:`twin.simulate.prepare` for these inputs."""
+    """:func:`twin.simulation.prepare` for these inputs."""
     from twin.model import LoadMix
-    from twin.simulate import prepare
+    from twin.simulation import prepare
 
     return prepare(
         load_spec(facility),
@@ -135,9 +135,9 @@ def prepared(
 
 @cache_resource(show_spinner="Simulating the facility with the twin ...")
 def fleet_run(s: SimSettings) -> FleetRun:
-    """Simulate ``s`` once with :func:`twin.simulate.simulate_run`: Dataset, summary, final state
+    """Simulate ``s`` once with :func:`twin.simulation.simulate_run`: Dataset, summary, final state
     (host copy) and the rack table."""
-    from twin.simulate import simulate_run
+    from twin.simulation import simulate_run
 
     run = prepared(s.facility, s.step_s, s.start, s.load, s.seed, s.gpu_spread)
     ds, summary, final = simulate_run(run, s.hours, record_interval=s.record_s)
@@ -201,7 +201,7 @@ def rack_table(run, state, hours: float) -> pd.DataFrame:
     import jax.numpy as jnp
 
     from twin import placement
-    from twin.simulate import rack_utilization
+    from twin.simulation import rack_utilization
 
     p, d = run.params, run.derived
     out = rack_layout(p)

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import twin  # noqa: E402,F401
 from twin.io.jobs import generate_jobs, load_jobs  # noqa: E402
 from twin.placement import POLICIES, build_topology, check_feasible, replay  # noqa: E402
-from twin.simulate import prepare  # noqa: E402
+from twin.simulation import prepare  # noqa: E402
 from twin.spec import load_facility  # noqa: E402
 
 SHARED = Path(os.environ.get("TWIN_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -250,14 +250,14 @@ def baseline_solve_ivp(t_span=600.0):
 
 
 def memory_probe(name: str, hours: float, dt: float) -> float:
-    """Peak RSS [MiB] of a fresh process simulating ``hours`` (via twin.simulate).
+    """Peak RSS [MiB] of a fresh process simulating ``hours`` (via twin.simulation).
 
     Read from ``VmHWM`` in /proc/self/status: a new address space after exec starts its own
     high-water mark (``ru_maxrss`` would carry the parent's over the fork).
     """
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-        "from twin.spec import load_facility; from twin.simulate import simulate\n"
+        "from twin.spec import load_facility; from twin.simulation import simulate\n"
         f"simulate(load_facility({name!r}), {hours!r}, {dt!r}, record_interval=600)\n"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
         "print(int(hwm.split()[1]) / 1024)\n"

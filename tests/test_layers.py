@@ -65,21 +65,32 @@ def test_a_reaching_import_breaks_the_contracts(tmp_path, module, line, contract
     assert any(contract in s for s in broken), out.stdout
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
 def _private_imports(path: Path) -> list[str]:
-    """``from other_package.x import _name`` or ``other_package.x._name`` use in ``path``."""
+    """Private names of another package used in ``path``: imported, or read off its module."""
     own = path.relative_to(ROOT).parts[0]
-    found = []
+    found, aliases = [], set()
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            top = node.module.split(".")[0]
-            if top in PACKAGES and top != own:
-                parts = node.module.split(".") + [a.name for a in node.names]
-                found += [
-                    f"{path}:{node.lineno} {node.module}.{a.name}"
-                    for a in node.names
-                    if any(p.startswith("_") and not p.startswith("__") for p in parts)
-                ]
+            if node.module.split(".")[0] not in PACKAGES or node.module.split(".")[0] == own:
+                continue
+            for a in node.names:
+                aliases.add(a.asname or a.name)
+                if any(_private(p) for p in [*node.module.split("."), a.name]):
+                    found.append(f"{path.name}:{node.lineno} {node.module}.{a.name}")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                top = a.name.split(".")[0]
+                if top in PACKAGES and top != own:
+                    aliases.add(a.asname or top)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            if isinstance(node.value, ast.Name) and node.value.id in aliases:
+                found.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
     return found
 
 

@@ -6,7 +6,7 @@ the sensor daemon do not pay for JAX compilation machinery they never use:
 
 * :func:`load_spec` (:func:`twin.spec.load_facility`): a facility spec by name or TOML path;
 * :func:`prepare`, :func:`simulate`, :func:`simulate_run`, :func:`init_run`, :func:`step_run`
-  (:mod:`twin.simulate`): the facility model stepped in time, with its final state;
+  (:mod:`twin.simulation`): the facility model stepped in time, with its final state;
 * :func:`calibrate` (:mod:`twin.calibration`): fit the model to telemetry;
 * :func:`assimilate` (:mod:`twin.estimate`): live state estimation;
 * :func:`replay`, :func:`compare` (:mod:`twin.placement`): placement under policies.
@@ -24,11 +24,11 @@ import physics  # noqa: F401  (float64 JAX, see physics/__init__.py)
 #: Public name -> "module:attribute" it is re-exported from.
 _PUBLIC = {
     "load_spec": "twin.spec:load_facility",
-    "prepare": "twin.simulate:prepare",
-    "simulate": "twin.simulate:simulate",
-    "init_run": "twin.simulate:init_run",
-    "step_run": "twin.simulate:step_run",
-    "simulate_run": "twin.simulate:simulate_run",
+    "prepare": "twin.simulation:prepare",
+    "simulate": "twin.simulation:simulate",
+    "init_run": "twin.simulation:init_run",
+    "step_run": "twin.simulation:step_run",
+    "simulate_run": "twin.simulation:simulate_run",
     "calibrate": "twin.calibration:calibrate",
     "assimilate": "twin.estimate:assimilate",
     "replay": "twin.placement:replay",

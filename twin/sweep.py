@@ -81,7 +81,7 @@ def run_case(case: Case) -> dict:
     import twin  # noqa: F401  (float64)
     from twin.io.jobs import generate_jobs, load_jobs
     from twin.placement import build_topology, check_feasible, replay
-    from twin.simulate import prepare
+    from twin.simulation import prepare
     from twin.spec import load_facility
 
     _enable_compile_cache()
@@ -146,7 +146,7 @@ def make_cases(
 ) -> list[Case]:
     """The cross product days x weather years x policies (sites are those of the facility)."""
     from twin.placement import POLICIES
-    from twin.simulate import parse_start
+    from twin.simulation import parse_start
 
     for pol in policies:
         if pol not in POLICIES:

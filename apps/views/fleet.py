@@ -1,5 +1,5 @@
 """Fleet page: both sites side by side — IT power, cooling power by part, PUE, grid carbon,
-outdoor temperature — with trend charts, all from :func:`twin.simulate.simulate`."""
+outdoor temperature — with trend charts, all from :func:`twin.simulation.simulate`."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ def app(monkeypatch):
 def twin_run():
     """The twin run the Fleet and Hall pages show, computed here with twin functions."""
     from twin.model import LoadMix
-    from twin.simulate import prepare, simulate
+    from twin.simulation import prepare, simulate
     from twin.spec import load_facility
 
     spec = load_facility(FACILITY)

@@ -173,7 +173,7 @@ def test_placement_compares_policies_like_the_twin(app, tmp_path):
     from twin.io.jobs import load_jobs
     from twin.model import LoadMix
     from twin.placement import compare
-    from twin.simulate import prepare
+    from twin.simulation import prepare
     from twin.spec import load_facility
 
     jobs_csv = tmp_path / "jobs.csv"

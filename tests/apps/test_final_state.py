@@ -1,5 +1,5 @@
 """The dashboard simulates once: the final state behind the Hall page is the state that
-``twin.simulate`` reaches, equal bit for bit to the same run stepped in two pieces with
+``twin.simulation`` reaches, equal bit for bit to the same run stepped in two pieces with
 ``init_run``/``step_run``, and it gives the Dataset's per-rack hottest GPU."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from dashboard_testlib import FACILITY, GPU_SPREAD, HOURS, RECORD_S, START, STEP_S
 
-from twin.simulate import init_run, step_run
+from twin.simulation import init_run, step_run
 
 
 def test_fleet_run_state_is_the_final_state_of_the_run(twin_run):

@@ -13,7 +13,7 @@ import pytest
 
 from twin.io.weather import free_cooling_hours_epw
 from twin.model import LoadMix
-from twin.simulate import simulate
+from twin.simulation import simulate
 from twin.spec import FACILITY_DIR, parse_facility
 
 EPW = {

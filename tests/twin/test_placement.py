@@ -24,7 +24,7 @@ from twin.placement import (
     replay,
     snapshot_objective,
 )
-from twin.simulate import prepare
+from twin.simulation import prepare
 from twin.spec import FACILITY_DIR, load_facility, parse_facility
 from twin.units import SpecError
 

@@ -1,4 +1,4 @@
-"""The init/step API of ``twin.simulate`` (jax-md style): a run stepped in pieces ends where one
+"""The init/step API of ``twin.simulation`` (jax-md style): a run stepped in pieces ends where one
 long step ends, ``simulate`` is ``simulate_run`` on ``prepare``, and the records and ledger agree
 with each other (energy = mean power x time) and with the final state."""
 
@@ -12,7 +12,7 @@ import twin
 from physics import workload
 from physics.constants import ZERO_CELSIUS_K
 from twin.model import LoadMix
-from twin.simulate import (
+from twin.simulation import (
     SimState,
     init_run,
     plan_steps,

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from twin.simulate import prepare, site_boundary
+from twin.simulation import prepare, site_boundary
 from twin.spec import FACILITY_DIR, load_facility, parse_facility
 from twin.units import SpecError
 

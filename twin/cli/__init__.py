@@ -65,4 +65,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"twin {args.command}: error: {exc}", file=sys.stderr)
         return 2
-

@@ -99,7 +99,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from twin.io.jobs import generate_jobs, load_jobs
     from twin.model import LoadMix
     from twin.placement import compare
-    from twin.simulate import prepare, progress_printer, simulate
+    from twin.simulation import prepare, progress_printer, simulate
     from twin.spec import load_facility
 
     out = Path(args.out)

@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         args.policy = [args.policy] if not args.compare else None
         return run_sweep_cli(args)
     from twin.placement import POLICIES, build_topology, check_feasible, parse_caps, replay
-    from twin.simulate import prepare, progress_printer, write_netcdf
+    from twin.simulation import prepare, progress_printer, write_netcdf
     from twin.spec import load_facility
 
     policies = list(POLICIES) if args.compare else [args.policy]

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from twin.model import LoadMix
-    from twin.simulate import progress_printer, simulate, write_netcdf
+    from twin.simulation import progress_printer, simulate, write_netcdf
     from twin.spec import load_facility
 
     spec = load_facility(args.facility)

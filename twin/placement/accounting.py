@@ -19,15 +19,13 @@ from twin.placement.parking import Parking
 from twin.placement.scheduler import JobArrays, RackLoad, Scheduler
 from twin.placement.steady import _hot_coefficients
 from twin.placement.topology import Topology
-from twin.simulate import Run
+from twin.simulation import Run, run_records
 from twin.units import ZERO_CELSIUS_K
 
 #: Amplitude of the diurnal level of inference racks in the twin's schedule (the epoch-mid
 #: level, 1 + A cos(2 pi (local hour - 20) / 24)): the inference class's.
 INFERENCE_DIURNAL_AMPLITUDE = WORKLOAD_CLASSES["inference"].diurnal_amplitude
 _KWH = 3.6e6  # J
-
-_run_jit = jax.jit(F.run_records, static_argnums=(4, 5, 6, 7, 8))
 
 
 @dataclass
@@ -122,7 +120,7 @@ class FacilityTrace:
 
     def advance(self, q: F.FacilityParams, dq: F.Derived, run: Run, steps: int, setpoints) -> None:
         """Advance the twin ``steps`` steps of ``run.dt`` on ``q`` and record the epoch."""
-        self.state, self.ledger, rec = _run_jit(
+        self.state, self.ledger, rec = run_records(
             q, dq, self.state, self.ledger, run.dt, run.hour0, 1, steps, run.n_sub
         )
         self.records.append(jax.tree.map(lambda x: np.asarray(x)[0], rec))

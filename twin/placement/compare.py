@@ -6,7 +6,7 @@ from twin.io.jobs import JobSet
 from twin.placement.allocation import POLICIES
 from twin.placement.replay import PolicyResult, replay
 from twin.placement.topology import build_topology, check_feasible
-from twin.simulate import Run
+from twin.simulation import Run
 
 
 def compare(

@@ -42,7 +42,7 @@ from twin.placement.steady import (
     with_setpoints,
 )
 from twin.placement.topology import Topology, build_topology
-from twin.simulate import Run
+from twin.simulation import Run
 from twin.units import SpecError
 
 

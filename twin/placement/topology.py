@@ -18,7 +18,7 @@ import numpy as np
 
 from twin.io.jobs import JobSet
 from twin.placement.steady import steady_state
-from twin.simulate import Run
+from twin.simulation import Run
 from twin.units import ZERO_CELSIUS_K, SpecError
 
 

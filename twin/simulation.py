@@ -136,7 +136,9 @@ def prepare(
     return Run(spec, params, derived, step, hour0, ts, n_sub)
 
 
-_run_jit = jax.jit(F.run_records, static_argnums=(4, 5, 6, 7, 8))
+#: :func:`physics.facility.run_records` compiled once per process and shape; shared by the
+#: simulation and the placement replay (static: dt, hour0, records, steps per record, substeps).
+run_records = jax.jit(F.run_records, static_argnums=(4, 5, 6, 7, 8))
 
 
 def _divisor_at_most(n: int, target: int) -> int:
@@ -227,7 +229,7 @@ def step_run(
     t0 = time.perf_counter()
     done = 0
     while done < plan.records:
-        phys, ledger, rec = _run_jit(
+        phys, ledger, rec = run_records(
             p, d, phys, ledger, dt, run.hour0, plan.chunk, plan.steps_per_record, run.n_sub
         )
         jax.block_until_ready(phys.gpu_temp)
