@@ -22,12 +22,14 @@ from twin.calibration.solver import _pad
 
 
 def _prediction_var_one(theta, cov, power, frac, dt):
+    """J Sigma J^T of one GPU's predicted readings, J by forward-mode differentiation."""
     jac = jax.jacfwd(lambda th: predict_readings(th, power, frac, dt))(theta)  # (N, NP)
     return jnp.einsum("ni,ij,nj->n", jac, cov, jac)
 
 
 @functools.partial(jax.jit, static_argnames=("dt",))
 def _prediction_var(theta, cov, power, frac, dt):
+    """:func:`_prediction_var_one` over a block of GPUs."""
     return jax.vmap(_prediction_var_one, in_axes=(0, 0, 0, 0, None))(theta, cov, power, frac, dt)
 
 
