@@ -984,19 +984,19 @@ def liquid_loops_step(p: FacilityParams, d: Derived, s: State, rack_liquid, dt, 
     return loop1, fl, t_air_j.mean(axis=0)
 
 
-def _building_to_site(p: FacilityParams, x):
+def building_to_site(p: FacilityParams, x):
     """Per-building (B,) values summed per site (S,)."""
     return _segment_sum(x, p.building_site, p.n_sites)
 
 
-def _cdu_to_site(p: FacilityParams, x):
+def cdu_to_site(p: FacilityParams, x):
     """Per-CDU (N,) values summed per site (S,)."""
-    return _building_to_site(p, _segment_sum(x, p.cdu_building, p.n_buildings))
+    return building_to_site(p, _segment_sum(x, p.cdu_building, p.n_buildings))
 
 
-def _rack_to_site(p: FacilityParams, x):
+def rack_to_site(p: FacilityParams, x):
     """Per-rack (R,) values summed per site (S,)."""
-    return _cdu_to_site(p, _segment_sum(x, p.rack_cdu, p.n_cdus))
+    return cdu_to_site(p, _segment_sum(x, p.rack_cdu, p.n_cdus))
 
 
 class SitePower(NamedTuple):
@@ -1024,16 +1024,16 @@ def site_power(p: FacilityParams, d: Derived, fl: LoopFlows, rack_it_energy, rac
     the plant's (dry coolers + chiller) plus the air heat. ``rack_it_energy`` [J] and
     ``rack_air`` [W] are (R,).
     """
-    it_energy = _rack_to_site(p, rack_it_energy)
-    air_heat = _rack_to_site(p, rack_air)
+    it_energy = rack_to_site(p, rack_it_energy)
+    air_heat = rack_to_site(p, rack_air)
     air_fan = p.air_fan_power_ratio * air_heat
-    pump_power = _cdu_to_site(p, d.tcs_pump_power) + _building_to_site(p, fl.fws_pump_power)
-    fan_power_site = _building_to_site(p, fl.fan_power) + air_fan
-    chiller_site = _building_to_site(p, fl.chiller_power)
+    pump_power = cdu_to_site(p, d.tcs_pump_power) + building_to_site(p, fl.fws_pump_power)
+    fan_power_site = building_to_site(p, fl.fan_power) + air_fan
+    chiller_site = building_to_site(p, fl.chiller_power)
     mech = pump_power + fan_power_site + chiller_site
     it_power = it_energy / dt
     elec_loss = p.electrical_loss_fraction * (it_power + mech)
-    pump_heat = _cdu_to_site(p, d.tcs_pump_heat) + _building_to_site(p, fl.fws_pump_heat)
+    pump_heat = cdu_to_site(p, d.tcs_pump_heat) + building_to_site(p, fl.fws_pump_heat)
     return SitePower(
         it_energy=it_energy,
         it_power=it_power,
@@ -1043,7 +1043,7 @@ def site_power(p: FacilityParams, d: Derived, fl: LoopFlows, rack_it_energy, rac
         electrical_loss=elec_loss,
         total_power=it_power + mech + elec_loss,
         heat_in=it_energy + dt * pump_heat,
-        heat_rejected=_building_to_site(p, fl.q_dc + fl.q_chiller) + air_heat,
+        heat_rejected=building_to_site(p, fl.q_dc + fl.q_chiller) + air_heat,
     )
 
 
@@ -1054,8 +1054,8 @@ def site_gpu_temperatures(p: FacilityParams, g: GpuStep):
     site_of_rack = p.building_site[p.cdu_building[p.rack_cdu]]
     site_tmax = _segment_max(g.rack_max_temp, site_of_rack, sites)
     site_hmax = _segment_max(g.rack_max_hbm_temp, site_of_rack, sites)
-    gpus_per_site = _rack_to_site(p, jnp.full(r, float(n_t * n_p * n_s)))
-    site_tmean = _rack_to_site(p, g.rack_sum_temp) / gpus_per_site
+    gpus_per_site = rack_to_site(p, jnp.full(r, float(n_t * n_p * n_s)))
+    site_tmean = rack_to_site(p, g.rack_sum_temp) / gpus_per_site
     return site_tmax, site_hmax, site_tmean
 
 
@@ -1066,18 +1066,18 @@ def step_ledger(
     carbon [kg] = P_total × intensity × Δt, cost = P_total × price × Δt, and the maxima."""
     return Ledger(
         it_energy=sp.it_energy,
-        gpu_energy=_rack_to_site(p, g.rack_energy),
+        gpu_energy=rack_to_site(p, g.rack_energy),
         pump_energy=sp.pump_power * dt,
         fan_energy=sp.fan_power * dt,
         chiller_energy=sp.chiller_power * dt,
         electrical_loss_energy=sp.electrical_loss * dt,
         heat_in=sp.heat_in,
         heat_rejected=sp.heat_rejected * dt,
-        water_mass=_building_to_site(p, fl.water_rate) * dt,
+        water_mass=building_to_site(p, fl.water_rate) * dt,
         carbon_mass=sp.total_power * ci * dt,
         cost=sp.total_power * price * dt,
-        throttle_gpu_seconds=_rack_to_site(p, g.rack_throttle_seconds),
-        chiller_seconds=_building_to_site(p, fl.chiller_on * dt),
+        throttle_gpu_seconds=rack_to_site(p, g.rack_throttle_seconds),
+        chiller_seconds=building_to_site(p, fl.chiller_on * dt),
         max_gpu_temp=site_tmax,
         max_hbm_temp=site_hmax,
     )
@@ -1129,11 +1129,11 @@ def step(
         fan_power=sp.fan_power,
         chiller_power=sp.chiller_power,
         heat_rejected=sp.heat_rejected,
-        water_rate=_building_to_site(p, fl.water_rate),
+        water_rate=building_to_site(p, fl.water_rate),
         max_gpu_temp=site_tmax,
         mean_gpu_temp=site_tmean,
-        fws_supply_temp=_building_to_site(p, fl.cold_supply)
-        / _building_to_site(p, jnp.ones(p.n_buildings)),
+        fws_supply_temp=building_to_site(p, fl.cold_supply)
+        / building_to_site(p, jnp.ones(p.n_buildings)),
         temp_air=t_air_site,
         carbon_intensity=ci,
     )
