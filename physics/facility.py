@@ -984,6 +984,11 @@ def liquid_loops_step(p: FacilityParams, d: Derived, s: State, rack_liquid, dt, 
     return loop1, fl, t_air_j.mean(axis=0)
 
 
+def rack_to_cdu(p: FacilityParams, x):
+    """Per-rack (R,) values summed per CDU (N,)."""
+    return _segment_sum(x, p.rack_cdu, p.n_cdus)
+
+
 def building_to_site(p: FacilityParams, x):
     """Per-building (B,) values summed per site (S,)."""
     return _segment_sum(x, p.building_site, p.n_sites)

@@ -79,7 +79,7 @@ def _enable_compile_cache() -> None:
 def run_case(case: Case) -> dict:
     """Run one sweep case (in a worker process); returns a flat result row."""
     import twin  # noqa: F401  (float64)
-    from twin.io.jobs import generate_jobs, load_jobs
+    from twin.io.jobs import jobs_for_facility
     from twin.placement import build_topology, check_feasible, replay
     from twin.simulation import prepare
     from twin.spec import load_facility
@@ -91,20 +91,7 @@ def run_case(case: Case) -> dict:
         spec, step=case.step, start=case.day, weather=dict(case.weather), carbon=dict(case.carbon)
     )
     topo = build_topology(run)
-    site_gpus = int(min(s.gpus for s in spec.sites))
-    if case.jobs:
-        jobs = load_jobs(
-            case.jobs,
-            facility_gpus=spec.gpus,
-            load=case.load,
-            hours=case.hours,
-            seed=case.seed,
-            site_gpus=site_gpus,
-        )
-    else:
-        jobs = generate_jobs(
-            spec.gpus, hours=case.hours, load=case.load, site_gpus=site_gpus, seed=case.seed
-        )
+    jobs = jobs_for_facility(case.jobs, spec, load=case.load, hours=case.hours, seed=case.seed)
     check_feasible(run, topo, jobs)
     res = replay(run, jobs, case.policy, case.hours, epoch=case.epoch, topo=topo, seed=case.seed)
     s = res.summary

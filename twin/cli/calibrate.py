@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from twin.cli.options import add_facility, add_telemetry
 from twin.resources import env_default
 from twin.units import SpecError
 
@@ -32,10 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fit per-GPU thermal parameters to telemetry; predict held-out temperatures",
         description="Maximum-likelihood calibration (see docs/calibration.md).",
     )
-    c.add_argument(
-        "--telemetry", default=env_default("telemetry"), help="store, CSV or Prometheus URL"
-    )
-    c.add_argument("--facility", default=env_default("facility"), help="facility spec name or TOML")
+    add_telemetry(c)
+    add_facility(c, default=None)
     c.add_argument(
         "--train-fraction", type=float, default=float(env_default("train_fraction", "0.6"))
     )
@@ -51,10 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="track GPU temperatures and resistance drift live; print and export anomalies",
         description="Extended Kalman filter over the calibrated twin (see docs/calibration.md).",
     )
-    w.add_argument(
-        "--telemetry", default=env_default("telemetry"), help="store, CSV or Prometheus URL"
-    )
-    w.add_argument("--facility", default=env_default("facility"), help="facility spec name or TOML")
+    add_telemetry(w)
+    add_facility(w, default=None)
     w.add_argument(
         "--params", default=env_default("params"), help="calibration from `twin calibrate`"
     )

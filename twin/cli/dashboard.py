@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from twin.cli.options import add_facility, add_telemetry
 from twin.resources import env_default
 
 
@@ -40,18 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--telemetry",
-        default=env_default("telemetry", ""),
-        metavar="SOURCE",
-        help="telemetry store of `twin sensord`, recorded file or http(s):// Prometheus URL "
-        "[TWIN_TELEMETRY; none: the simulated fleet]",
-    )
-    p.add_argument(
-        "--facility",
-        default=env_default("facility", "superfactory"),
-        help="facility TOML path or shipped name [TWIN_FACILITY; superfactory]",
-    )
+    add_telemetry(p, default="", none="none: the simulated fleet")
+    add_facility(p)
     p.add_argument(
         "--port",
         type=int,

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from twin.cli.options import add_facility, add_telemetry
+
 
 class _Stages:
     def __init__(self, total: int):
@@ -322,10 +324,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--facility", default="superfactory")
+    add_facility(p)
     p.add_argument("--out", default="demo-out", help="output folder (report.md, results.nc)")
     p.add_argument("--nvml", action="store_true", help="use the local GPUs through NVML")
-    p.add_argument("--telemetry", default=None, help="a store, nvidia-smi CSV or Prometheus URL")
+    add_telemetry(p, none="none: a simulated fleet through the sensor daemon")
     p.add_argument("--jobs", default=None, help="a job file or the Alibaba trace CSV")
     p.add_argument("--weather", action="append", metavar="SITE=EPW")
     p.add_argument("--hours", type=float, default=168.0, help="hours of jobs to place")

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from twin.cli.options import add_facility
 from twin.cli.simulate import site_pairs as _pairs
 from twin.resources import env_default
 from twin.units import SpecError
@@ -31,11 +32,7 @@ SUMMARY_KEYS = (
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--facility",
-        default=env_default("facility", "superfactory"),
-        help="facility TOML path or shipped name (default: superfactory)",
-    )
+    add_facility(p)
     p.add_argument(
         "--jobs",
         default=env_default("jobs"),
@@ -135,21 +132,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _jobs(args, spec):
-    from twin.io.jobs import generate_jobs, load_jobs
+    from twin.io.jobs import jobs_for_facility
 
-    site_gpus = int(min(s.gpus for s in spec.sites))
-    if args.jobs:
-        return load_jobs(
-            args.jobs,
-            facility_gpus=spec.gpus,
-            load=args.load,
-            hours=args.hours,
-            seed=args.seed,
-            site_gpus=site_gpus,
-        )
-    return generate_jobs(
-        spec.gpus, hours=args.hours, load=args.load, site_gpus=site_gpus, seed=args.seed
-    )
+    return jobs_for_facility(args.jobs, spec, load=args.load, hours=args.hours, seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from twin.resources import env_default
+from twin.cli.options import add_facility
 from twin.units import SpecError
 
 
@@ -25,11 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate", help="step a facility and report energy, PUE, temperatures", description=__doc__
     )
-    p.add_argument(
-        "--facility",
-        default=env_default("facility", "superfactory"),
-        help="facility TOML path or shipped name (default: superfactory)",
-    )
+    add_facility(p)
     p.add_argument("--hours", type=float, default=1.0, help="simulated hours (fractions allowed)")
     p.add_argument("--step", type=float, default=1.0, help="time step in seconds (0.01-3600)")
     p.add_argument("--start", default=None, help="start time, ISO 8601 UTC (default 2023-01-01)")

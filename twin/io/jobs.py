@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from twin.resources import data_dir
+from twin.spec import FacilitySpec
 from twin.units import SpecError
 
 JOBS_DIR = data_dir("jobs")
@@ -454,3 +455,20 @@ __all__ = [
     "write_jobs",
     "trace_statistics",
 ]
+
+
+def jobs_for_facility(
+    path: str | Path | None, spec: FacilitySpec, *, load: float, hours: float, seed: int
+) -> JobSet:
+    """The jobs of a placement run on ``spec``: ``path`` read and scaled, or generated.
+
+    A job file or raw trace at ``path`` goes through :func:`load_jobs` scaled to the facility
+    (``load`` of its GPUs over ``hours``); without one, :func:`generate_jobs` draws them. Either
+    way no job is larger than the smallest site.
+    """
+    site_gpus = int(min(s.gpus for s in spec.sites))
+    if path:
+        return load_jobs(
+            path, facility_gpus=spec.gpus, load=load, hours=hours, seed=seed, site_gpus=site_gpus
+        )
+    return generate_jobs(spec.gpus, hours=hours, load=load, site_gpus=site_gpus, seed=seed)

@@ -123,31 +123,25 @@ def steady_state(
     take a saturated CDU valve (TCS supply above its setpoint) into account (``passes=1``: the
     inlet at the setpoint, used inside the optimizer; the repair step re-checks with two).
     """
-    n, b, sites = p.n_cdus, p.n_buildings, p.n_sites
+    n, b = p.n_cdus, p.n_buildings
     p_hot = None
     if power is not None:
         p_hot, p = p, with_power_state(p, *power)
     t_in = p.tcs_supply_setpoint[p.rack_cdu]
     for _ in range(passes):
         rack_it, liquid, air_heat, hot, hbm = rack_conditions(p, d, t_in, u_mean, u_hot, p_hot)
-        cdu_liquid = F._segment_sum(liquid, p.rack_cdu, n) + d.tcs_pump_heat
+        cdu_liquid = F.rack_to_cdu(p, liquid) + d.tcs_pump_heat
         mixed = p.tcs_supply_setpoint + cdu_liquid / d.cdu_capacity_rate
         sup = jnp.broadcast_to(p.fws_supply_setpoint[:, None], (b, p.n_fws_tanks))
         ls = F.LoopState(jnp.broadcast_to(mixed[:, None], (n, p.n_tcs_tanks)), sup, sup)
         _, fl, _ = F.loop_substep(p, d, ls, mixed, STEADY_DT, hours)
         t_in = jnp.maximum(fl.tcs_supply, p.tcs_supply_setpoint)[p.rack_cdu]
 
-    def site_of_bld(x):
-        return F._segment_sum(x, p.building_site, sites)
-
-    def site_of_cdu(x):
-        return site_of_bld(F._segment_sum(x, p.cdu_building, b))
-
-    it = site_of_cdu(F._segment_sum(rack_it, p.rack_cdu, n))
-    air = site_of_cdu(F._segment_sum(air_heat, p.rack_cdu, n))
-    pumps = site_of_cdu(d.tcs_pump_power) + site_of_bld(fl.fws_pump_power)
-    fans = site_of_bld(fl.fan_power) + p.air_fan_power_ratio * air
-    chillers = site_of_bld(fl.chiller_power)
+    it = F.rack_to_site(p, rack_it)
+    air = F.rack_to_site(p, air_heat)
+    pumps = F.cdu_to_site(p, d.tcs_pump_power) + F.building_to_site(p, fl.fws_pump_power)
+    fans = F.building_to_site(p, fl.fan_power) + p.air_fan_power_ratio * air
+    chillers = F.building_to_site(p, fl.chiller_power)
     losses = p.electrical_loss_fraction * (it + pumps + fans + chillers)
     return Steady(
         it,

@@ -1,0 +1,33 @@
+"""Options several commands share, written once: the facility and the telemetry source.
+
+Each reads its ``TWIN_*`` environment default through :func:`twin.resources.env_default`
+(flags win) and says that default in its help.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from twin.resources import env_default
+
+
+def add_facility(p: argparse.ArgumentParser, default: str | None = "superfactory") -> None:
+    """``--facility``: a shipped spec name or a TOML path (``TWIN_FACILITY``)."""
+    shown = default if default else "required"
+    p.add_argument(
+        "--facility",
+        default=env_default("facility", default),
+        help=f"facility TOML path or shipped name [TWIN_FACILITY; {shown}]",
+    )
+
+
+def add_telemetry(p: argparse.ArgumentParser, default: str | None = None, none: str = "") -> None:
+    """``--telemetry SOURCE``: a store, recorded file or Prometheus URL (``TWIN_TELEMETRY``)."""
+    shown = none or ("required" if default is None else repr(default))
+    p.add_argument(
+        "--telemetry",
+        default=env_default("telemetry", default),
+        metavar="SOURCE",
+        help="telemetry store of `twin sensord`, recorded nvidia-smi/nvprof CSV, Prometheus text "
+        f"file or http(s):// Prometheus URL [TWIN_TELEMETRY; {shown}]",
+    )
