@@ -475,32 +475,51 @@ def anomalies(
 ) -> list[dict]:
     """Current anomalies as records (``kind``, ``gpu``/``loop``, values, time)."""
     cfg = cfg or FilterConfig()
-    out: list[dict] = []
     r_hat = resistance_estimate(model, state)
+    ok = np.ones(len(gpus), bool) if model.r_ok is None else np.asarray(model.r_ok, bool)
+
+    def record(kind: str, where: tuple[str, str], t: float, **values: object) -> dict:
+        since = str(np.datetime64(int(t0_ns + t * 1e9), "ns"))
+        return {"kind": kind, where[0]: where[1], "since": since, **values}
+
+    return [
+        *_drift_records(model, state, gpus, r_hat, ok, record),
+        *_peer_records(model, state, gpus, r_hat, ok, cfg, record),
+        *(
+            record("approach_drift", ("loop", loops[j]), float(t), inlet_drift_k=float(d))
+            for j, (t, d) in enumerate(
+                zip(np.asarray(state.first_loop), np.asarray(state.d), strict=True)
+            )
+            if np.isfinite(t)
+        ),
+    ]
+
+
+def _drift_records(model, state, gpus, r_hat, ok, record) -> list[dict]:
+    """GPUs whose resistance drifted from its calibrated (or learned) baseline."""
     r_cal = np.asarray(model.r_f + model.r_s)
-    m = np.asarray(state.x[:, 2])
+    m, m_base = np.asarray(state.x[:, 2]), np.asarray(state.m_base)
     sd_m = np.sqrt(np.asarray(state.P[:, 2, 2]))
     first = np.asarray(state.first_drift)
-
-    def when(t: float) -> str:
-        return str(np.datetime64(int(t0_ns + t * 1e9), "ns"))
-
-    ok = np.ones(len(gpus), bool) if model.r_ok is None else np.asarray(model.r_ok, bool)
-    m_base = np.asarray(state.m_base)
-    for i in np.flatnonzero(np.isfinite(first)):
-        out.append(
-            {
-                "kind": "resistance_drift",
-                "gpu": gpus[i],
-                "since": when(float(first[i])),
-                "resistance_k_per_w": float(r_hat[i]),
-                "calibrated_k_per_w": float(r_cal[i]),
-                "baseline_k_per_w": float(model.r_f[i] * math.exp(m_base[i]) + model.r_s[i]),
-                "baseline": "calibration" if ok[i] else "learned while tracking",
-                "change": float(math.expm1(m[i] - m_base[i])),
-                "z": float((m[i] - m_base[i]) / max(sd_m[i], 1e-12)),
-            }
+    return [
+        record(
+            "resistance_drift",
+            ("gpu", gpus[i]),
+            float(first[i]),
+            resistance_k_per_w=float(r_hat[i]),
+            calibrated_k_per_w=float(r_cal[i]),
+            baseline_k_per_w=float(model.r_f[i] * math.exp(m_base[i]) + model.r_s[i]),
+            baseline="calibration" if ok[i] else "learned while tracking",
+            change=float(math.expm1(m[i] - m_base[i])),
+            z=float((m[i] - m_base[i]) / max(sd_m[i], 1e-12)),
         )
+        for i in np.flatnonzero(np.isfinite(first))
+    ]
+
+
+def _peer_records(model, state, gpus, r_hat, ok, cfg, record) -> list[dict]:
+    """GPUs whose resistance stands out from their loop's peers (robust, 4 MAD and a margin)."""
+    out = []
     loop_of = np.asarray(model.loop)
     for j in range(model.n_loops):
         members = np.flatnonzero(loop_of == j)
@@ -514,26 +533,15 @@ def anomalies(
             rel = r_hat[i] / med - 1
             if abs(rel) > cfg.peer_threshold and abs(r_hat[i] - med) / scale > 4.0:
                 out.append(
-                    {
-                        "kind": "resistance_peer",
-                        "gpu": gpus[i],
-                        "since": when(float(state.t)),
-                        "resistance_k_per_w": float(r_hat[i]),
-                        "peer_median_k_per_w": med,
-                        "change": float(rel),
-                    }
+                    record(
+                        "resistance_peer",
+                        ("gpu", gpus[i]),
+                        float(state.t),
+                        resistance_k_per_w=float(r_hat[i]),
+                        peer_median_k_per_w=med,
+                        change=float(rel),
+                    )
                 )
-    first_l = np.asarray(state.first_loop)
-    d = np.asarray(state.d)
-    for j in np.flatnonzero(np.isfinite(first_l)):
-        out.append(
-            {
-                "kind": "approach_drift",
-                "loop": loops[j],
-                "since": when(float(first_l[j])),
-                "inlet_drift_k": float(d[j]),
-            }
-        )
     return out
 
 

@@ -298,18 +298,8 @@ def test_cli_optimize_json_and_plan(tmp_path, capsys):
     )
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
-    for key in (
-        "energy_kwh",
-        "carbon_kg",
-        "cost",
-        "pue",
-        "max_gpu_temperature_c",
-        "throttle_minutes",
-        "violations",
-        "deferred_jobs",
-        "wall_seconds",
-    ):
-        assert key in doc
+    documented = "energy_kwh carbon_kg cost pue max_gpu_temperature_c throttle_minutes violations"
+    assert set(doc) >= {*documented.split(), "deferred_jobs", "wall_seconds"}
     assert set(doc["energy_kwh"]) >= {"it", "pumps", "fans", "chillers", "total"}
     e = doc["energy_kwh"]
     assert e["total"] > e["it"] > 0
