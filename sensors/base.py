@@ -172,3 +172,24 @@ class AbstractSource(abc.ABC):
 
 def now_ns(clock: Clock = time.time) -> int:
     return int(round(clock() * 1e9))
+
+
+def pack_in_order(items: Sequence, sizes: Sequence[int], budget: int) -> list[list]:
+    """Consecutive groups of ``items`` whose ``sizes`` add up to at most ``budget`` each.
+
+    Greedy, in the given order: a group closes when the next item would overflow it; an item
+    larger than the budget stands alone. Used to batch Prometheus queries by series count and
+    to merge store chunks by sample count.
+    """
+    groups: list[list] = []
+    current: list = []
+    total = 0
+    for item, size in zip(items, sizes, strict=True):
+        if current and total + size > budget:
+            groups.append(current)
+            current, total = [], 0
+        current.append(item)
+        total += size
+    if current:
+        groups.append(current)
+    return groups

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sensors.base import FIELDS
+from sensors.base import FIELDS, pack_in_order
 from sensors.metrics import Metric, gpu_metrics
 
 log = logging.getLogger("twin.sensors.fleet")
@@ -126,17 +126,8 @@ class PrometheusReader:
         per_host: dict[str, int] = defaultdict(int)
         for s in found:
             per_host[s.get("Hostname", "")] += 1
-        groups: list[list[str]] = []
-        cur: list[str] = []
-        n = 0
-        for h, c in sorted(per_host.items()):
-            if cur and n + c > self.max_series:
-                groups.append(cur)
-                cur, n = [], 0
-            cur.append(h)
-            n += c
-        if cur:
-            groups.append(cur)
+        hosts = sorted(per_host)
+        groups = pack_in_order(hosts, [per_host[h] for h in hosts], self.max_series)
         out = []
         for g in groups:
             rx = "|".join(re.escape(h) for h in g)

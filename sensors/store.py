@@ -38,7 +38,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sensors.base import FIELD_NAMES, FIELDS, Batch, FieldProvenance, GpuInfo, QuarantineRecord
+from sensors.base import (
+    FIELD_NAMES,
+    FIELDS,
+    Batch,
+    FieldProvenance,
+    GpuInfo,
+    QuarantineRecord,
+    pack_in_order,
+)
 from sensors.errors import InputError
 from sensors.validate import Limits, stacked, validate
 
@@ -891,17 +899,7 @@ class Store:
             con.execute("DELETE FROM quarantine WHERE time_ns < ?", (cutoff,))
             con.execute("COMMIT")
         rows = list(con.execute("SELECT chunk_id, n_samples FROM chunks ORDER BY chunk_id"))
-        groups: list[list[int]] = []
-        cur_g: list[int] = []
-        acc = 0
-        for cid, ns in rows:
-            if acc + ns > merge_target_samples and cur_g:
-                groups.append(cur_g)
-                cur_g, acc = [], 0
-            cur_g.append(cid)
-            acc += ns
-        if cur_g:
-            groups.append(cur_g)
+        groups = pack_in_order([r[0] for r in rows], [r[1] for r in rows], merge_target_samples)
         for grp in groups:
             if len(grp) < 2:
                 continue

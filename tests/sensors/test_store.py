@@ -303,3 +303,12 @@ def test_schema_v1_store_is_read_and_upgraded(tmp_path):
     con.close()
     with pytest.raises(StoreError, match="schema version '99'.*reads versions 1, 2"):
         Store(path, readonly=True)
+
+
+def test_pack_in_order_groups_consecutive_items_within_the_budget():
+    from sensors.base import pack_in_order
+
+    sizes = [3, 4, 2, 9, 1, 1]
+    groups = pack_in_order("abcdef", sizes, budget=7)
+    assert groups == [["a", "b"], ["c"], ["d"], ["e", "f"]]  # d alone: larger than the budget
+    assert pack_in_order([], [], 5) == []
