@@ -285,21 +285,11 @@ def dry_cooler_fan_speed_for_setpoint(
     -------
     fan_speed : [-], broadcast shape of the inputs
     """
-    args = jnp.broadcast_arrays(
-        *(
-            jnp.asarray(a, dtype=float)
-            for a in (
-                temp_fluid_in,
-                temp_air_in,
-                capacity_rate_fluid,
-                temp_target,
-                ua_design,
-                capacity_rate_air_design,
-                speed_min,
-            )
-        )
+    fluid = (temp_fluid_in, capacity_rate_fluid, temp_target)
+    air = (temp_air_in, ua_design, capacity_rate_air_design, speed_min)
+    t_in, c_fluid, t_target, t_air, ua_d, c_air_d, s_min = jnp.broadcast_arrays(
+        *(jnp.asarray(a, dtype=float) for a in fluid + air)
     )
-    t_in, t_air, c_fluid, t_target, ua_d, c_air_d, s_min = args
 
     def g(speed):
         return _dry_cooler_heat_per_kelvin(c_fluid, speed, ua_d, c_air_d, exponent) / c_fluid

@@ -183,20 +183,9 @@ def wet_bulb_temperature(
     :math:`t^*`, so the bracketed solver :func:`physics.solvers.solve_monotone` is used
     (gradients implicit); the ice-bulb root is taken whenever it lies below 0 degC.
 
-    Parameters
-    ----------
-    temp_db : array_like
-        Dry-bulb temperature [K].
-    relative_humidity : array_like
-        Relative humidity as a fraction [-], in (0, 1].
-    pressure : array_like
-        Total (station) pressure [Pa].
-
-    Returns
-    -------
-    jax.Array
-        Wet-bulb temperature [K], broadcast over the inputs; accurate to 0.1 K against
-        CoolProp ``HAPropsSI('B', ...)`` from -30 to +40 degC.
+    Inputs as for :func:`dew_point_temperature`, plus the total (station) ``pressure`` [Pa].
+    Returns the wet-bulb temperature [K], broadcast over the inputs; accurate to 0.1 K against
+    CoolProp ``HAPropsSI('B', ...)`` from -30 to +40 degC.
     """
     t, rh, p = jnp.broadcast_arrays(
         jnp.asarray(temp_db, dtype=float),
