@@ -85,7 +85,9 @@ def row_flow_split(speed, head_shutoff, curve_coeff, rack_resistance, header_res
     .. math:: K_i q_i^2 = \Delta p_0 - \sum_{j<i} 2K_h\Bigl(\sum_{k>j} q_k\Bigr)^2,\qquad
               \Delta p_0 = s^2\Delta p_{00} - k\Bigl(\sum_k q_k\Bigr)^2
 
-    solved by Newton with implicit differentiation. ``rack_resistance`` has shape (n,).
+    solved by damped Newton with implicit differentiation. ``rack_resistance`` has shape (n,).
+    Flows are NaN where the solve does not converge, so a failed split shows in every result
+    instead of passing for a flow.
     """
     n = rack_resistance.shape[0]
 
@@ -99,7 +101,8 @@ def row_flow_split(speed, head_shutoff, curve_coeff, rack_resistance, header_res
 
     k_eq = parallel_resistance(rack_resistance)
     q_guess = speed * jnp.sqrt(head_shutoff / (k_eq + curve_coeff)) / n * jnp.ones(n)
-    return solve_newton(residual, q_guess)
+    flows, converged = solve_newton(residual, q_guess)
+    return jnp.where(converged, flows, jnp.nan)
 
 
 def floor_flow_split(

@@ -8,6 +8,7 @@ both built on :func:`jax.lax.custom_root`, so gradients flow through the implici
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,30 +60,69 @@ def solve_monotone(
     return jax.lax.custom_root(f, x0, solve, _diagonal_tangent_solve)
 
 
+class NewtonResult(NamedTuple):
+    """What :func:`solve_newton` returns: unpack as ``root, converged = solve_newton(...)``.
+
+    ``converged`` is a boolean scalar array: every element of the root finite and the last Newton
+    step a full, undamped one within ``atol + rtol * |root|`` (Newton's error after such a step
+    is of the order of its square).
+    """
+
+    root: jax.Array
+    converged: jax.Array
+
+
+def _step_length(fun, x, dx, norm0, small, max_halvings):
+    """1 if the Newton step ``dx`` is ``small``, else the largest ``t`` in 1, 1/2, 1/4, ... with
+    ``|fun(x - t dx)| < norm0``, or ``2**-max_halvings`` if none of them is."""
+
+    def keep_halving(state):
+        t, k = state
+        worse = jnp.linalg.norm(fun(x - t * dx)) >= norm0
+        return ~small & worse & (k < max_halvings)
+
+    t, _ = jax.lax.while_loop(keep_halving, lambda s: (0.5 * s[0], s[1] + 1), (1.0, 0))
+    return t
+
+
 def solve_newton(
     f: Callable[[jax.Array], jax.Array],
     x0: jax.Array,
     iterations: int = 30,
-) -> jax.Array:
+    rtol: float = 1e-10,
+    atol: float = 1e-14,
+    max_halvings: int = 30,
+) -> NewtonResult:
     """Solve the vector equation ``f(x) = 0`` by damped Newton from ``x0``; implicit gradients.
 
     ``x`` is one-dimensional; the Jacobian is dense (small systems: flow splits in a row).
+    Each of the ``iterations`` steps is the Newton step ``dx = J⁻¹ f(x)`` scaled by the largest
+    ``t`` in 1, 1/2, ... (at most ``max_halvings`` halvings) for which ``|f(x - t dx)|₂ < |f(x)|₂``
+    (backtracking on the residual norm), so a full step that reduces the residual is taken
+    unchanged and the iterates of a problem that plain Newton solves are plain Newton's. A step already within ``atol + rtol |x|`` is taken whole too: the residual is then at
+    round-off and its norm cannot rank the candidates. Returns a :class:`NewtonResult`; its
+    ``converged`` flag is not differentiated, the root's gradient is implicit.
     """
 
     def solve(fun, guess):
-        def body(_, x):
+        def body(_, carry):
+            x, _ = carry
             fx = fun(x)
-            jac = jax.jacfwd(fun)(x)
-            dx = jnp.linalg.solve(jac, fx)
-            return x - dx
+            dx = jnp.linalg.solve(jax.jacfwd(fun)(x), fx)
+            scaled = jnp.max(jnp.abs(dx) / (atol + rtol * jnp.abs(x)))  # <= 1: step is small
+            t = _step_length(fun, x, dx, jnp.linalg.norm(fx), scaled <= 1.0, max_halvings)
+            return x - t * dx, scaled
 
-        return jax.lax.fori_loop(0, iterations, body, guess)
+        x, last_scaled_step = jax.lax.fori_loop(0, iterations, body, (guess, jnp.inf))
+        # A float, not a bool: custom_root's JVP rule cannot carry a boolean auxiliary output.
+        return x, jnp.where(jnp.all(jnp.isfinite(x)), last_scaled_step, jnp.inf)
 
     def tangent_solve(g, y):
         jac = jax.jacfwd(g)(y)
         return jnp.linalg.solve(jac, y)
 
-    return jax.lax.custom_root(f, x0, solve, tangent_solve)
+    root, last_scaled_step = jax.lax.custom_root(f, x0, solve, tangent_solve, has_aux=True)
+    return NewtonResult(root, last_scaled_step <= 1.0)
 
 
 def solve_monotone_saturating(
