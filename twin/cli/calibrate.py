@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twin.cli.options import add_facility, add_telemetry
+from twin.cli.options import add_command, add_facility, add_telemetry
 from twin.resources import env_default
 from twin.units import SpecError
 
@@ -26,17 +26,27 @@ if TYPE_CHECKING:
     from twin.io.telemetry import Grid
 
 
+def _telemetry_command(subparsers, name: str, summary: str, description: str):
+    """A command that reads ``--telemetry`` of a ``--facility``."""
+    p = add_command(subparsers, name, summary, description)
+    add_telemetry(p)
+    add_facility(p, default=None)
+    return p
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``calibrate`` and ``watch`` to the ``twin`` command line."""
-    c = subparsers.add_parser(
+    c = _telemetry_command(
+        subparsers,
         "calibrate",
-        help="fit per-GPU thermal parameters to telemetry; predict held-out temperatures",
-        description="Maximum-likelihood calibration (see docs/calibration.md).",
+        "fit per-GPU thermal parameters to telemetry; predict held-out temperatures",
+        "Maximum-likelihood calibration (see docs/calibration.md).",
     )
-    add_telemetry(c)
-    add_facility(c, default=None)
     c.add_argument(
-        "--train-fraction", type=float, default=float(env_default("train_fraction", "0.6"))
+        "--train-fraction",
+        type=float,
+        default=float(env_default("train_fraction", "0.6")),
+        help="share of the record (from its start) to fit on; the rest is held out [0.6]",
     )
     c.add_argument("--start", default=None, help="first time to read (ISO-8601)")
     c.add_argument("--end", default=None, help="last time to read (ISO-8601)")
@@ -45,13 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
     c.set_defaults(func=cmd_calibrate)
 
-    w = subparsers.add_parser(
+    w = _telemetry_command(
+        subparsers,
         "watch",
-        help="track GPU temperatures and resistance drift live; print and export anomalies",
-        description="Extended Kalman filter over the calibrated twin (see docs/calibration.md).",
+        "track GPU temperatures and resistance drift live; print and export anomalies",
+        "Extended Kalman filter over the calibrated twin (see docs/calibration.md).",
     )
-    add_telemetry(w)
-    add_facility(w, default=None)
     w.add_argument(
         "--params", default=env_default("params"), help="calibration from `twin calibrate`"
     )

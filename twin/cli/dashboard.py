@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from twin.cli.options import add_facility, add_telemetry
+from twin.cli.options import add_command, add_facility, add_telemetry
 from twin.resources import env_default
 
 
@@ -35,12 +35,8 @@ DEFAULT_ADDRESS = "127.0.0.1"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``dashboard`` to the ``twin`` command line."""
-    p = subparsers.add_parser(
-        "dashboard",
-        help="start the Streamlit dashboard (fleet, halls, GPUs, placement, live)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    summary = "start the Streamlit dashboard (fleet, halls, GPUs, placement, live)"
+    p = add_command(subparsers, "dashboard", summary, __doc__)
     add_telemetry(p, default="", none="none: the simulated fleet")
     add_facility(p)
     p.add_argument(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twin.cli.options import add_facility, add_telemetry
+from twin.cli.options import add_command, add_facility, add_telemetry
 
 
 class _Stages:
@@ -318,12 +318,7 @@ def _print_table(summaries, cal, sim, wall) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="the whole product end to end on embedded defaults",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "demo", "the whole product end to end on embedded defaults", __doc__)
     add_facility(p)
     p.add_argument("--out", default="demo-out", help="output folder (report.md, results.nc)")
     p.add_argument("--nvml", action="store_true", help="use the local GPUs through NVML")

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from twin.cli.options import add_facility
+from twin.cli.options import add_command, add_facility
 from twin.cli.simulate import site_pairs as _pairs
 from twin.resources import env_default
 from twin.units import SpecError
@@ -51,9 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "optimize", help="energy-optimal job placement and cooling setpoints", description=__doc__
-    )
+    p = add_command(sub, "optimize", "energy-optimal job placement and cooling setpoints", __doc__)
     _common(p)
     p.add_argument("--policy", default="twin", help="twin, pack, spread, coolest or random")
     p.add_argument(
@@ -110,9 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=run)
 
-    s = sub.add_parser(
-        "sweep", help="days x sites x policies x weather years on dask", description=__doc__
-    )
+    s = add_command(sub, "sweep", "days x sites x policies x weather years on dask", __doc__)
     _common(s)
     s.add_argument("--days", nargs="+", required=True, help="start dates (ISO 8601)")
     s.add_argument("--policy", nargs="+", default=["pack", "twin"], help="policies to run")

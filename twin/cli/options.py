@@ -31,3 +31,15 @@ def add_telemetry(p: argparse.ArgumentParser, default: str | None = None, none: 
         help="telemetry store of `twin sensord`, recorded nvidia-smi/nvprof CSV, Prometheus text "
         f"file or http(s):// Prometheus URL [TWIN_TELEMETRY; {shown}]",
     )
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, summary: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` shows ``description`` with its line breaks kept."""
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=description or summary,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

@@ -11,15 +11,17 @@ import json
 import sys
 
 from sensors.daemon import DaemonConfig
+from twin.cli.options import add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sensord`` and ``telemetry`` to the ``twin`` command line."""
     d = DaemonConfig()
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "sensord",
-        help="poll GPU sensors into a durable store and serve Prometheus metrics",
-        description="Poll nvml|sim|replay:PATH, store every sample, serve /metrics. Each option "
+        "poll GPU sensors into a durable store and serve Prometheus metrics",
+        "Poll nvml|sim|replay:PATH, store every sample, serve /metrics. Each option "
         "also reads TWIN_<OPTION> from the environment (e.g. TWIN_STORE, TWIN_METRICS_ADDR).",
     )
     env = DaemonConfig.env_name

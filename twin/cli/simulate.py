@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from twin.cli.options import add_facility
+from twin.cli.options import add_command, add_facility
 from twin.units import SpecError
 
 
@@ -22,8 +22,8 @@ def site_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "simulate", help="step a facility and report energy, PUE, temperatures", description=__doc__
+    p = add_command(
+        sub, "simulate", "step a facility and report energy, PUE, temperatures", __doc__
     )
     add_facility(p)
     p.add_argument("--hours", type=float, default=1.0, help="simulated hours (fractions allowed)")
