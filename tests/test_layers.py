@@ -108,3 +108,24 @@ def test_public_api_resolves():
         assert callable(getattr(twin, name)), name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         twin.nope  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("needle", "owner"),
+    [("jax_enable_x64", "physics/__init__.py"), ("273.15", "physics/constants.py")],
+)
+def test_one_place_owns_float64_and_the_constants(needle, owner):
+    """Code (not comments or docstrings) sets float64 or writes 0 °C in kelvin in one file."""
+    import io
+    import tokenize
+
+    holders = set()
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+            if any(
+                t.type in (tokenize.NUMBER, tokenize.STRING) and t.string.strip("\"'") == needle
+                for t in tokens
+            ):
+                holders.add(path.relative_to(ROOT).as_posix())
+    assert holders == {owner}
