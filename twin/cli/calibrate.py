@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--train-fraction",
         type=float,
-        default=float(env_default("train_fraction", "0.6")),
+        default=env_default("train_fraction", "0.6"),
         help="share of the record (from its start) to fit on; the rest is held out [0.6]",
     )
     c.add_argument("--start", default=None, help="first time to read (ISO-8601)")
@@ -67,12 +67,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument(
         "--calibration-seconds",
         type=float,
-        default=float(env_default("calibration_seconds", "1800")),
+        default=env_default("calibration_seconds", "1800"),
         help="without --params: calibrate on this much of the start of the record",
     )
-    w.add_argument("--batch-seconds", type=float, default=float(env_default("batch_seconds", "60")))
+    w.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=env_default("batch_seconds", "60"),
+        help="seconds of telemetry assimilated per filter update [TWIN_BATCH_SECONDS; 60]",
+    )
     w.add_argument("--follow", action="store_true", help="keep polling the source for new data")
-    w.add_argument("--interval", type=float, default=float(env_default("interval", "10")))
+    w.add_argument(
+        "--interval",
+        type=float,
+        default=env_default("watch_interval", "10"),
+        help="seconds between polls with --follow [TWIN_WATCH_INTERVAL; 10]",
+    )
     w.add_argument("--max-polls", type=int, default=None, help="stop after this many polls")
     w.add_argument("--export", default=env_default("anomalies"), help="append anomalies (.jsonl)")
     w.add_argument("--forecast", action="store_true", help="print the 60 s-ahead forecast")

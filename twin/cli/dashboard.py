@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--port",
         type=int,
-        default=int(env_default("dashboard_port", DEFAULT_PORT)),
+        default=env_default("dashboard_port", str(DEFAULT_PORT)),
         help=f"TCP port [TWIN_DASHBOARD_PORT; {DEFAULT_PORT}]",
     )
     p.add_argument(

@@ -4,7 +4,6 @@ over it, the constraint audit at the simulated inlet, and the summary and plan a
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
 import jax
@@ -13,7 +12,9 @@ import pandas as pd
 import xarray as xr
 
 from physics import facility as F
+from physics import workload
 from twin.io.jobs import WORKLOAD_CLASSES
+from twin.model import LoadMix
 from twin.placement.allocation import RackState
 from twin.placement.parking import Parking
 from twin.placement.scheduler import JobArrays, RackLoad, Scheduler
@@ -22,9 +23,11 @@ from twin.placement.topology import Topology
 from twin.simulation import Run, run_records
 from twin.units import ZERO_CELSIUS_K
 
-#: Amplitude of the diurnal level of inference racks in the twin's schedule (the epoch-mid
-#: level, 1 + A cos(2 pi (local hour - 20) / 24)): the inference class's.
+#: Diurnal level of inference racks in the twin's schedule, taken at each epoch's middle
+#: (:func:`physics.workload.diurnal_factor`): the inference class's amplitude, peaking at the
+#: load mix's local peak hour.
 INFERENCE_DIURNAL_AMPLITUDE = WORKLOAD_CLASSES["inference"].diurnal_amplitude
+INFERENCE_PEAK_LOCAL_HOUR = LoadMix.inference_peak_local_hour
 _KWH = 3.6e6  # J
 
 
@@ -84,8 +87,8 @@ def epoch_schedule(
     level = np.ones(topo.n_racks)
     for s in range(len(topo.site_keys)):
         local = (hour0 + mid / 3600.0 + topo.tz_hours[s]) % 24.0
-        level[topo.rack_site == s] = 1.0 + INFERENCE_DIURNAL_AMPLITUDE * math.cos(
-            2 * math.pi * (local - 20.0) / 24.0
+        level[topo.rack_site == s] = float(
+            workload.diurnal_factor(INFERENCE_DIURNAL_AMPLITUDE, INFERENCE_PEAK_LOCAL_HOUR, local)
         )
     inf_share = np.zeros(topo.n_racks)
     for r in np.flatnonzero(racks.free < topo.gpus_per_rack):
