@@ -312,3 +312,17 @@ def test_pack_in_order_groups_consecutive_items_within_the_budget():
     groups = pack_in_order("abcdef", sizes, budget=7)
     assert groups == [["a", "b"], ["c"], ["d"], ["e", "f"]]  # d alone: larger than the budget
     assert pack_in_order([], [], 5) == []
+
+
+def test_compact_refuses_a_missing_or_foreign_file(tmp_path, capsys):
+    from twin.cli import main
+
+    missing = tmp_path / "typo.sqlite"
+    assert main(["telemetry", "compact", "--store", str(missing)]) == 2
+    assert not missing.exists()  # a typo must not create an empty store
+    assert "no store at" in capsys.readouterr().err
+    foreign = tmp_path / "notes.db"
+    foreign.write_text("not a store")
+    assert main(["telemetry", "compact", "--store", str(foreign)]) == 2
+    assert "file is not a database" in capsys.readouterr().err
+    assert foreign.read_text() == "not a store"

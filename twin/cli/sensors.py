@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from sensors.daemon import DaemonConfig
 from twin.cli.options import add_command
@@ -136,10 +137,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from sensors.store import Store
+    from sensors.store import Store, StoreError
 
-    with Store(args.store) as st:
-        res = st.compact(None if args.retention_days is None else args.retention_days * 86400.0)
+    if not Path(args.store).is_file():  # opening for writing would create an empty store
+        print(f"twin telemetry compact: error: no store at {args.store}", file=sys.stderr)
+        return 2
+    retention_s = None if args.retention_days is None else args.retention_days * 86400.0
+    try:
+        with Store(args.store) as st:
+            res = st.compact(retention_s)
+    except StoreError as exc:
+        print(f"twin telemetry compact: error: {exc}", file=sys.stderr)
+        return 2
     json.dump(res, sys.stdout)
     sys.stdout.write("\n")
     return 0
