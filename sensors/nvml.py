@@ -242,6 +242,8 @@ class NvmlSource(AbstractSource):
                     for _, f in fis:
                         if kind == "unsupported":
                             self._mark_unsupported(i, f, exc)
+                    if kind != "unsupported":
+                        log.warning("GPU %d: reading field values failed: %s", i, exc)
                     vals = []
                 for (_, f), v in zip(fis, vals, strict=False):
                     if int(v.nvmlReturn) != 0:

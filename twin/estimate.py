@@ -17,14 +17,13 @@ elementwise (equal to ``jax.jacfwd`` of it, which the tests check) and :math:`\o
 GPU from its innovation less that correction (a decoupled, Schmidt-style update: cross
 covariances between loop and GPU states are not carried, which keeps the update O(G)).
 
-Anomalies (raised when a condition holds for ``hold_s`` seconds):
-
 The drift :math:`m` is only updated while the GPU's power lies within the calibration's trained
 power envelope (``power_envelope``): outside it a misfit is extrapolation error of the model,
-not drift.  Neither
-:math:`m` nor :math:`d_\ell` is updated or alarmed on during the first ``warmup_s`` (the GPU
-states converging from their initial guess is not drift); a GPU without a first reading starts
-with a variance that spans idle to the steady state of its first power.
+not drift.  Neither :math:`m` nor :math:`d_\ell` is updated or alarmed on during the first
+``warmup_s`` (the GPU states converging from their initial guess is not drift); a GPU without a
+first reading starts with a variance that spans idle to the steady state of its first power.
+
+Anomalies (raised when a condition holds for ``hold_s`` seconds):
 
 * ``resistance_drift``: :math:`e^{\hat m - m_b}-1 \ge` ``drift_threshold`` and
   :math:`(\hat m - m_b)/\sqrt{P_{mm}} \ge` ``z_threshold`` (departs from its own history).
@@ -36,7 +35,8 @@ with a variance that spans idle to the steady state of its first power.
   resistance the calibration identified only);
 * ``approach_drift``: :math:`|\hat d_\ell| \ge` ``approach_threshold_k`` at ``z_threshold``.
 
-:func:`forecast` propagates the state (and its covariance) ``horizon_s`` ahead.
+:func:`forecast` propagates the state (and its covariance) ``horizon_s`` ahead;
+:func:`rolling_forecast` runs the filter over a calibrated record, forecasting as it goes.
 """
 
 from __future__ import annotations
@@ -44,15 +44,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from twin.io.telemetry import Grid
+from twin.io.telemetry import Grid, fleet_hosts
 from twin.units import SpecError
+
+if TYPE_CHECKING:
+    from twin.calibration import CalibrationResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -582,3 +585,56 @@ def forecast(
 def grid_arrays(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """``(steps, G)`` power and temperature arrays of a :class:`Grid` for :func:`assimilate`."""
     return np.nan_to_num(grid.power, nan=0.0).T.copy(), grid.temp.T.copy()
+
+
+class RollingForecast(NamedTuple):
+    """Forecasts of :func:`rolling_forecast`: one row per origin, one column per GPU."""
+
+    time: np.ndarray  # (K,) time each forecast is for, ns since the epoch (int64)
+    gpu: list[str]  # (G,) GPU names
+    temp: np.ndarray  # (K, G) forecast die temperature [degC]
+    sd: np.ndarray  # (K, G) its standard deviation [K]
+    flags: list[dict]  # :func:`anomalies` at the end of the record
+
+
+def rolling_forecast(
+    result: CalibrationResult, horizon_s: float = 60.0, every_s: float = 30.0
+) -> RollingForecast:
+    """The live filter run over a calibrated record, forecasting as it goes.
+
+    The training part of ``result.grid`` is assimilated; then every ``every_s`` of the held-out
+    part a ``horizon_s``-ahead :func:`forecast` is made from the measured power before the
+    readings up to the next origin are assimilated; the rest is assimilated at the end, and the
+    anomalies of the final state are returned with the forecasts.
+    """
+    grid = result.grid
+    dt = grid.dt
+    model = model_from_calibration(result.params, list(grid.gpu))
+    power, temp = grid_arrays(grid)
+    n, h, every = power.shape[0], int(round(horizon_s / dt)), max(1, int(round(every_s / dt)))
+    state = init_state(model, power[0], temp[0])
+    train = result.train_steps
+    state, _ = assimilate(model, state, power[:train], temp[:train], dt)
+    times, temps, sds = [], [], []
+    k = train
+    while k + h <= n:
+        fc, sd = forecast(model, state, power[k : k + h], horizon_s, dt)
+        times.append(int(grid.times[k + h - 1]))
+        temps.append(fc)
+        sds.append(sd)
+        state, _ = assimilate(
+            model, state, power[k : k + every], temp[k : k + every], dt, record_every=every
+        )
+        k += every
+    if k < n:
+        state, _ = assimilate(model, state, power[k:], temp[k:], dt, record_every=n - k)
+    loops, _ = fleet_hosts(grid)
+    flags = anomalies(model, state, list(grid.gpu), loops, t0_ns=grid.t0_ns)
+    g = len(grid.gpu)
+    return RollingForecast(
+        np.array(times, dtype=np.int64),
+        list(grid.gpu),
+        np.array(temps, dtype=float).reshape(-1, g),
+        np.array(sds, dtype=float).reshape(-1, g),
+        flags,
+    )

@@ -1,7 +1,7 @@
 """Where the data shipped with the package lives, and the ``TWIN_*`` environment defaults.
 
 The source tree's top-level ``data/`` folder (facility specs, climate statistics, grid carbon
-tables, the job-trace statistics, the coolant property table) is installed as the package
+tables, the job-trace statistics, deployment examples) is installed as the package
 ``twin.data`` (``[tool.setuptools.package-dir]`` in pyproject.toml), so it is found through
 :mod:`importlib.resources` whatever the install (editable or not) and whatever the working
 directory. A checkout that was never installed falls back to the folder beside the source.

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -325,6 +324,45 @@ def rack_utilization(params: F.FacilityParams, hour: float) -> tuple[np.ndarray,
     return (low + (high - low) * np.asarray(params.load_duty)) * diurnal, high * diurnal
 
 
+def cdu_flow(params: F.FacilityParams, derived: F.Derived) -> np.ndarray:
+    """Volumetric coolant flow of each CDU's TCS loop (N,) [m^3/s]: its capacity rate over the
+    coolant's volumetric heat capacity (rho c_p)."""
+    rho_cp = np.asarray(params.tcs_density) * np.asarray(params.tcs_specific_heat)
+    return np.asarray(derived.cdu_capacity_rate) / rho_cp
+
+
+class LoopConditions(NamedTuple):
+    """Each CDU's coolant loop and its building's facility water, per CDU (N,) (NumPy)."""
+
+    tcs_supply: np.ndarray  # CDU outlet to the racks [K]
+    tcs_supply_setpoint: np.ndarray  # [K]
+    tcs_return: np.ndarray  # return from the racks, the last TCS tank [K]
+    tcs_flow: np.ndarray  # [m^3/s] (:func:`cdu_flow`)
+    tcs_pump_power: np.ndarray  # [W]
+    fws_supply: np.ndarray  # the building's FWS supply, its last supply tank [K]
+    fws_supply_setpoint: np.ndarray  # [K]
+    fws_return: np.ndarray  # the building's FWS return, its first return tank [K]
+    racks: np.ndarray  # racks on the CDU's loop
+
+
+def loop_conditions(run: Run, state: F.State) -> LoopConditions:
+    """The coolant loops of ``run`` in the physics ``state`` (e.g. ``simulate_run``'s final
+    state), one entry per CDU; the facility-water values are those of the CDU's building."""
+    p, d = run.params, run.derived
+    b = np.asarray(p.cdu_building)
+    return LoopConditions(
+        np.asarray(state.tcs_supply),
+        np.asarray(p.tcs_supply_setpoint),
+        np.asarray(state.tcs_tanks)[:, -1],
+        cdu_flow(p, d),
+        np.asarray(d.tcs_pump_power),
+        np.asarray(state.fws_supply_tanks)[b, -1],
+        np.asarray(p.fws_supply_setpoint)[b],
+        np.asarray(state.fws_return_tanks)[b, 0],
+        np.bincount(np.asarray(p.rack_cdu), minlength=p.n_cdus),
+    )
+
+
 def _dataset(run: Run, rec: F.StepOutput, spr: int, state: F.State) -> xr.Dataset:
     n = rec.it_power.shape[0]
     times = run.start + pd.to_timedelta((np.arange(n) + 0.5) * spr * run.dt, unit="s")
@@ -483,5 +521,4 @@ __all__ = [
     "parse_start",
     "write_netcdf",
     "progress_printer",
-    "jnp",
 ]

@@ -537,6 +537,24 @@ def load_facility(path_or_name: str | Path) -> FacilitySpec:
     return parse_facility(doc, source=str(path))
 
 
+def load_spec(
+    facility: FacilitySpec | str | Path, field: str = "--facility"
+) -> FacilitySpec:
+    """A facility spec from itself, a shipped name or a TOML path (:func:`load_facility`).
+
+    Anything else, or a name or path that is not found, raises :class:`SpecError` naming
+    ``field`` (the input the value came from).
+    """
+    if isinstance(facility, FacilitySpec):
+        return facility
+    if isinstance(facility, (str, Path)):
+        try:
+            return load_facility(facility)
+        except FileNotFoundError as exc:
+            raise SpecError(field, str(facility), f"a facility spec ({exc})") from exc
+    raise SpecError(field, facility, "a facility spec name or TOML path")
+
+
 def parse_facility(doc: dict, source: str = "") -> FacilitySpec:
     """Validate a parsed TOML document (see :func:`load_facility`)."""
     top = Fields(doc, "")

@@ -1,13 +1,13 @@
-"""Batch sweeps of placement replays on dask.distributed: days x sites x policies x weather years.
+"""Batch sweeps of placement replays on dask.distributed: days x policies x weather years.
 
-Each task prepares the twin for one (day, weather year, site subset) and replays one policy on
-jobs drawn by the generator (or loaded from a job file) — the same jobs for every policy of a
-case. Tasks run on a :class:`dask.distributed.LocalCluster` of worker *processes* by default,
-or on an existing scheduler (``tcp://HOST:8786``). Progress is printed as tasks complete.
+Each task prepares the twin for one (day, weather year) on all of the facility's sites and
+replays one policy on jobs drawn by the generator (or loaded from a job file) — the same jobs
+for every policy of a case. Tasks run on a :class:`dask.distributed.LocalCluster` of worker
+*processes* by default, or on an existing scheduler (``tcp://HOST:8786``). Progress is printed
+as tasks complete.
 
 Weather years: ``typical`` (the site's embedded typical year) or an EPW path per site, given as
-``NAME:SITE=EPW[,SITE=EPW]``; sites: ``all`` or a subset of the facility's site keys (the others
-stay idle-free: the jobs are scaled to the chosen sites' GPUs and every job is restricted to them).
+``NAME:SITE=EPW[,SITE=EPW]``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from twin.spec import load_spec  # noqa: F401  (re-exported: the one loader, twin.spec)
 from twin.units import ZERO_CELSIUS_K, SpecError
 
 #: Parameter vector of one GPU, in order.
@@ -90,17 +91,3 @@ class Priors:
             power_limit=float(g.power_limit),
             leakage_at_reference=float(g.leakage_at_reference),
         )
-
-
-def load_spec(facility: object) -> object:
-    """A :class:`twin.spec.FacilitySpec` from itself, a spec name or a TOML path."""
-    from twin.spec import FacilitySpec, load_facility
-
-    if isinstance(facility, FacilitySpec):
-        return facility
-    if isinstance(facility, (str, Path)):
-        try:
-            return load_facility(facility)
-        except FileNotFoundError as exc:
-            raise SpecError("--facility", str(facility), f"a facility spec ({exc})") from exc
-    raise SpecError("--facility", facility, "a facility spec name or TOML path")

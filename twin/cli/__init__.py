@@ -7,6 +7,7 @@ Each subcommand lives in its own module and registers itself here.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -32,16 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    import importlib
-
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # subcommand not shipped in this build
-                continue
-            raise
-        module.register(sub)
+    for name in SUBCOMMAND_MODULES:  # every one ships: a missing module is a packaging error
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -5,7 +5,7 @@ Stages (each prints its progress on stderr):
 1. **sensors**: the simulated GPU fleet (or the local GPUs with ``--nvml``, or a recorded
    ``--telemetry`` source) feeds the real sensor daemon, time-accelerated, into a durable store;
 2. **calibrate**: the twin is fitted to that telemetry; held-out error, CV-RMSE, NMBE, anomalies;
-3. **simulate**: a day of the superfactory at 60 s steps in each site's weather (energy balance);
+3. **simulate**: ``--sim-hours`` (6 by default) of the superfactory at 60 s steps in each site's weather (energy balance);
 4. **placement**: a week of generated jobs (or ``--jobs``) replayed under every policy on the
    same twin, with each site's typical-year (or ``--weather``) weather and grid carbon;
 5. **report**: ``report.md`` with plots, ``results.nc`` and a summary table on stdout.
@@ -18,8 +18,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 from twin.cli.options import add_command, add_facility, add_telemetry
 
@@ -175,14 +173,11 @@ def _cal_summary(cal) -> str:
 
 
 def _write_netcdf(path: Path, ds, results) -> None:
-    import xarray as xr
-
     ds.to_netcdf(path, group="simulate", mode="w")
     for name, res in results.items():
         plan = res.plan
         plan = plan.assign_attrs({k: str(v) for k, v in plan.attrs.items()})
         plan.to_netcdf(path, group=f"placement_{name}", mode="a")
-    del xr
 
 
 def _plots(out: Path, ds, summaries: dict) -> None:
@@ -358,4 +353,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_demo)
 
 
-__all__ = ["register", "run_demo", "ingest", "np"]
+__all__ = ["register", "run_demo", "ingest"]

@@ -31,6 +31,14 @@ SUMMARY_KEYS = (
 )
 
 
+SWEEP_DESCRIPTION = """\
+``twin sweep``: placement replays for days x policies x weather years, each on all of the
+facility's sites, fanned out on dask.distributed (a LocalCluster of worker processes, or an
+existing scheduler with --scheduler tcp://HOST:8786); the same jobs for every policy of a case.
+Weather years: ``typical`` or NAME:SITE=EPW[,SITE=EPW]. See twin/sweep.py.
+"""
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     add_facility(p)
     p.add_argument(
@@ -108,7 +116,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=run)
 
-    s = add_command(sub, "sweep", "days x sites x policies x weather years on dask", __doc__)
+    s = add_command(
+        sub,
+        "sweep",
+        "days x policies x weather years of placement replays on dask",
+        SWEEP_DESCRIPTION,
+    )
     _common(s)
     s.add_argument("--days", nargs="+", required=True, help="start dates (ISO 8601)")
     s.add_argument("--policy", nargs="+", default=["pack", "twin"], help="policies to run")

@@ -3,12 +3,15 @@
 :func:`steady_state` runs the twin's own loop physics (:func:`physics.facility.derive`,
 :func:`physics.facility.loop_substep`) over a step long enough that every tank reaches its
 inflow temperature; :func:`rack_conditions` gives each rack's IT power, liquid and air heat and
-hottest GPU/HBM. :func:`with_setpoints`, :func:`with_schedule` and :func:`with_power_state` set
+hottest GPU/HBM; :func:`rack_steady` each rack's IT power and coolant inlet and return
+temperatures for a prepared run's load at an hour. :func:`with_setpoints`, :func:`with_schedule` and :func:`with_power_state` set
 the parameters a policy controls. ``_evaluate`` and ``_marginal_factor`` are the gradients the
 twin policy places jobs by.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -17,6 +20,7 @@ import numpy as np
 
 from physics import facility as F
 from physics import gpu
+from twin.simulation import Run, rack_utilization
 
 #: A step long enough that every tank of the loops reaches its inflow temperature [s].
 STEADY_DT = 1.0e9
@@ -135,7 +139,7 @@ def steady_state(
         sup = jnp.broadcast_to(p.fws_supply_setpoint[:, None], (b, p.n_fws_tanks))
         ls = F.LoopState(jnp.broadcast_to(mixed[:, None], (n, p.n_tcs_tanks)), sup, sup)
         _, fl, _ = F.loop_substep(p, d, ls, mixed, STEADY_DT, hours)
-        t_in = jnp.maximum(fl.tcs_supply, p.tcs_supply_setpoint)[p.rack_cdu]
+        t_in = rack_inlet(p, fl.tcs_supply)
 
     it = F.rack_to_site(p, rack_it)
     air = F.rack_to_site(p, air_heat)
@@ -154,6 +158,43 @@ def steady_state(
         hbm,
         rack_it,
         fl.tcs_supply,
+    )
+
+
+def rack_inlet(p: F.FacilityParams, tcs_supply: jax.Array) -> jax.Array:
+    """Coolant inlet temperature of each rack (R,) [K] for its CDU's TCS supply (N,) [K]: never
+    below the supply setpoint (the CDU's valve mixes down to it; saturated, the supply is above)."""
+    return jnp.maximum(tcs_supply, p.tcs_supply_setpoint)[p.rack_cdu]
+
+
+class RackSteady(NamedTuple):
+    """Per-rack steady state (R,) of :func:`rack_steady` (NumPy)."""
+
+    utilization: np.ndarray  # time-mean utilization [1]
+    it_power: np.ndarray  # rack IT power [W]
+    inlet: np.ndarray  # coolant inlet temperature [K]
+    outlet: np.ndarray  # coolant return (outlet) temperature [K]
+
+
+def rack_steady(run: Run, hour: float) -> RackSteady:
+    """Each rack's steady state for its scheduled load at UTC hour-of-year ``hour``.
+
+    The loads are :func:`twin.simulation.rack_utilization`; the loops are :func:`steady_state`
+    (two passes), the inlets :func:`rack_inlet` of its TCS supply and the return temperature
+    the inlet plus the rack's liquid heat over its coolant capacity rate.
+    """
+    p, d = run.params, run.derived
+    u_mean, u_hot = rack_utilization(p, hour)
+    steady = steady_state(p, d, jnp.asarray(u_mean), jnp.asarray(u_hot), jnp.asarray(hour))
+    t_in = rack_inlet(p, steady.tcs_supply)
+    _it, liquid, _air, _hot, _hbm = rack_conditions(
+        p, d, t_in, jnp.asarray(u_mean), jnp.asarray(u_hot)
+    )
+    return RackSteady(
+        u_mean,
+        np.asarray(steady.rack_it),
+        np.asarray(t_in),
+        np.asarray(t_in + liquid / d.rack_capacity_rate),
     )
 
 

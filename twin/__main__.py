@@ -1,0 +1,5 @@
+"""``python -m twin ...``: the ``twin`` command without its console script."""
+
+from twin.cli import main
+
+raise SystemExit(main())
