@@ -101,11 +101,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from twin.calibration import (
         CalibrationConfig,
         calibrate,
-        load_spec,
         plot_fit,
         summary_json,
     )
     from twin.io.telemetry import open_telemetry
+    from twin.spec import load_spec
 
     telemetry = _need(args, "telemetry")
     facility = _need(args, "facility")
@@ -193,8 +193,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import numpy as np
 
     from twin import estimate as E
-    from twin.calibration import load_params, load_spec
+    from twin.calibration import load_params
     from twin.io.telemetry import open_telemetry, to_grid
+    from twin.spec import load_spec
 
     telemetry = _need(args, "telemetry")
     spec = load_spec(_need(args, "facility"))

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from twin.cli.options import add_command, add_facility, add_telemetry
+from twin.cli.options import add_command, add_facility, add_telemetry, site_pairs
 
 
 class _Stages:
@@ -95,7 +95,6 @@ class _Limited:
 
 def run_demo(args: argparse.Namespace) -> int:
     from twin.calibration import CalibrationConfig, calibrate, plot_fit
-    from twin.cli.simulate import site_pairs
     from twin.io.jobs import generate_jobs, load_jobs
     from twin.model import LoadMix
     from twin.placement import compare

@@ -13,8 +13,7 @@ import argparse
 import json
 import sys
 
-from twin.cli.options import add_command, add_facility
-from twin.cli.simulate import site_pairs as _pairs
+from twin.cli.options import add_command, add_facility, site_pairs
 from twin.resources import env_default
 from twin.units import SpecError
 
@@ -162,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
         spec,
         args.step,
         args.start,
-        weather=_pairs(args.weather, "--weather"),
-        carbon=_pairs(args.carbon, "--carbon"),
+        weather=site_pairs(args.weather, "--weather"),
+        carbon=site_pairs(args.carbon, "--carbon"),
     )
     if args.price is not None:
         import equinox as eqx
@@ -266,7 +265,7 @@ def run_sweep_cli(args: argparse.Namespace) -> int:
         seed=args.seed,
         step=args.step,
         epoch=args.epoch,
-        carbon=_pairs(getattr(args, "carbon", None), "--carbon"),
+        carbon=site_pairs(getattr(args, "carbon", None), "--carbon"),
     )
     print(
         f"twin sweep: {len(cases)} cases on {args.scheduler or f'LocalCluster({args.workers} processes)'}",

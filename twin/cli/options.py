@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from twin.resources import env_default
+from twin.units import SpecError
 
 
 def add_facility(p: argparse.ArgumentParser, default: str | None = "superfactory") -> None:
@@ -43,3 +44,14 @@ def add_command(
         description=description or summary,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def site_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    """Parse repeated ``SITE=PATH`` options (``--weather``, ``--carbon``) into a mapping."""
+    out: dict[str, str] = {}
+    for v in values or []:
+        key, sep, path = v.partition("=")
+        if not sep or not key or not path:
+            raise SpecError(flag, v, "SITE=PATH, e.g. atlanta=USA_GA_Atlanta.epw")
+        out[key] = path
+    return out

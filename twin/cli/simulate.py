@@ -6,19 +6,7 @@ import argparse
 import json
 import sys
 
-from twin.cli.options import add_command, add_facility
-from twin.units import SpecError
-
-
-def site_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
-    """Parse repeated ``SITE=PATH`` options (``--weather``, ``--carbon``) into a mapping."""
-    out: dict[str, str] = {}
-    for v in values or []:
-        key, sep, path = v.partition("=")
-        if not sep or not key or not path:
-            raise SpecError(flag, v, "SITE=PATH, e.g. atlanta=USA_GA_Atlanta.epw")
-        out[key] = path
-    return out
+from twin.cli.options import add_command, add_facility, site_pairs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
