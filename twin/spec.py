@@ -537,9 +537,7 @@ def load_facility(path_or_name: str | Path) -> FacilitySpec:
     return parse_facility(doc, source=str(path))
 
 
-def load_spec(
-    facility: FacilitySpec | str | Path, field: str = "--facility"
-) -> FacilitySpec:
+def load_spec(facility: FacilitySpec | str | Path, field: str = "--facility") -> FacilitySpec:
     """A facility spec from itself, a shipped name or a TOML path (:func:`load_facility`).
 
     Anything else, or a name or path that is not found, raises :class:`SpecError` naming

@@ -19,13 +19,13 @@ from twin.calibration.config import (
     Z95,
     CalibrationConfig,
     Priors,
-    load_spec,
 )
 from twin.calibration.fit import calibrate
 from twin.calibration.model import negative_log_likelihood, predict_readings
 from twin.calibration.plot import plot_fit
 from twin.calibration.result import CalibrationResult, load_params, summary_json
 from twin.calibration.uncertainty import prediction_sd
+from twin.spec import load_spec
 
 __all__ = [
     "NP",

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from twin.spec import load_spec  # noqa: F401  (re-exported: the one loader, twin.spec)
-from twin.units import ZERO_CELSIUS_K, SpecError
+from twin.units import ZERO_CELSIUS_K
 
 #: Parameter vector of one GPU, in order.
 PARAMS: tuple[str, ...] = (

@@ -3,7 +3,8 @@
 Public API (see docs/placement.md): :func:`replay` steps the facility through a job set under a
 policy; :func:`compare` runs several policies; :func:`build_topology` and :func:`check_feasible`
 prepare a run; :func:`optimize_setpoints`, :func:`steady_state` and :func:`rack_conditions`
-expose the steady-state model the twin policy optimizes.
+expose the steady-state model the twin policy optimizes; :func:`rack_steady` gives each rack's
+steady IT power and coolant inlet and return temperatures (:func:`rack_inlet`) for a run's load.
 
 Modules, by role: :mod:`.steady` (steady state, gradients, parameter setters),
 :mod:`.setpoints` (L-BFGS-B setpoint optimization), :mod:`.topology` (racks, rows, sites, caps,
@@ -21,8 +22,11 @@ from twin.placement.replay import PolicyResult, replay
 from twin.placement.setpoints import FWS_RAMP_DOWN_K_PER_H, SetpointResult, optimize_setpoints
 from twin.placement.snapshot import milp_placement, place_snapshot, snapshot_objective
 from twin.placement.steady import (
+    RackSteady,
     Steady,
     rack_conditions,
+    rack_inlet,
+    rack_steady,
     steady_state,
     with_power_state,
     with_schedule,
@@ -43,6 +47,7 @@ __all__ = [
     "RACK_WAKE_S",
     "Infeasible",
     "PolicyResult",
+    "RackSteady",
     "SetpointResult",
     "Steady",
     "Topology",
@@ -54,6 +59,8 @@ __all__ = [
     "parse_caps",
     "place_snapshot",
     "rack_conditions",
+    "rack_inlet",
+    "rack_steady",
     "replay",
     "snapshot_objective",
     "steady_state",
