@@ -12,14 +12,19 @@ Sources of each quantity:
 * per-GPU temperatures at the end of the run: that final state (it gives the Dataset's
   ``final_rack_max_gpu_temperature``, which the tests check);
 * per-rack IT power and coolant return: the twin's steady state for each rack's load at the
-  run's last hour (:func:`twin.placement.steady_state`, the rack loads of
-  :func:`twin.simulation.rack_utilization`), because the dynamic run records site totals only;
+  run's last hour (:func:`twin.placement.rack_steady`), because the dynamic run records site
+  totals only; a row's coolant loop: :func:`twin.simulation.loop_conditions` of the final state;
 * placement what-if: :func:`twin.placement.compare` on jobs from :mod:`twin.io.jobs`;
-* GPU page: :func:`twin.calibration.calibrate` and :mod:`twin.estimate` on telemetry read by
+* GPU page: :func:`twin.calibration.calibrate` and :func:`twin.estimate.rolling_forecast` on
+  telemetry read by
   :func:`twin.io.telemetry.open_telemetry` (store, recorded file or Prometheus) or, with no
   source, the synthetic fleet of :func:`twin.io.telemetry.synthetic_fleet`;
 * live: the telemetry source, or the simulated fleet :class:`twin.io.telemetry.SimulatedTelemetry`
   read in-process when nothing else runs.
+
+The views import nothing from the twin: the errors they catch (:class:`InputError`,
+:class:`SpecError`) and the parsing of their inputs come from here too. No formula of the
+physics is written here: only unit changes for display (K to degC, W to kW).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+# InputError, SpecError and parse_quantity are also the views' (they import only apps.data)
 from twin.units import ZERO_CELSIUS_K, InputError, SpecError, parse_quantity
 
 try:  # the pages run under Streamlit; the benchmark and tests may import without a session
@@ -109,10 +115,11 @@ class FleetRun:
 
 @cache_resource(show_spinner="Loading the facility spec ...")
 def load_spec(facility: str):
-    """The validated facility spec (:func:`twin.spec.load_facility`)."""
-    from twin.spec import load_facility
+    """The validated facility spec (:func:`twin.spec.load_spec`; a name or path not found is a
+    :class:`SpecError` naming the facility input)."""
+    from twin.spec import load_spec as twin_load_spec
 
-    return load_facility(facility)
+    return twin_load_spec(facility, field="facility")
 
 
 @cache_resource(show_spinner="Preparing the twin (boundary data, hydraulics) ...")
@@ -197,13 +204,11 @@ def rack_layout(params) -> pd.DataFrame:
 
 def rack_table(run, state, hours: float) -> pd.DataFrame:
     """One row per rack: layout, GPU temperatures at the end of the run (dynamic twin), IT power
-    and coolant temperatures of the twin's steady state for the rack's load at the last hour."""
-    import jax.numpy as jnp
+    and coolant temperatures of the twin's steady state for the rack's load at the last hour
+    (:func:`twin.placement.rack_steady`)."""
+    from twin.placement import rack_steady
 
-    from twin import placement
-    from twin.simulation import rack_utilization
-
-    p, d = run.params, run.derived
+    p = run.params
     out = rack_layout(p)
     names = {i: s.key for i, s in enumerate(run.spec.sites)}
     out.insert(1, "site", out.site_index.map(names))
@@ -212,19 +217,11 @@ def rack_table(run, state, hours: float) -> pd.DataFrame:
     out["gpu_max_c"] = temps.max(axis=1)
     out["gpu_mean_c"] = temps.mean(axis=1)
     out["inlet_c"] = np.asarray(state.tcs_supply)[np.asarray(p.rack_cdu)] - ZERO_CELSIUS_K
-    hour = run.hour0 + hours
-    u_mean, u_hot = rack_utilization(p, hour)
-    steady = placement.steady_state(
-        p, d, jnp.asarray(u_mean), jnp.asarray(u_hot), jnp.asarray(hour)
-    )
-    t_in = jnp.maximum(steady.tcs_supply, p.tcs_supply_setpoint)[p.rack_cdu]
-    _it, liquid, _air, _hot, _hbm = placement.rack_conditions(
-        p, d, t_in, jnp.asarray(u_mean), jnp.asarray(u_hot)
-    )
-    out["power_kw"] = np.asarray(steady.rack_it) / 1e3
-    out["steady_inlet_c"] = np.asarray(t_in) - ZERO_CELSIUS_K
-    out["return_c"] = np.asarray(t_in + liquid / d.rack_capacity_rate) - ZERO_CELSIUS_K
-    out["utilization"] = u_mean
+    steady = rack_steady(run, run.hour0 + hours)
+    out["power_kw"] = steady.it_power / 1e3
+    out["steady_inlet_c"] = steady.inlet - ZERO_CELSIUS_K
+    out["return_c"] = steady.outlet - ZERO_CELSIUS_K
+    out["utilization"] = steady.utilization
     return out
 
 
@@ -253,20 +250,21 @@ def rack_gpus(run, state, rack: int) -> pd.DataFrame:
 
 
 def cdu_loop(run, state, cdu: int) -> dict[str, float]:
-    """The row's coolant loop (CDU) at the end of the run, and its building's facility water."""
-    p, d = run.params, run.derived
-    b = int(np.asarray(p.cdu_building)[cdu])
-    rho_cp = float(p.tcs_density[cdu] * p.tcs_specific_heat[cdu])
+    """The row's coolant loop (CDU) at the end of the run, and its building's facility water
+    (:func:`twin.simulation.loop_conditions`), in degC, L/s and kW."""
+    from twin.simulation import loop_conditions
+
+    loop = loop_conditions(run, state)
     return {
-        "tcs_supply_c": float(state.tcs_supply[cdu]) - ZERO_CELSIUS_K,
-        "tcs_supply_setpoint_c": float(p.tcs_supply_setpoint[cdu]) - ZERO_CELSIUS_K,
-        "tcs_return_c": float(state.tcs_tanks[cdu, -1]) - ZERO_CELSIUS_K,
-        "tcs_flow_l_s": float(d.cdu_capacity_rate[cdu]) / rho_cp * 1e3,
-        "tcs_pump_power_kw": float(d.tcs_pump_power[cdu]) / 1e3,
-        "fws_supply_c": float(state.fws_supply_tanks[b, -1]) - ZERO_CELSIUS_K,
-        "fws_supply_setpoint_c": float(p.fws_supply_setpoint[b]) - ZERO_CELSIUS_K,
-        "fws_return_c": float(state.fws_return_tanks[b, 0]) - ZERO_CELSIUS_K,
-        "racks": int((np.asarray(p.rack_cdu) == cdu).sum()),
+        "tcs_supply_c": float(loop.tcs_supply[cdu]) - ZERO_CELSIUS_K,
+        "tcs_supply_setpoint_c": float(loop.tcs_supply_setpoint[cdu]) - ZERO_CELSIUS_K,
+        "tcs_return_c": float(loop.tcs_return[cdu]) - ZERO_CELSIUS_K,
+        "tcs_flow_l_s": float(loop.tcs_flow[cdu]) * 1e3,
+        "tcs_pump_power_kw": float(loop.tcs_pump_power[cdu]) / 1e3,
+        "fws_supply_c": float(loop.fws_supply[cdu]) - ZERO_CELSIUS_K,
+        "fws_supply_setpoint_c": float(loop.fws_supply_setpoint[cdu]) - ZERO_CELSIUS_K,
+        "fws_return_c": float(loop.fws_return[cdu]) - ZERO_CELSIUS_K,
+        "racks": int(loop.racks[cdu]),
     }
 
 
@@ -287,6 +285,34 @@ def jobs_from_upload(name: str, data: bytes, seed: int = 0):
             ) from None
     jobs.meta["source"] = name
     return jobs
+
+
+def jobs_from_path(path: str, facility_gpus: int, hours: float):
+    """A job file on the dashboard's machine (:func:`twin.io.jobs.load_jobs`) and the SHA-1 of
+    its bytes (what identifies it in the replay's cache key)."""
+    import hashlib
+
+    from twin.io.jobs import load_jobs
+
+    jobs = load_jobs(path, facility_gpus=facility_gpus, hours=hours)
+    with open(path, "rb") as fh:
+        digest = hashlib.sha1(fh.read()).hexdigest()
+    return jobs, digest
+
+
+def policies() -> tuple[str, ...]:
+    """The placement policies :func:`twin.placement.compare` knows."""
+    from twin.placement import POLICIES
+
+    return tuple(POLICIES)
+
+
+def parse_epoch(text: str, step_s: float) -> float:
+    """The placement epoch [s] from ``text`` ('15 min'); at least the twin's time step."""
+    epoch_s = parse_quantity(text, "epoch", "s")
+    if not epoch_s >= step_s:
+        raise SpecError("epoch", text, f"at least the twin's time step ({step_s:g} s)")
+    return epoch_s
 
 
 @cache_resource(show_spinner="Drawing jobs from the openb trace statistics ...")
@@ -469,39 +495,20 @@ FORECAST_EVERY_S = 30.0
 
 
 def rolling_forecast(result, horizon_s: float = FORECAST_S, every_s: float = FORECAST_EVERY_S):
-    """The live estimator (:mod:`twin.estimate`) run over the record: the training part is
-    assimilated, then every ``every_s`` of the held-out part a ``horizon_s``-ahead forecast is
-    made from the measured power (:func:`twin.estimate.forecast`) before the readings up to the
-    next origin are assimilated. Returns (forecasts, anomalies at the end)."""
-    from twin import estimate as E
-    from twin.io.telemetry import fleet_hosts
+    """:func:`twin.estimate.rolling_forecast` over the record as a long table (time, gpu,
+    forecast_c, sd_k: each forecast made ``horizon_s`` before its time), and the anomalies at
+    the end of the record."""
+    from twin.estimate import rolling_forecast as twin_rolling_forecast
 
-    grid = result.grid
-    dt = grid.dt
-    model = E.model_from_calibration(result.params, list(grid.gpu))
-    power, temp = E.grid_arrays(grid)
-    n, h, every = power.shape[0], int(round(horizon_s / dt)), max(1, int(round(every_s / dt)))
-    state = E.init_state(model, power[0], temp[0])
-    state, _ = E.assimilate(
-        model, state, power[: result.train_steps], temp[: result.train_steps], dt
-    )
-    rows = []
-    k = result.train_steps
-    while k + h <= n:
-        fc, sd = E.forecast(model, state, power[k : k + h], horizon_s, dt)
-        t = int(grid.times[k + h - 1])
-        rows += [(t, g, float(fc[i]), float(sd[i])) for i, g in enumerate(grid.gpu)]
-        state, _ = E.assimilate(
-            model, state, power[k : k + every], temp[k : k + every], dt, record_every=every
-        )
-        k += every
-    if k < n:
-        state, _ = E.assimilate(model, state, power[k:], temp[k:], dt, record_every=n - k)
-    loops, _ = fleet_hosts(grid)
-    flags = E.anomalies(model, state, list(grid.gpu), loops, t0_ns=grid.t0_ns)
+    fc = twin_rolling_forecast(result, horizon_s, every_s)
+    rows = [
+        (int(t), g, float(fc.temp[k, i]), float(fc.sd[k, i]))
+        for k, t in enumerate(fc.time)
+        for i, g in enumerate(fc.gpu)
+    ]
     frame = pd.DataFrame(rows, columns=["time", "gpu", "forecast_c", "sd_k"])
     frame["time"] = pd.to_datetime(frame.time, unit="ns")
-    return frame, flags
+    return frame, fc.flags
 
 
 @cache_resource(show_spinner="Calibrating every GPU against its telemetry ...", max_entries=4)

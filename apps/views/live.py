@@ -47,11 +47,9 @@ def _frame(source: str, window_s: float) -> tuple[pd.DataFrame, str]:
 
 def show(source: str, window_s: float) -> None:
     """One refresh (a fragment: re-runs alone, so it shows its own errors)."""
-    from twin.units import InputError
-
     try:
         frame, label = _frame(source, window_s)
-    except InputError as exc:
+    except data.InputError as exc:
         st.error(f"Live: {exc}")
         return
     last = data.latest_per_gpu(frame)

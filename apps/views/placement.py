@@ -11,7 +11,6 @@ import pandas as pd
 import streamlit as st
 
 from apps import data
-from twin.units import SpecError, parse_quantity
 
 SOURCES = ("Generated (Alibaba openb statistics)", "Job file (upload)", "Job file (path)")
 #: Policies run by default: today's schedulers and the twin's optimizer.
@@ -78,19 +77,14 @@ def _jobs(source: str, spec, hours: float):
     if not path:
         st.info("Give the path of a job file on the dashboard's machine.")
         return None, ""
-    from twin.io.jobs import load_jobs
-
-    jobs = load_jobs(path, facility_gpus=spec.gpus, hours=hours)
-    with open(path, "rb") as fh:
-        digest = hashlib.sha1(fh.read()).hexdigest()
+    jobs, digest = data.jobs_from_path(path, spec.gpus, hours)
     return jobs, f"path:{path}:{digest}"
 
 
 def _settings(s) -> tuple[float, float, str, list[str], str]:
     """The what-if's inputs: replay hours, epoch [s], objective, policies, caps text (checked:
     wrong units or keys raise before anything runs)."""
-    from twin.placement import POLICIES
-
+    known = data.policies()
     c1, c2, c3 = st.columns(3)
     q = st.query_params  # shareable what-ifs: ?page=placement&policies=pack,spread&hours=1
     try:
@@ -103,16 +97,14 @@ def _settings(s) -> tuple[float, float, str, list[str], str]:
         "Objective of 'twin'", ("energy", "carbon", "cost"), key="pl_objective"
     )
     c4, c5 = st.columns([2, 1])
-    wanted = [p for p in str(q.get("policies", "")).split(",") if p in POLICIES]
+    wanted = [p for p in str(q.get("policies", "")).split(",") if p in known]
     policies = c4.multiselect(
-        "Policies", POLICIES, wanted or list(DEFAULT_POLICIES), key="pl_policies"
+        "Policies", known, wanted or list(DEFAULT_POLICIES), key="pl_policies"
     )
     caps_text = c5.text_input(
         "Power caps (optional)", "", key="pl_caps", placeholder="rack=130 kW, row=1.3 MW"
     )
-    epoch_s = parse_quantity(epoch_text, "epoch", "s")
-    if not epoch_s >= s.step_s:
-        raise SpecError("epoch", epoch_text, f"at least the twin's time step ({s.step_s:g} s)")
+    epoch_s = data.parse_epoch(epoch_text, s.step_s)
     data.parse_caps_text(caps_text)  # wrong units or keys: a message before anything runs
     return hours, epoch_s, objective, policies, caps_text
 

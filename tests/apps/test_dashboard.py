@@ -321,3 +321,12 @@ def test_record_interval_shorter_than_step_is_a_message(app):
     _no_exception(app)
     assert "record interval" in _errors(app)
     assert RECORD_S > 0
+
+
+def test_unknown_facility_is_a_message(app):
+    app.run()
+    app.text_input(key="facility").set_value("no-such-facility").run()
+    _no_exception(app)
+    errors = _errors(app)
+    assert "facility: got 'no-such-facility'" in errors, errors
+    assert "single-rack" in errors  # the shipped names it could have been
