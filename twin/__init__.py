@@ -4,7 +4,7 @@ Importing ``twin`` imports :mod:`physics`, which turns on JAX float64 (the one p
 The small public API is re-exported here and imported on first use, so that ``twin --help`` and
 the sensor daemon do not pay for JAX compilation machinery they never use:
 
-* :func:`load_spec` (:func:`twin.spec.load_facility`): a facility spec by name or TOML path;
+* :func:`load_spec` (:func:`twin.spec.load_spec`): a facility spec by name, TOML path or spec;
 * :func:`prepare`, :func:`simulate`, :func:`simulate_run`, :func:`init_run`, :func:`step_run`
   (:mod:`twin.simulation`): the facility model stepped in time, with its final state;
 * :func:`calibrate` (:mod:`twin.calibration`): fit the model to telemetry;
@@ -23,7 +23,7 @@ import physics  # noqa: F401  (float64 JAX, see physics/__init__.py)
 
 #: Public name -> "module:attribute" it is re-exported from.
 _PUBLIC = {
-    "load_spec": "twin.spec:load_facility",
+    "load_spec": "twin.spec:load_spec",
     "prepare": "twin.simulation:prepare",
     "simulate": "twin.simulation:simulate",
     "init_run": "twin.simulation:init_run",

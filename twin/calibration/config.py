@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from twin.spec import load_spec  # noqa: F401  (re-exported: the one loader, twin.spec)
 from twin.units import ZERO_CELSIUS_K
 
 #: Parameter vector of one GPU, in order.

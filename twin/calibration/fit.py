@@ -26,7 +26,6 @@ from twin.calibration.config import (
     QUANT_VAR,
     CalibrationConfig,
     Priors,
-    load_spec,
 )
 from twin.calibration.leakage import leakage_slope
 from twin.calibration.metrics import autocorrelation
@@ -35,6 +34,7 @@ from twin.calibration.result import CalibrationResult, Fit, build_dataset, summa
 from twin.calibration.solver import fit_structure
 from twin.calibration.uncertainty import parameter_uncertainty, prediction_sd
 from twin.io.telemetry import Grid, open_telemetry, to_grid
+from twin.spec import load_spec
 from twin.units import SpecError
 
 
