@@ -1,7 +1,7 @@
 """The rule of layers (docs/architecture.md): apps -> twin -> sensors -> physics, never back.
 
 Checked with import-linter's contracts in pyproject.toml, plus what it cannot see: no
-underscore (private) name is imported across packages.
+underscore (private) name is imported from another module.
 """
 
 from __future__ import annotations
@@ -70,13 +70,12 @@ def _private(name: str) -> bool:
 
 
 def _private_imports(path: Path) -> list[str]:
-    """Private names of another package used in ``path``: imported, or read off its module."""
-    own = path.relative_to(ROOT).parts[0]
+    """Private names of another module used in ``path``: imported, or read off that module."""
     found, aliases = [], set()
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.split(".")[0] not in PACKAGES or node.module.split(".")[0] == own:
+            if node.module.split(".")[0] not in PACKAGES:
                 continue
             for a in node.names:
                 aliases.add(a.asname or a.name)
@@ -85,7 +84,7 @@ def _private_imports(path: Path) -> list[str]:
         elif isinstance(node, ast.Import):
             for a in node.names:
                 top = a.name.split(".")[0]
-                if top in PACKAGES and top != own:
+                if top in PACKAGES:
                     aliases.add(a.asname or top)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and _private(node.attr):
@@ -94,7 +93,7 @@ def _private_imports(path: Path) -> list[str]:
     return found
 
 
-def test_no_private_name_crosses_a_package():
+def test_no_private_name_crosses_a_module():
     files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
     found = [hit for p in files for hit in _private_imports(p)]
     assert found == []

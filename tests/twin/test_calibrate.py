@@ -17,7 +17,7 @@ import xarray as xr
 import twin.calibration as C
 from sensors.synthetic import simulate_fleet
 from twin.calibration import calibrate, summary_json
-from twin.calibration.metrics import _moving_average
+from twin.calibration.metrics import moving_average
 from twin.cli import main
 from twin.io.telemetry import open_telemetry, to_grid
 from twin.units import SpecError
@@ -258,7 +258,7 @@ def test_real_trace_step_run_flags_extrapolation_and_meets_targets_inside_envelo
     # ... and so is the stated uncertainty: wider outside the envelope than inside, per GPU
     res = real[TRACES[0]]
     env = res.params["power_envelope"].values
-    p30 = _moving_average(np.nan_to_num(res.grid.power), 30.0)
+    p30 = moving_average(np.nan_to_num(res.grid.power), 30.0)
     held = np.arange(res.grid.n_steps) >= res.train_steps
     for i in range(len(res.grid.gpu)):
         out = held & ((p30[i] < env[i, 0]) | (p30[i] > env[i, 1]))

@@ -70,7 +70,7 @@ def test_one_rack_setpoints_within_1pct_of_exhaustive_optimum(one_rack):
     import jax
     import jax.numpy as jnp
 
-    from twin.placement.steady import _evaluate, steady_state, with_setpoints
+    from twin.placement.steady import evaluate, steady_state, with_setpoints
 
     grid = np.array(
         list(
@@ -96,7 +96,7 @@ def test_one_rack_setpoints_within_1pct_of_exhaustive_optimum(one_rack):
     total, hot, hbm = (np.asarray(x) for x in evaluate_grid(p, jnp.asarray(grid)))
     ok = (hot <= topo.gpu_limit[0]) & (hbm <= topo.hbm_limit[0])
     best = total[ok].min()
-    design, _, _ = _evaluate(p, u, u_hot, run.hour0, np.ones(1))
+    design, _, _ = evaluate(p, u, u_hot, run.hour0, np.ones(1))
     assert float(np.max(res.steady.gpu_hot)) <= topo.gpu_limit[0] + 1e-9
     assert res.objective <= best * 1.01
     # Stronger than 1 % of the total: the optimizer captures most of what the setpoints can gain.
@@ -124,9 +124,9 @@ def test_one_row_placement_within_1pct_of_exhaustive_and_milp(one_row):
     # tie-break against fragmentation costs the rest; placement spans only ~0.02 % here).
     assert val - opt <= 0.5 * (worst - opt)
     # MILP on the linearized model (per-rack marginal costs) reaches the same optimum.
-    from twin.placement.steady import _evaluate
+    from twin.placement.steady import evaluate
 
-    _, _, grad = _evaluate(p, np.zeros(p.n_racks), np.zeros(p.n_racks), run.hour0, np.ones(1))
+    _, _, grad = evaluate(p, np.zeros(p.n_racks), np.zeros(p.n_racks), run.hour0, np.ones(1))
     u_job = np.stack(
         [
             topo.utilization(f, np.arange(p.n_racks)) * g / 72
@@ -178,7 +178,7 @@ def test_setpoint_optimizer_converges_from_the_design_start(mini):
     from scipy.optimize import minimize
 
     from twin.placement.setpoints import _bounds, _objective, _pack
-    from twin.placement.steady import _evaluate, with_setpoints
+    from twin.placement.steady import evaluate, with_setpoints
 
     run, topo = mini
     p = run.params
@@ -190,7 +190,7 @@ def test_setpoint_optimizer_converges_from_the_design_start(mini):
     res = optimize_setpoints(p, topo, um, uh, h, w, iterations=40)
     assert np.all(np.asarray(res.setpoints[2]) < 0.95)
     lo, hi = (np.asarray(b) for b in _bounds(p))
-    design = _evaluate(p, jnp.asarray(um), jnp.asarray(uh), jnp.asarray(h), jnp.asarray(w))[0]
+    design = evaluate(p, jnp.asarray(um), jnp.asarray(uh), jnp.asarray(h), jnp.asarray(w))[0]
     fg = jax.jit(
         jax.value_and_grad(
             lambda x: _objective(
@@ -217,7 +217,7 @@ def test_setpoint_optimizer_converges_from_the_design_start(mini):
     )
     ref = float(r.fun) * float(design)
     q = with_setpoints(p, *res.setpoints)
-    val = float(_evaluate(q, jnp.asarray(um), jnp.asarray(uh), jnp.asarray(h), jnp.asarray(w))[0])
+    val = float(evaluate(q, jnp.asarray(um), jnp.asarray(uh), jnp.asarray(h), jnp.asarray(w))[0])
     assert val <= ref * 1.001, (val, ref)
     # The ramp floor holds (no repair needed at this load).
     floor = np.asarray(p.fws_supply_setpoint) - 1.0

@@ -29,7 +29,7 @@ from twin.calibration.config import (
 )
 from twin.calibration.leakage import leakage_slope
 from twin.calibration.metrics import autocorrelation
-from twin.calibration.model import _predict_batch
+from twin.calibration.model import predict_batch
 from twin.calibration.result import CalibrationResult, Fit, build_dataset, summarize
 from twin.calibration.solver import fit_structure
 from twin.calibration.uncertainty import parameter_uncertainty, prediction_sd
@@ -218,7 +218,7 @@ def _predict_all(
     return np.concatenate(
         [
             np.asarray(
-                _predict_batch(
+                predict_batch(
                     jnp.asarray(theta[a : a + cfg.chunk]),
                     jnp.asarray(power[a : a + cfg.chunk]),
                     jnp.asarray(frac[a : a + cfg.chunk]),

@@ -59,7 +59,7 @@ def ashrae_metrics(y: np.ndarray, pred: np.ndarray, n_params: int = 0) -> dict[s
     }
 
 
-def _rms_rows(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def rms_rows(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Root mean square of each row of ``x`` over ``mask`` (NaN for a row with none)."""
     cnt = mask.sum(1)
     ss = np.where(mask, x, 0.0) ** 2
@@ -67,7 +67,7 @@ def _rms_rows(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return np.where(cnt > 0, np.sqrt(ss.sum(1) / cnt), np.nan)
 
 
-def _moving_average(x: np.ndarray, width: float) -> np.ndarray:
+def moving_average(x: np.ndarray, width: float) -> np.ndarray:
     """Trailing mean of ``x`` (gpu, step) over ``width`` steps (shorter at the start)."""
     k = max(1, int(round(width)))
     c = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1)], axis=1)

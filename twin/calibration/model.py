@@ -79,7 +79,7 @@ def predict_readings(theta: jax.Array, power: jax.Array, frac: jax.Array, dt: fl
     return theta[2] + (1.0 - frac) * prev + frac * s
 
 
-def _residuals(theta, power, y, frac, w, sigma, mu, prec, dt):
+def standardized_residuals(theta, power, y, frac, w, sigma, mu, prec, dt):
     """Data residuals in units of ``sigma`` (zero where ``w`` is 0), then the prior rows."""
     pred = predict_readings(theta, power, frac, dt)
     r_data = jnp.where(w > 0, (pred - jnp.where(w > 0, y, 0.0)) / sigma, 0.0)
@@ -102,7 +102,7 @@ def negative_log_likelihood(
 
     ``w`` (N,) is 1 where a reading is used.  Constant terms are dropped.
     """
-    r = _residuals(theta, power, y, frac, w, sigma, mu, prec, dt)
+    r = standardized_residuals(theta, power, y, frac, w, sigma, mu, prec, dt)
     return 0.5 * jnp.sum(r * r)
 
 
@@ -112,7 +112,7 @@ def _predict_batch_dt1(theta, power, frac):
     return jax.vmap(predict_readings, in_axes=(0, 0, 0, None))(theta, power, frac, 1.0)
 
 
-def _predict_batch(theta, power, frac, dt):
+def predict_batch(theta, power, frac, dt):
     """Predicted readings of many GPUs (``theta`` (G, NP), ``power`` (G, N))."""
     if dt == 1.0:
         return _predict_batch_dt1(theta, power, frac)

@@ -1,7 +1,7 @@
 r"""Batched Levenberg-Marquardt fit of one model structure to many GPUs, with its score "meat".
 
 A batched Levenberg-Marquardt [1]_ on the residual vector of :func:`twin.calibration.model
-._residuals`, Jacobians by forward-mode JAX differentiation through the ``lax.scan`` of the
+.standardized_residuals`, Jacobians by forward-mode JAX differentiation through the ``lax.scan`` of the
 simulation, ``vmap`` over GPUs.  Besides the fit it returns what the sandwich covariance of
 :mod:`twin.calibration.uncertainty` needs: the Gauss-Newton information of the data and prior
 rows, and the long-run covariance of the per-step data scores (Bartlett kernel in time, clustered
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from twin.calibration.config import NP
-from twin.calibration.model import _residuals
+from twin.calibration.model import standardized_residuals
 
 
 def _lm_iterate(theta0, res, jac, basis, data, iterations, tol):
@@ -124,7 +124,7 @@ def _lm_block(
     prec_m = prec * jnp.zeros(NP).at[act].set(1.0)
 
     def res1(th, p, yy, fr, ww, pm):
-        return _residuals(th, p, yy, fr, ww, sigma, mu, pm, dt)
+        return standardized_residuals(th, p, yy, fr, ww, sigma, mu, pm, dt)
 
     def jac1(th, p, yy, fr, ww, pm):
         f = lambda z: res1(th + basis @ z, p, yy, fr, ww, pm)  # noqa: E731
@@ -180,7 +180,7 @@ def fit_structure(
     yv = np.where(w > 0, y, 0.0)
     for a in range(0, g_n, chunk):
         b = min(a + chunk, g_n)
-        args = [_pad(x[a:b], chunk) for x in (theta0, mask, power, yv, frac, w, prec)]
+        args = [pad_to_blocks(x[a:b], chunk) for x in (theta0, mask, power, yv, frac, w, prec)]
         res = _lm_jit(
             jnp.asarray(args[0]),
             tuple(int(i) for i in active),
@@ -203,7 +203,7 @@ def fit_structure(
     return res
 
 
-def _pad(a: np.ndarray, size: int) -> np.ndarray:
+def pad_to_blocks(a: np.ndarray, size: int) -> np.ndarray:
     """``a`` with its last row repeated to ``size`` rows (one compiled block shape)."""
     if a.shape[0] == size:
         return a

@@ -18,7 +18,7 @@ import numpy as np
 from twin.calibration.config import NP, CalibrationConfig
 from twin.calibration.metrics import autocorrelation
 from twin.calibration.model import predict_readings
-from twin.calibration.solver import _pad
+from twin.calibration.solver import pad_to_blocks
 
 
 def _prediction_var_one(theta, cov, power, frac, dt):
@@ -55,7 +55,7 @@ def prediction_sd(
     out = []
     for a in range(0, g_n, chunk):
         b = min(a + chunk, g_n)
-        args = [_pad(x[a:b], chunk) for x in (theta, cov, power, frac)]
+        args = [pad_to_blocks(x[a:b], chunk) for x in (theta, cov, power, frac)]
         v = _prediction_var(*(jnp.asarray(x) for x in args), dt=float(dt))
         out.append(np.asarray(v)[: b - a])
     sd = np.sqrt(np.maximum(np.concatenate(out), 0.0))

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from twin.calibration.config import Z95, CalibrationConfig
-from twin.calibration.metrics import _moving_average, _rms_rows, ashrae_metrics
+from twin.calibration.metrics import ashrae_metrics, moving_average, rms_rows
 from twin.io.telemetry import Grid
 
 #: The pooled subsets of readings, in the order of :attr:`Validation.pooled`.
@@ -66,13 +66,13 @@ def validate(
 
     train = ashrae_metrics(grid.temp[:, :n_train][used], pred[:, :n_train][used], n_params)
     return Validation(
-        holdout_rmse=_rms_rows(err, test_w),
-        train_rmse=_rms_rows(err[:, :n_train], used),
-        rmse_envelope=_rms_rows(err, hold_in),
-        rmse_extrapolated=_rms_rows(err, hold_out),
+        holdout_rmse=rms_rows(err, test_w),
+        train_rmse=rms_rows(err[:, :n_train], used),
+        rmse_envelope=rms_rows(err, hold_in),
+        rmse_extrapolated=rms_rows(err, hold_out),
         extrapolated_fraction=frac_out,
-        coverage=_rms_rows(covered.astype(float), stated) ** 2,  # mean of a 0/1 indicator
-        prediction_sd=_rms_rows(pred_sd, stated),
+        coverage=rms_rows(covered.astype(float), stated) ** 2,  # mean of a 0/1 indicator
+        prediction_sd=rms_rows(pred_sd, stated),
         envelope=np.stack([envelope.low, envelope.high], 1),
         pooled=[pool(test_w), pool(hold_in), pool(hold_out), train],
         coverage_pooled=float(np.mean(covered[stated])) if stated.any() else float("nan"),
@@ -90,7 +90,7 @@ def _trained_envelope(
     power: np.ndarray, n_train: int, dt: float, cfg: CalibrationConfig
 ) -> _Envelope:
     """The p0.5-p99.5 range of training operating points widened by the configured margin."""
-    p_op = _moving_average(np.nan_to_num(power, nan=0.0), cfg.envelope_window_s / dt)
+    p_op = moving_average(np.nan_to_num(power, nan=0.0), cfg.envelope_window_s / dt)
     p_lo, p_hi = np.percentile(p_op[:, :n_train], [0.5, 99.5], axis=1)
     margin = np.maximum(cfg.envelope_margin_w, cfg.envelope_margin_rel * (p_hi - p_lo))
     low, high = p_lo - margin, p_hi + margin

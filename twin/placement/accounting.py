@@ -18,7 +18,7 @@ from twin.model import LoadMix
 from twin.placement.allocation import RackState
 from twin.placement.parking import Parking
 from twin.placement.scheduler import JobArrays, RackLoad, Scheduler
-from twin.placement.steady import _hot_coefficients
+from twin.placement.steady import hot_coefficients
 from twin.placement.topology import Topology
 from twin.simulation import Run, run_records
 from twin.units import ZERO_CELSIUS_K
@@ -179,7 +179,7 @@ class Audit:
         power over the rack, row and site caps; GPU-seconds over the max operating temperature."""
         topo, c = self.topo, self.counters
         t_in = np.asarray(state.tcs_supply)[topo.rack_cdu]
-        a_act, b_act = _hot_coefficients(q_hot, dq, t_in)
+        a_act, b_act = hot_coefficients(q_hot, dq, t_in)
         busy = hot_u > 0
         hot = np.where(busy, a_act + b_act * hot_u, -np.inf)
         self.hot_max = max(self.hot_max, float(hot.max()) if busy.any() else -np.inf)
@@ -279,7 +279,7 @@ def summarize(
     }
 
 
-def _plan_dataset(
+def plan_dataset(
     run, topo, t, start_time, placed, deferred, recs, fws, tcs, pump, epoch, summary, parked
 ) -> xr.Dataset:
     """The plan: per job its site, rack:GPUs allocations, start and deferral; per epoch and site

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twin.placement.topology import Topology, _peak_power
+from twin.placement.topology import Topology, peak_power
 
 POLICIES = ("twin", "pack", "spread", "coolest", "random")
 
@@ -67,7 +67,7 @@ class RackState:
         return state
 
 
-def _score(policy: str, state: RackState) -> np.ndarray:
+def rack_score(policy: str, state: RackState) -> np.ndarray:
     """Rack preference of ``policy`` (lower first) (R,)."""
     r = state.topo.n_racks
     idx = np.arange(r, dtype=float)
@@ -84,7 +84,7 @@ def _score(policy: str, state: RackState) -> np.ndarray:
     return cost + 1e-2 * np.abs(cost).mean() * state.free / state.topo.gpus_per_rack + 1e-12 * idx
 
 
-def _allocate(
+def allocate(
     policy: str, state: RackState, g: int, workload: str, frac_high: float, score: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Racks and GPU counts for a job of ``g`` GPUs, or None when no site can take it now.
@@ -108,7 +108,7 @@ def _allocate(
 def _allocate_one_rack(state: RackState, g: int, frac_high: float, score, thermal_ok):
     """The best-scored rack with ``g`` free GPUs and room within the rack, row and site caps."""
     topo = state.topo
-    add = _peak_power(topo, np.arange(topo.n_racks), np.full(topo.n_racks, g), frac_high)
+    add = peak_power(topo, np.arange(topo.n_racks), np.full(topo.n_racks, g), frac_high)
     ok = (
         (state.free >= g)
         & thermal_ok
@@ -152,7 +152,7 @@ def _allocate_in_site(
     site_add = 0.0
     for r in cand:
         k = min(int(free[r]), left)
-        add = float(_peak_power(topo, np.array([r]), np.array([k]), frac_high)[0])
+        add = float(peak_power(topo, np.array([r]), np.array([k]), frac_high)[0])
         c = topo.rack_cdu[r]
         if (
             state.rack_peak[r] + add > topo.rack_cap[r]

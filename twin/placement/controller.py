@@ -13,9 +13,9 @@ from twin.placement.allocation import RackState
 from twin.placement.scheduler import RackLoad
 from twin.placement.setpoints import FWS_RAMP_DOWN_K_PER_H, optimize_setpoints
 from twin.placement.steady import (
-    _derive_jit,
-    _hot_coefficients,
-    _marginal_factor,
+    derive_jit,
+    hot_coefficients,
+    marginal_factor,
     with_setpoints,
 )
 from twin.placement.topology import Topology
@@ -100,14 +100,14 @@ class SetpointControl:
         )
         self.fws_k, self.tcs_k, self.pump = opt.setpoints
         q = with_setpoints(p, *opt.setpoints)
-        dq = _derive_jit(q)
+        dq = derive_jit(q)
         tcs_rack = np.asarray(opt.steady.tcs_supply)[topo.rack_cdu]
-        racks.hot_a, racks.hot_b = _hot_coefficients(q, dq, tcs_rack)
+        racks.hot_a, racks.hot_b = hot_coefficients(q, dq, tcs_rack)
         racks.cost = np.asarray(opt.grad_u)
         horizon_h = jnp.asarray(hours_now + np.arange(float(FORECAST_HOURS)))
         ahead = (hour_idx + np.arange(FORECAST_HOURS)) % self.w_hour.shape[0]
         wv = jnp.asarray(self.w_hour[ahead])
-        self.factor = np.asarray(_marginal_factor(q, u_mean, u_hot, horizon_h, wv, power_now))
+        self.factor = np.asarray(marginal_factor(q, u_mean, u_hot, horizon_h, wv, power_now))
         self.factor_t0 = t0
 
     def deferral_hours(self, now: float, window: float, duration: float, horizon: float) -> int:

@@ -25,8 +25,8 @@ from twin.placement.accounting import (
     Audit,
     EpochTally,
     FacilityTrace,
-    _plan_dataset,
     epoch_schedule,
+    plan_dataset,
     summarize,
 )
 from twin.placement.allocation import POLICIES, RackState
@@ -35,8 +35,8 @@ from twin.placement.events import Event, EventKind, EventQueue
 from twin.placement.parking import RACK_STANDBY_W, RACK_WAKE_S, Parking
 from twin.placement.scheduler import JobArrays, Scheduler
 from twin.placement.steady import (
-    _derive_jit,
-    _hot_coefficients,
+    derive_jit,
+    hot_coefficients,
     with_power_state,
     with_schedule,
     with_setpoints,
@@ -182,7 +182,7 @@ class _Replay:
         arrays = JobArrays.of(jobs.table, rng)  # draws the job phases first
         trace = FacilityTrace.start(p0, d0)
         r_n = p0.n_racks
-        hot = _hot_coefficients(p0, d0, np.asarray(p0.tcs_supply_setpoint)[topo.rack_cdu])
+        hot = hot_coefficients(p0, d0, np.asarray(p0.tcs_supply_setpoint)[topo.rack_cdu])
         rack_temp = np.asarray(trace.state.gpu_temp).reshape(r_n, -1).mean(axis=1)
         racks = RackState.idle(topo, p0.n_cdus, hot, rack_temp, rng)
         events = EventQueue()
@@ -270,14 +270,14 @@ class _Replay:
         q_hot = with_setpoints(run.params, *self.control.setpoints)  # powered: temperatures
         q = with_power_state(q_hot, powered, self.options.standby_w)
         q = with_schedule(q, low, high, load.periods, load.phases)
-        dq = _derive_jit(q) if self.policy == "twin" else run.derived
+        dq = derive_jit(q) if self.policy == "twin" else run.derived
         self.trace.advance(q, dq, run, self.steps, self.control.setpoints)
         state = self.trace.state
         if self.policy == "coolest":
             racks.rack_temp = np.asarray(state.gpu_temp).reshape(topo.n_racks, -1).mean(axis=1)
         if self.policy != "twin":
             tcs_rack = np.asarray(state.tcs_supply)[topo.rack_cdu]
-            racks.hot_a, racks.hot_b = _hot_coefficients(q_hot, dq, tcs_rack)
+            racks.hot_a, racks.hot_b = hot_coefficients(q_hot, dq, tcs_rack)
         self.audit.check(q_hot, dq, state, tally.hot, racks, self.epoch)
 
     def result(self, wall: float) -> PolicyResult:
@@ -295,7 +295,7 @@ class _Replay:
             placement_seconds=sched.placement_seconds + self.control_seconds,
             wall=wall,
         )
-        plan = _plan_dataset(
+        plan = plan_dataset(
             self.run,
             self.racks.topo,
             self.job_table,

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from twin.io.jobs import WORKLOAD_CLASSES
-from twin.placement.allocation import RackState, _allocate, _score
+from twin.placement.allocation import RackState, allocate, rack_score
 from twin.placement.events import EventKind, EventQueue
 from twin.placement.parking import Parking
-from twin.placement.topology import Topology, _peak_power
+from twin.placement.topology import Topology, peak_power
 
 
 @dataclass(frozen=True)
@@ -179,13 +179,13 @@ class Scheduler:
                 blocked = racks.unavailable
                 racks.unavailable = blocked | self.site_racks[site]
         try:
-            alloc = _allocate(
+            alloc = allocate(
                 self.policy,
                 racks,
                 int(jobs.gpus[i]),
                 jobs.workload[i],
                 jobs.frac_high[i],
-                _score(self.policy, racks),
+                rack_score(self.policy, racks),
             )
         finally:
             if blocked is not None:
@@ -212,7 +212,7 @@ class Scheduler:
         load.low[on] += sign * (topo.utilization(jobs.frac_low[i], on) * counts / gpr)
         load.high[on] += sign * (topo.utilization(jobs.frac_high[i], on) * counts / gpr)
         racks.free[on] -= sign * counts
-        add = _peak_power(topo, on, counts, jobs.frac_high[i])
+        add = peak_power(topo, on, counts, jobs.frac_high[i])
         racks.rack_peak[on] += sign * add
         np.add.at(racks.cdu_peak, topo.rack_cdu[on], sign * add)
         racks.site_peak[s] += sign * add.sum()
@@ -237,7 +237,7 @@ class Scheduler:
     # ------------------------------------------------------------------ EASY backfilling
     def _fits(self, i: int, site: int, free: np.ndarray) -> bool:
         """Whether job ``i`` fits the free GPUs ``free`` (R,) of ``site`` by the locality rules
-        of :func:`_allocate` (one rack; whole racks for multi-rack training; else any racks)."""
+        of :func:`allocate` (one rack; whole racks for multi-rack training; else any racks)."""
         g, n_rack = int(self.jobs.gpus[i]), self.topo.gpus_per_rack
         f = free[self.site_racks[site] & ~self.racks.unavailable]
         if len(f) == 0:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from physics import facility as F
-from twin.placement.steady import Steady, _evaluate, steady_state, with_setpoints
+from twin.placement.steady import Steady, evaluate, steady_state, with_setpoints
 from twin.placement.topology import Topology
 from twin.units import ZERO_CELSIUS_K
 
@@ -181,7 +181,7 @@ def _repair(p, topo: Topology, setpoints, u_mean, u_hot, h, weight, power):
     n_cdu = p.n_cdus
     for _ in range(8):
         q = with_setpoints(p, fws_k, tcs_k, pump)
-        val, s, grad_u = _evaluate(q, u_mean, u_hot, h, weight, power)
+        val, s, grad_u = evaluate(q, u_mean, u_hot, h, weight, power)
         excess = np.maximum(
             np.asarray(s.gpu_hot) - topo.gpu_limit, np.asarray(s.hbm_hot) - topo.hbm_limit
         )

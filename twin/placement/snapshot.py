@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from physics import facility as F
-from twin.placement.allocation import RackState, _allocate, _score
-from twin.placement.steady import _derive_jit, _evaluate, _hot_coefficients, steady_state
-from twin.placement.topology import Infeasible, Topology, _peak_power
+from twin.placement.allocation import RackState, allocate, rack_score
+from twin.placement.steady import derive_jit, evaluate, hot_coefficients, steady_state
+from twin.placement.topology import Infeasible, Topology, peak_power
 
 
 def milp_placement(
@@ -70,20 +70,20 @@ def place_snapshot(
     h = jnp.asarray(hours, dtype=float)
     u_mean = np.zeros(r_n)
     u_hot = np.zeros(r_n)
-    d = _derive_jit(p)
-    hot = _hot_coefficients(p, d, np.asarray(p.tcs_supply_setpoint)[topo.rack_cdu])
+    d = derive_jit(p)
+    hot = hot_coefficients(p, d, np.asarray(p.tcs_supply_setpoint)[topo.rack_cdu])
     racks = RackState.idle(topo, p.n_cdus, hot, np.zeros(r_n), np.random.default_rng(0))
     out = np.full(len(gpus), -1)
     for j in range(len(gpus)):
-        _, _, grad_u = _evaluate(p, jnp.asarray(u_mean), jnp.asarray(u_hot), h, weight)
+        _, _, grad_u = evaluate(p, jnp.asarray(u_mean), jnp.asarray(u_hot), h, weight)
         racks.cost = np.asarray(grad_u)
-        alloc = _allocate(
+        alloc = allocate(
             "twin",
             racks,
             int(gpus[j]),
             str(workload[j]),
             float(frac_high[j]),
-            _score("twin", racks),
+            rack_score("twin", racks),
         )
         if alloc is None:
             raise Infeasible(
@@ -92,13 +92,13 @@ def place_snapshot(
         r = int(alloc[0][0])
         out[j] = r
         racks.free[r] -= gpus[j]
-        add = _peak_power(topo, np.array([r]), np.array([gpus[j]]), frac_high[j])[0]
+        add = peak_power(topo, np.array([r]), np.array([gpus[j]]), frac_high[j])[0]
         racks.rack_peak[r] += add
         racks.cdu_peak[topo.rack_cdu[r]] += add
         racks.site_peak[topo.rack_site[r]] += add
         u_mean[r] += topo.utilization(frac_mean[j], np.array([r]))[0] * gpus[j] / topo.gpus_per_rack
         u_hot[r] = max(u_hot[r], topo.utilization(frac_high[j], np.array([r]))[0])
-    val, _, _ = _evaluate(p, jnp.asarray(u_mean), jnp.asarray(u_hot), h, weight)
+    val, _, _ = evaluate(p, jnp.asarray(u_mean), jnp.asarray(u_hot), h, weight)
     return out, float(val)
 
 

@@ -5,7 +5,7 @@
 inflow temperature; :func:`rack_conditions` gives each rack's IT power, liquid and air heat and
 hottest GPU/HBM; :func:`rack_steady` each rack's IT power and coolant inlet and return
 temperatures for a prepared run's load at an hour. :func:`with_setpoints`, :func:`with_schedule` and :func:`with_power_state` set
-the parameters a policy controls. ``_evaluate`` and ``_marginal_factor`` are the gradients the
+the parameters a policy controls. ``evaluate`` and ``marginal_factor`` are the gradients the
 twin policy places jobs by.
 """
 
@@ -26,7 +26,7 @@ from twin.simulation import Run, rack_utilization
 STEADY_DT = 1.0e9
 
 #: Jitted :func:`physics.facility.derive` (derived parameters of changed setpoints).
-_derive_jit = jax.jit(F.derive)
+derive_jit = jax.jit(F.derive)
 
 
 class Steady(eqx.Module):
@@ -268,7 +268,7 @@ def with_power_state(p: F.FacilityParams, powered, standby_w: float) -> F.Facili
 
 
 @eqx.filter_jit
-def _evaluate(p, u_mean, u_hot, hours, weight, power=None):
+def evaluate(p, u_mean, u_hot, hours, weight, power=None):
     """Weighted steady facility power, the steady state, and its gradient with respect to the
     per-rack mean utilization (each rack's marginal cost)."""
     d = F.derive(p)
@@ -282,7 +282,7 @@ def _evaluate(p, u_mean, u_hot, hours, weight, power=None):
 
 
 @eqx.filter_jit
-def _marginal_factor(p, u_mean, u_hot, hours_vec, weight_vec, power=None):
+def marginal_factor(p, u_mean, u_hot, hours_vec, weight_vec, power=None):
     """Weighted facility power per W of IT added uniformly per site, at each future hour."""
     d = F.derive(p)
     site_of_rack = p.building_site[p.cdu_building[p.rack_cdu]]
@@ -298,7 +298,7 @@ def _marginal_factor(p, u_mean, u_hot, hours_vec, weight_vec, power=None):
     return jax.lax.map(lambda a: one(*a), (hours_vec, weight_vec))
 
 
-def _hot_coefficients(p, d, t_in_rack):
+def hot_coefficients(p, d, t_in_rack):
     """Per rack (a, b) with the hottest GPU die at utilization u = a + b * u for the rack's
     inlet temperatures ``t_in_rack`` (R,) [K] (numpy)."""
     res, g, die_idle, die_dyn, c0 = (np.asarray(x) for x in _gpu_terms(p, d))

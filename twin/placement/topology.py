@@ -125,7 +125,7 @@ def build_topology(run: Run, caps: dict | None = None, margin: float = 5.0) -> T
     )
 
 
-def _peak_power(topo: Topology, racks, n_gpus, frac_high):
+def peak_power(topo: Topology, racks, n_gpus, frac_high):
     """Peak power a job adds on ``racks`` with ``n_gpus`` each [W] (GPUs at the high phase,
     their share of the rack's other IT)."""
     other = (topo.other_max[racks] - topo.other_idle[racks]) * n_gpus / topo.gpus_per_rack
@@ -148,7 +148,7 @@ def check_feasible(run: Run, topo: Topology, jobs: JobSet) -> None:
     g_rack = np.minimum(t.gpus.to_numpy(), topo.gpus_per_rack)
     r_best = int(np.argmax(topo.rack_cap))
     need = (
-        _peak_power(topo, np.full(len(t), r_best), g_rack, t.power_high.to_numpy())
+        peak_power(topo, np.full(len(t), r_best), g_rack, t.power_high.to_numpy())
         + topo.other_idle[r_best]
         + (topo.gpus_per_rack - g_rack) * topo.idle_power[r_best]
     )
