@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import streamlit as st  # noqa: E402
 import twin  # noqa: E402,F401  (float64 JAX)
 from apps import data  # noqa: E402
 from apps.views import fleet, gpu, hall, live, placement  # noqa: E402
+from twin.resources import env_default  # noqa: E402
 from twin.units import InputError  # noqa: E402
 
 PAGES = {
@@ -45,8 +45,8 @@ class Context:
 def command_line() -> argparse.Namespace:
     """Options after ``--`` of ``streamlit run``; defaults from ``TWIN_*`` variables."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--facility", default=os.environ.get("TWIN_FACILITY", "superfactory"))
-    p.add_argument("--telemetry", default=os.environ.get("TWIN_TELEMETRY", ""))
+    p.add_argument("--facility", default=env_default("facility", "superfactory"))
+    p.add_argument("--telemetry", default=env_default("telemetry", ""))
     args, _unknown = p.parse_known_args(sys.argv[1:])
     return args
 
