@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+# re-exported as is: apps reach the synthetic fleet only through twin
+from sensors.synthetic import simulate_fleet as synthetic_fleet  # noqa: F401
 from twin.units import SpecError
 
 #: clocks-event reason bits that mean thermal throttling (NVML ``nvmlClocksEventReason*``):
@@ -84,21 +86,6 @@ class SimulatedTelemetry:
         df.insert(0, "gpu", [keys[i] for i in batch.gpu])
         df.insert(0, "time", pd.to_datetime(batch.time_ns, unit="ns"))
         return df
-
-
-def synthetic_fleet(
-    n_gpus: int,
-    duration_s: float,
-    *,
-    seed: int = 0,
-    tdp: float = 700.0,
-    resistance_step: tuple[int, float, float] | None = None,
-) -> tuple[xr.Dataset, object]:
-    """A synthetic fleet's telemetry and its hidden truth
-    (:func:`sensors.synthetic.simulate_fleet`, other arguments at their defaults)."""
-    from sensors.synthetic import simulate_fleet
-
-    return simulate_fleet(n_gpus, duration_s, seed=seed, tdp=tdp, resistance_step=resistance_step)
 
 
 def open_telemetry(
