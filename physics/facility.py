@@ -66,12 +66,13 @@ class FacilityParams(eqx.Module):
     gpu_power_idle: jax.Array  # temperature-independent idle power [W]
     gpu_power_dynamic: jax.Array  # dynamic power at utilization 1 [W]
     gpu_power_limit: jax.Array  # firmware power cap [W]
-    gpu_hbm_resistance: jax.Array  # HBM → inlet coolant [K/W]
+    gpu_hbm_resistance: jax.Array  # HBM stacks → cold-plate wall [K/W]
     gpu_hbm_capacitance: jax.Array  # [J/K]
     gpu_hbm_power_idle: jax.Array  # [W]
     gpu_hbm_power_share: jax.Array  # share of dynamic power dissipated in HBM [-]
     gpu_temp_ref: jax.Array  # leakage reference temperature [K]
     gpu_temp_max_operating: jax.Array  # NVML max operating temperature [K]
+    gpu_temp_slowdown: jax.Array  # NVML HW slowdown temperature: clocks drop above it [K]
     gpu_air_fraction: jax.Array  # share of GPU heat that leaves to air [-]
     coldplate_ua_ref: jax.Array  # plate conductance at coldplate_flow_ref [W/K]
     coldplate_flow_ref: jax.Array  # [m3/s] per plate path
@@ -171,7 +172,8 @@ class Derived(NamedTuple):
     """Quantities fixed for a run (flows, resistances), derived from the parameters."""
 
     rack_flow: jax.Array  # (R,) m3/s
-    gpu_resistance: jax.Array  # (R,T,P,S) junction → inlet [K/W]
+    gpu_resistance: jax.Array  # (R,T,P,S) junction → inlet for the die's own heat [K/W]
+    plate_resistance: jax.Array  # (R,T,P,S) plate wall → inlet coolant 1/(ε ṁ cp) [K/W]
     path_capacity_rate: jax.Array  # (R,) W/K per plate path
     rack_capacity_rate: jax.Array  # (R,) W/K
     cdu_capacity_rate: jax.Array  # (N,) TCS W/K
@@ -185,38 +187,54 @@ class Derived(NamedTuple):
 class GpuConstants(NamedTuple):
     """Per-GPU constants of a run at a fixed step, hoisted out of the time loop.
 
-    They regroup the terms of :func:`physics.gpu.die_square_wave_step` and
-    :func:`physics.gpu.hbm_temperature_step` so that a step (:func:`gpu_step`) needs two
-    exponentials and multiply-adds per GPU.
+    The package's two coupled nodes (:func:`physics.gpu.package_conductances`) in modal form
+    (:func:`physics.gpu.package_modes`): each mode is a first-order node integrated exactly under
+    the square-wave workload with :func:`physics.workload.square_wave_exponential_integral_hoisted`,
+    so a step (:func:`gpu_step`) needs two such integrals and multiply-adds per GPU.
     """
 
-    rate: jax.Array  # λ = G/C [1/s], G = 1/R - α P_leak,ref
-    decay: jax.Array  # exp(-λ Δt)
-    inv_conductance: jax.Array  # 1/G [K/W]
-    inv_resistance: jax.Array  # 1/R junction → inlet coolant [W/K]
-    memory_tail: jax.Array  # (1 - e_on)/(1 - e_on e_off), e_on = exp(-λ d p), e_off = exp(-λ(1-d)p)
-    memory_on: jax.Array  # 1 - e_off × memory_tail
-    hbm_decay: jax.Array  # exp(-Δt/(R_hbm C_hbm))
+    g_d0: jax.Array  # die → inlet conductance [W/K]
+    g_h0: jax.Array  # HBM → inlet conductance [W/K]
+    steady_die: jax.Array  # ∂T_d/∂s_d at steady state, (K⁻¹)₀₀ [K/W]
+    steady_hbm: jax.Array  # ∂T_d/∂s_h at steady state, (K⁻¹)₀₁ [K/W]
+    rate: tuple  # (λ₁, λ₂) [1/s]
+    decay: tuple  # exp(-λᵢ Δt)
+    v: tuple  # (V₀₁, V₀₂, V₁₁, V₁₂): modes → (die, HBM)
+    w: tuple  # (W₁d, W₁h, W₂d, W₂h): rows of V⁻¹C⁻¹ [K/J]
+    memory_tail: tuple  # per mode, (1 - e_on)/(1 - e_on e_off) (physics.workload)
+    memory_on: tuple  # per mode, 1 - e_off × memory_tail
 
 
 def gpu_constants(p: FacilityParams, d: Derived, dt: float) -> GpuConstants:
     """Constants of :func:`step`'s GPU update that do not change during a run."""
-    g = gpu.die_conductance(d.gpu_resistance, p.gpu_leakage_ref, p.gpu_leakage_coeff)
-    lam = g / p.gpu_capacitance
+    g_d0, g_h0, g_dh = gpu.package_conductances(
+        p.gpu_resistance_jw, p.gpu_hbm_resistance, d.plate_resistance
+    )
+    leak1 = p.gpu_leakage_coeff * p.gpu_leakage_ref
+    m = gpu.package_modes(p.gpu_capacitance, p.gpu_hbm_capacitance, g_d0, g_h0, g_dh, leak1)
+    k11, k22 = g_d0 + g_dh - leak1, g_h0 + g_dh
+    det = k11 * k22 - g_dh**2
     on = (p.load_duty * p.load_period)[:, None, None, None]
     off = ((1.0 - p.load_duty) * p.load_period)[:, None, None, None]
-    decay = jnp.exp(-lam * dt)
-    decay_on = jnp.exp(-lam * on)
-    decay_off = jnp.exp(-lam * off)
-    tail, memory_on = workload.square_wave_memory_constants(decay_on, decay_off)
+    tails, ons, decays = [], [], []
+    for lam in (m.rate_fast, m.rate_slow):
+        tail, memory_on = workload.square_wave_memory_constants(
+            jnp.exp(-lam * on), jnp.exp(-lam * off)
+        )
+        tails.append(tail)
+        ons.append(memory_on)
+        decays.append(jnp.exp(-lam * dt))
     return GpuConstants(
-        rate=lam,
-        decay=decay,
-        inv_conductance=1.0 / g,
-        inv_resistance=1.0 / d.gpu_resistance,
-        memory_tail=tail,
-        memory_on=memory_on,
-        hbm_decay=jnp.exp(-dt / (p.gpu_hbm_resistance * p.gpu_hbm_capacitance)),
+        g_d0=g_d0,
+        g_h0=g_h0,
+        steady_die=k22 / det,
+        steady_hbm=g_dh / det,
+        rate=(m.rate_fast, m.rate_slow),
+        decay=tuple(decays),
+        v=m.v_die + m.v_hbm,
+        w=m.w_fast + m.w_slow,
+        memory_tail=tuple(tails),
+        memory_on=tuple(ons),
     )
 
 
@@ -251,6 +269,13 @@ class Ledger(NamedTuple):
     chiller_seconds: jax.Array  # plant-seconds with the trim chiller running
     max_gpu_temp: jax.Array  # [K]
     max_hbm_temp: jax.Array  # [K]
+    leakage_energy: jax.Array  # GPU leakage (part of gpu_energy) [J]
+    work_lost_gpu_seconds: jax.Array  # GPU-seconds of work lost to power and thermal caps
+    slowdown_gpu_seconds: jax.Array  # GPU-seconds in thermal slowdown (clocks lowered)
+
+
+#: Ledger fields that are running maxima; every other field is a running sum.
+LEDGER_MAXIMA = ("max_gpu_temp", "max_hbm_temp")
 
 
 class StepOutput(NamedTuple):
@@ -336,6 +361,7 @@ def derive(p: FacilityParams) -> Derived:
     return Derived(
         rack_flow=rack_flow,
         gpu_resistance=r_ji,
+        plate_resistance=r_ji - p.gpu_resistance_jw,
         path_capacity_rate=path_cap,
         rack_capacity_rate=rack_cap,
         cdu_capacity_rate=cdu_flow * rho_cp_tcs,
@@ -372,13 +398,44 @@ def substeps(p: FacilityParams, d: Derived, dt: float) -> int:
     return max(1, math.ceil(1.2 * dt / check_step(p, d, dt)))
 
 
+class PackageSteady(NamedTuple):
+    """Steady package state per GPU (broadcastable to (R, T, P, S))."""
+
+    die: jax.Array  # die temperature [K]
+    hbm: jax.Array  # HBM temperature [K]
+    power: jax.Array  # package electrical power, leakage included [W]
+
+
+def package_steady(p: FacilityParams, d: Derived, temp_inlet, utilization) -> PackageSteady:
+    """Steady die and HBM temperatures and package power at a constant ``utilization`` [-] and
+    plate inlet ``temp_inlet`` [K] (both broadcastable to (R, T, P, S)), by
+    :func:`physics.gpu.package_steady_temperatures`: the same network :func:`gpu_step`
+    integrates, at its fixed point."""
+    g_d0, g_h0, g_dh = gpu.package_conductances(
+        p.gpu_resistance_jw, p.gpu_hbm_resistance, d.plate_resistance
+    )
+    leak1 = p.gpu_leakage_coeff * p.gpu_leakage_ref
+    leak0 = p.gpu_leakage_ref - leak1 * p.gpu_temp_ref
+    p_hbm = p.gpu_hbm_power_idle + p.gpu_hbm_power_share * p.gpu_power_dynamic * utilization
+    p_die = (
+        p.gpu_power_idle
+        - p.gpu_hbm_power_idle
+        + (1.0 - p.gpu_hbm_power_share) * p.gpu_power_dynamic * utilization
+    )
+    die, hbm = gpu.package_steady_temperatures(
+        temp_inlet, p_die, p_hbm, g_d0, g_h0, g_dh, leak0, leak1
+    )
+    return PackageSteady(die, hbm, p_die + p_hbm + leak0 + leak1 * die)
+
+
 def initial_state(p: FacilityParams, d: Derived) -> State:
     """A thermally settled start: every node at its setpoint-driven idle temperature."""
     tcs_sup = p.tcs_supply_setpoint
     rack_sup = tcs_sup[p.rack_cdu][:, None, None, None]
     shape = p.gpu_shape
-    die0 = jnp.broadcast_to(rack_sup + p.gpu_power_idle * d.gpu_resistance, shape)
-    hbm0 = jnp.broadcast_to(rack_sup + p.gpu_hbm_power_idle * p.gpu_hbm_resistance, shape)
+    idle = package_steady(p, d, rack_sup, 0.0)
+    die0 = jnp.broadcast_to(idle.die, shape)
+    hbm0 = jnp.broadcast_to(idle.hbm, shape)
     fws_sup = p.fws_supply_setpoint
     return State(
         t=jnp.asarray(0.0),
@@ -702,6 +759,9 @@ class GpuStep(NamedTuple):
     rack_max_temp: jax.Array  # hottest die at the step end [K]
     rack_max_hbm_temp: jax.Array  # hottest HBM at the step end [K]
     rack_throttle_seconds: jax.Array  # GPU-seconds above the max-operating temperature [s]
+    rack_leakage_energy: jax.Array  # GPU leakage energy over the step [J]
+    rack_work_lost: jax.Array  # GPU-seconds of work lost to power and thermal caps [s]
+    rack_slowdown_seconds: jax.Array  # GPU-seconds in thermal slowdown [s]
 
 
 class RackWorkload(NamedTuple):
@@ -764,60 +824,38 @@ def power_capped_utilization(power_limit, p_idle, p_dyn, temp, u_low, u_high, le
     return u_lo, u_hi
 
 
-def die_node_step(temp, decay, inv_g, capacitance, s_low, amplitude, w, on_time, leak0, leak1, dt):
-    r"""Die node integrated exactly under the square-wave workload
-    (:func:`physics.gpu.die_square_wave_step`):
+def _at(x, k):
+    """``_at_series`` over a tuple of arrays."""
+    return tuple(_at_series(xi, k) for xi in x)
 
-    .. math:: T_1 = e^{-\lambda\Delta t}T_0 + \frac{1-e^{-\lambda\Delta t}}{G}S_{lo}
-              + \frac{A}{G}W,\qquad \int T\,dt = \frac{\int S\,dt - C\,(T_1 - T_0)}{G}
 
-    with :math:`S_{lo} = P_{lo} + l_0 + T_{in}/R` [W], :math:`A` the high-phase extra power
-    [W] and :math:`W` the exponentially weighted on-fraction. Returns :math:`T_1` [K], the heat
-    stored :math:`C(T_1 - T_0)` [J] and the leakage energy :math:`\int(l_0 + l_1 T)dt` [J].
+class PackagePower(NamedTuple):
+    """One series position's package powers over a step, after the power and thermal caps."""
+
+    u_lo: jax.Array  # utilization of the low phase [-]
+    u_hi: jax.Array  # utilization of the high phase [-]
+    die_lo: jax.Array  # die source in the low phase without leakage [W]
+    hbm_lo: jax.Array  # HBM power in the low phase [W]
+    die_amp: jax.Array  # extra die power in the high phase [W]
+    hbm_amp: jax.Array  # extra HBM power in the high phase [W]
+    slowed: jax.Array  # the die was at or above its slowdown temperature [bool]
+
+
+def package_power_step(p: FacilityParams, c: GpuConstants, k: int, temp, inlet, wl):
+    r"""Die and HBM powers of series position ``k`` over the step, with the caps the hardware
+    applies at the step's start die temperature ``temp`` [K]:
+
+    * the firmware power cap (:func:`power_capped_utilization`);
+    * thermal slowdown: a die at or above ``gpu_temp_slowdown`` has its clocks lowered until it
+      holds that temperature, i.e. its utilization capped at the steady-state value
+      :math:`u_{th}` (:func:`physics.gpu.thermal_slowdown_utilization`), with the
+      steady-state coefficients of :class:`GpuConstants`:
+
+      .. math:: u_{th} = \frac{T_{slow} - k_d s_{d,0} - k_h s_{h,0}}{k_d P_{d,1} + k_h P_{h,1}}
+
+    The die draws :math:`P_{idle} - P_{hbm,idle} + u(1-s)P_{dyn}` (plus leakage) and the HBM
+    :math:`P_{hbm,idle} + u\,s\,P_{dyn}`.
     """
-    die_new = decay * temp + inv_g * ((1.0 - decay) * s_low + amplitude * w)
-    stored = capacitance * (die_new - temp)
-    source = s_low * dt + amplitude * on_time  # ∫ S dt
-    # ∫ T dt = (∫ S dt - C ΔT)/G: leakage energy ∫ (leak0 + leak1 T) dt
-    leak_energy = leak0 * dt + leak1 * (source - stored) * inv_g
-    return die_new, stored, leak_energy
-
-
-def hbm_node_step(h_old, inlet, p_hbm, resistance, hbm_decay):
-    r"""HBM node at its step-mean power :math:`P_{hbm}` [W], exact for a constant input
-    (:func:`physics.gpu.hbm_temperature_step`):
-
-    .. math:: H_\infty = T_{in} + P_{hbm} R_{hbm},\quad
-              H_1 = H_\infty + (H_0 - H_\infty)\,e^{-\Delta t/(R_{hbm}C_{hbm})}
-    """
-    h_inf = inlet + p_hbm * resistance
-    return h_inf + (h_old - h_inf) * hbm_decay
-
-
-def gpu_plate_step(p: FacilityParams, c: GpuConstants, k: int, temp, h_old, inlet, wl, t0, dt):
-    r"""One series position ``k`` of every path: die and HBM nodes over the step.
-
-    The die's dynamic power is split from the HBM share; the low phase draws
-    :math:`P_{lo} = P_{idle} - P_{hbm,idle} + u_{lo}(1-s)P_{dyn}` and the high phase
-    :math:`A = (u_{hi} - u_{lo})(1-s)P_{dyn}` more. The GPU's electrical energy is
-    :math:`E = P_{lo}\Delta t + A\,t_{on} + E_{leak} + P_{hbm}\Delta t` and the heat it gives
-    its coolant :math:`Q\Delta t = E - C(T_1-T_0) - C_{hbm}(H_1-H_0)` [J].
-
-    Returns the die and HBM temperatures [K], ``E`` [J] and ``Q Δt`` [J], each (R, T, P).
-    """
-    decay = _at_series(c.decay, k)
-    # exponentially weighted on-fraction W = M(t1) - e^{-λΔt} M(t0)
-    w = workload.square_wave_exponential_integral_hoisted(
-        _at_series(c.rate, k),
-        wl.period,
-        wl.duty,
-        wl.phase,
-        t0,
-        dt,
-        _at_series(c.memory_tail, k),
-        _at_series(c.memory_on, k),
-        decay,
-    )
     leak0, leak1 = leakage_line(p, k)
     p_idle, p_dyn = _at_series(p.gpu_power_idle, k), _at_series(p.gpu_power_dynamic, k)
     u_lo, u_hi = power_capped_utilization(
@@ -825,23 +863,82 @@ def gpu_plate_step(p: FacilityParams, c: GpuConstants, k: int, temp, h_old, inle
     )
     share = _at_series(p.gpu_hbm_power_share, k)
     hbm_idle = _at_series(p.gpu_hbm_power_idle, k)
-    die_dyn = (1.0 - share) * p_dyn
-    p_lo = p_idle - hbm_idle + u_lo * die_dyn
-    amplitude = (u_hi - u_lo) * die_dyn
-    s_low = p_lo + leak0 + inlet * _at_series(c.inv_resistance, k)
-    inv_g = _at_series(c.inv_conductance, k)
-    capacitance = _at_series(p.gpu_capacitance, k)
-    die_new, stored, leak_energy = die_node_step(
-        temp, decay, inv_g, capacitance, s_low, amplitude, w, wl.on_time, leak0, leak1, dt
+    die_idle = p_idle - hbm_idle
+    die_dyn, hbm_dyn = (1.0 - share) * p_dyn, share * p_dyn
+    kd, kh = _at_series(c.steady_die, k), _at_series(c.steady_hbm, k)
+    s_d0 = die_idle + leak0 + _at_series(c.g_d0, k) * inlet
+    s_h0 = hbm_idle + _at_series(c.g_h0, k) * inlet
+    t_slow = _at_series(p.gpu_temp_slowdown, k)
+    u_th = (t_slow - kd * s_d0 - kh * s_h0) / (kd * die_dyn + kh * hbm_dyn)
+    slowed = temp >= t_slow
+    u_hi = jnp.where(slowed, jnp.clip(jnp.minimum(u_hi, u_th), 0.0, None), u_hi)
+    u_lo = jnp.minimum(u_lo, u_hi)
+    return PackagePower(
+        u_lo=u_lo,
+        u_hi=u_hi,
+        die_lo=die_idle + u_lo * die_dyn,
+        hbm_lo=hbm_idle + u_lo * hbm_dyn,
+        die_amp=(u_hi - u_lo) * die_dyn,
+        hbm_amp=(u_hi - u_lo) * hbm_dyn,
+        slowed=slowed,
     )
-    u_mean = u_lo + (u_hi - u_lo) * wl.on_fraction
-    p_hbm = hbm_idle + share * p_dyn * u_mean
-    h_new = hbm_node_step(
-        h_old, inlet, p_hbm, _at_series(p.gpu_hbm_resistance, k), _at_series(c.hbm_decay, k)
-    )
-    e_k = p_lo * dt + amplitude * wl.on_time + leak_energy + p_hbm * dt
-    q_k = e_k - stored - _at_series(p.gpu_hbm_capacitance, k) * (h_new - h_old)
-    return die_new, h_new, e_k, q_k
+
+
+def gpu_plate_step(p: FacilityParams, c: GpuConstants, k: int, temp, h_old, inlet, wl, t0, dt):
+    r"""One series position ``k`` of every path: the coupled die and HBM nodes over the step.
+
+    In the modes :math:`z = V^{-1}x` of :func:`physics.gpu.package_modes` each node is exact
+    under the square-wave workload ([physics.gpu]_ ref. 3):
+
+    .. math:: z_{i,1} = e^{-\lambda_i\Delta t}z_{i,0} + \frac{1-e^{-\lambda_i\Delta t}}{\lambda_i}
+              b_i + \frac{a_i}{\lambda_i}W_i,\qquad
+              \int z_i\,dt = \frac{b_i\Delta t + a_i t_{on} - (z_{i,1}-z_{i,0})}{\lambda_i}
+
+    with :math:`b = V^{-1}C^{-1}s_{lo}`, :math:`a = V^{-1}C^{-1}(A_d, A_h)`, :math:`s_{lo}` the
+    low-phase sources (die power + :math:`l_0 + G_{d0}T_{in}`, HBM power +
+    :math:`G_{h0}T_{in}`) and :math:`W_i` the exponentially weighted on-fraction. The GPU's
+    electrical energy is :math:`E = (P_{d,lo}+P_{h,lo})\Delta t + (A_d+A_h)t_{on} + E_{leak}`,
+    :math:`E_{leak} = l_0\Delta t + l_1\int T_d\,dt`, and the heat it gives its coolant
+    :math:`Q\Delta t = E - C(T_1-T_0) - C_{hbm}(H_1-H_0)` [J].
+
+    Returns the die and HBM temperatures [K], ``E``, ``Q Δt`` and ``E_leak`` [J] and the
+    :class:`PackagePower`, each (R, T, P).
+    """
+    pw = package_power_step(p, c, k, temp, inlet, wl)
+    leak0, leak1 = leakage_line(p, k)
+    v01, v02, v11, v12 = _at(c.v, k)
+    w1d, w1h, w2d, w2h = _at(c.w, k)
+    cap_d, cap_h = _at_series(p.gpu_capacitance, k), _at_series(p.gpu_hbm_capacitance, k)
+    s_d = pw.die_lo + leak0 + _at_series(c.g_d0, k) * inlet
+    s_h = pw.hbm_lo + _at_series(c.g_h0, k) * inlet
+    e_d, e_h = cap_d * temp, cap_h * h_old  # C x
+    z_new, z_int = [], []
+    for i, (wd, wh) in enumerate(((w1d, w1h), (w2d, w2h))):
+        lam, decay = _at_series(c.rate[i], k), _at_series(c.decay[i], k)
+        w = workload.square_wave_exponential_integral_hoisted(
+            lam, wl.period, wl.duty, wl.phase, t0, dt,
+            _at_series(c.memory_tail[i], k), _at_series(c.memory_on[i], k), decay,
+        )  # fmt: skip
+        z0 = wd * e_d + wh * e_h
+        b = wd * s_d + wh * s_h
+        amp = wd * pw.die_amp + wh * pw.hbm_amp
+        z1 = decay * z0 + ((1.0 - decay) * b + amp * w) / lam
+        z_new.append(z1)
+        z_int.append((b * dt + amp * wl.on_time - (z1 - z0)) / lam)
+    die_new = v01 * z_new[0] + v02 * z_new[1]
+    h_new = v11 * z_new[0] + v12 * z_new[1]
+    leak_energy = leak0 * dt + leak1 * (v01 * z_int[0] + v02 * z_int[1])
+    e_k = (pw.die_lo + pw.hbm_lo) * dt + (pw.die_amp + pw.hbm_amp) * wl.on_time + leak_energy
+    q_k = e_k - cap_d * (die_new - temp) - cap_h * (h_new - h_old)
+    return die_new, h_new, e_k, q_k, leak_energy, pw
+
+
+def work_lost(pw: PackagePower, wl, dt):
+    r"""GPU-seconds of work lost to the caps over the step [s], per GPU: the clock deficit
+    :math:`1 - f/f_0` (:func:`physics.gpu.clock_ratio`) of each phase times its duration."""
+    hi = 1.0 - gpu.clock_ratio(pw.u_hi, wl.u_high)
+    lo = 1.0 - gpu.clock_ratio(pw.u_lo, wl.u_low)
+    return wl.on_time * hi + (dt - wl.on_time) * lo
 
 
 def _air_fraction_per_rack(p: FacilityParams) -> bool:
@@ -912,14 +1009,16 @@ def gpu_step(
     f_air = jnp.asarray(p.gpu_air_fraction)
     air_per_rack = _air_fraction_per_rack(p)
     inlet = s.tcs_supply[p.rack_cdu][:, None, None]
-    energy = heat = heat_air = 0.0
-    gpu_new, hbm_new = [], []
+    energy = heat = heat_air = leak = 0.0
+    gpu_new, hbm_new, powers = [], [], []
     for k in range(n_s):
-        die_new, h_new, e_k, q_k = gpu_plate_step(
+        die_new, h_new, e_k, q_k, leak_k, pw = gpu_plate_step(
             p, c, k, s.gpu_temp[..., k], s.hbm_temp[..., k], inlet, wl, t0, dt
         )
         energy = energy + e_k
         heat = heat + q_k
+        leak = leak + leak_k
+        powers.append(pw)
         if not air_per_rack:
             heat_air = heat_air + _at_series(f_air, k) * q_k
         if k + 1 < n_s:  # the next plate of the path sees this one's heat
@@ -943,7 +1042,24 @@ def gpu_step(
         rack_max_temp=rack_tmax,
         rack_max_hbm_temp=hbm_temp.reshape(r, -1).max(axis=1),
         rack_throttle_seconds=throttle_seconds(p, gpu_temp, rack_tmax, dt),
+        rack_leakage_energy=_per_rack_sum(p, leak),
+        **capped_seconds(p, powers, wl, dt),
     )
+
+
+def capped_seconds(p: FacilityParams, powers: list, wl: RackWorkload, dt) -> dict:
+    """Per rack (R,): GPU-seconds of work lost to the caps (:func:`work_lost`) and GPU-seconds
+    in thermal slowdown; computed only in a step where some GPU was capped."""
+    r = p.gpu_shape[0]
+    capped = jnp.any(jnp.stack([jnp.any(pw.u_hi < wl.u_high) for pw in powers]))
+
+    def count():
+        lost = sum(work_lost(pw, wl, dt) for pw in powers)
+        slow = sum(jnp.where(pw.slowed, dt, 0.0) for pw in powers)
+        return _per_rack_sum(p, lost), _per_rack_sum(p, slow)
+
+    lost, slow = jax.lax.cond(capped, count, lambda: (jnp.zeros(r), jnp.zeros(r)))
+    return {"rack_work_lost": lost, "rack_slowdown_seconds": slow}
 
 
 def rack_other_power(p: FacilityParams, diurnal, t0, dt):
@@ -1085,6 +1201,9 @@ def step_ledger(
         chiller_seconds=building_to_site(p, fl.chiller_on * dt),
         max_gpu_temp=site_tmax,
         max_hbm_temp=site_hmax,
+        leakage_energy=rack_to_site(p, g.rack_leakage_energy),
+        work_lost_gpu_seconds=rack_to_site(p, g.rack_work_lost),
+        slowdown_gpu_seconds=rack_to_site(p, g.rack_slowdown_seconds),
     )
 
 
@@ -1156,22 +1275,19 @@ def step(
 
 
 def empty_ledger(n_sites: int) -> Ledger:
+    """A ledger of zero sums and -inf maxima, strongly typed like the ledger a run returns (no
+    second compilation of a run that continues from it)."""
     z = jnp.zeros(n_sites)
-    return Ledger(
-        *([z] * 13),
-        # strongly typed like the ledger a run returns: no second compilation of a run
-        # that continues from it
-        max_gpu_temp=jnp.full(n_sites, -jnp.inf, dtype=z.dtype),
-        max_hbm_temp=jnp.full(n_sites, -jnp.inf, dtype=z.dtype),
-    )
+    ninf = jnp.full(n_sites, -jnp.inf, dtype=z.dtype)
+    return Ledger(**{f: ninf if f in LEDGER_MAXIMA else z for f in Ledger._fields})
 
 
 def _accumulate(total: Ledger, inc: Ledger) -> Ledger:
-    summed = [a + b for a, b in zip(total[:13], inc[:13], strict=True)]
     return Ledger(
-        *summed,
-        max_gpu_temp=jnp.maximum(total.max_gpu_temp, inc.max_gpu_temp),
-        max_hbm_temp=jnp.maximum(total.max_hbm_temp, inc.max_hbm_temp),
+        **{
+            f: jnp.maximum(a, b) if f in LEDGER_MAXIMA else a + b
+            for f, a, b in zip(Ledger._fields, total, inc, strict=True)
+        }
     )
 
 

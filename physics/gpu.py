@@ -2,13 +2,16 @@ r"""GPU package thermal and electrical model: workload power, leakage, die and H
 
 Temperature convention: absolute kelvin everywhere in ``physics``.
 
-The package is two first-order nodes that exchange heat with the coolant entering its cold plate:
+The package is two first-order nodes on one cold plate:
 
 * the die node (die, lid, copper cold-plate base and the water inside it, lumped), heat capacity
-  :math:`C` [J K⁻¹], resistance :math:`R` [K W⁻¹] from junction to cold-plate inlet coolant
-  (see :func:`physics.coldplate.junction_to_inlet_resistance`);
-* the HBM node, driven by the memory share of the power, resistance :math:`R_{hbm}` to the same
-  coolant. NVML reports both temperatures (``NVML_TEMPERATURE_GPU``, ``NVML_FI_DEV_MEMORY_TEMP``).
+  :math:`C` [J K⁻¹], resistance :math:`R_{jw}` from junction to the plate wall;
+* the HBM node (the memory stacks beside the die), driven by the memory share of the power,
+  resistance :math:`R_{hw}` to the same wall;
+* the wall reaches the plate's inlet coolant through :math:`R_{pw} = 1/(\varepsilon\dot m c_p)`
+  (:mod:`physics.coldplate`), shared by both: the die's heat warms the HBM and the HBM's the die
+  (:func:`package_conductances`). NVML reports both temperatures (``NVML_TEMPERATURE_GPU``,
+  ``NVML_FI_DEV_MEMORY_TEMP``).
 
 References
 ----------
@@ -19,10 +22,17 @@ References
    ACM TACO 1(1), 2004 — the lumped RC (HotSpot) formulation used here.
 .. [3] M. Hochbruck, A. Ostermann, "Exponential integrators", Acta Numerica 19 (2010) 209–286 —
    exact integration of linear ODEs with piecewise-smooth forcing.
+.. [4] A. E. Kennelly, "The equivalence of triangles and three-pointed stars in conducting
+   networks", Electrical World and Engineer 34 (1899) 413–414 — the star–mesh transform.
+.. [5] N. Weste, D. Harris, *CMOS VLSI Design*, 4th ed., Addison-Wesley, 2010, sec. 5.1
+   (dynamic power :math:`\alpha C V^2 f`) and sec. 5.3 (DVFS).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 
 from physics import workload
@@ -183,3 +193,147 @@ def hbm_temperature_step(temp, temp_coolant, power, resistance, capacitance, dt)
     temp_new = t_inf + (temp - t_inf) * decay
     mean_temp = t_inf + (temp - t_inf) * tau / dt * (1.0 - decay)
     return temp_new, mean_temp
+
+
+# --------------------------------------------------------------------------------------------
+# The package as two coupled nodes (die, HBM) on one cold plate
+# --------------------------------------------------------------------------------------------
+
+
+def package_conductances(resistance_die_wall, resistance_hbm_wall, resistance_wall_inlet):
+    r"""Star-to-mesh (Y-Δ) transform of the package network [W K⁻¹] ([4]_).
+
+    The die (junction → plate wall :math:`R_{jw}`) and the HBM stacks (→ wall :math:`R_{hw}`)
+    sit on one cold plate whose wall reaches the inlet coolant through
+    :math:`R_{pw} = 1/(\varepsilon\,\dot m c_p)`. Eliminating the massless wall node, with
+    :math:`g_j = 1/R_j` and :math:`\Sigma = g_{jw} + g_{hw} + g_{pw}`:
+
+    .. math:: G_{d0} = \frac{g_{jw}g_{pw}}{\Sigma},\quad G_{h0} = \frac{g_{hw}g_{pw}}{\Sigma},
+              \quad G_{dh} = \frac{g_{jw}g_{hw}}{\Sigma}
+
+    die → inlet, HBM → inlet and die ↔ HBM (the coupling through the shared plate).
+    """
+    g_d, g_h, g_p = (
+        1.0 / resistance_die_wall,
+        1.0 / resistance_hbm_wall,
+        1.0 / resistance_wall_inlet,
+    )
+    total = g_d + g_h + g_p
+    return g_d * g_p / total, g_h * g_p / total, g_d * g_h / total
+
+
+def package_steady_temperatures(temp_inlet, power_die, power_hbm, g_d0, g_h0, g_dh, leak0, leak1):
+    r"""Steady die and HBM temperatures [K] of the coupled package ([2]_, [4]_).
+
+    With the die's leakage :math:`P_{leak} = l_0 + l_1 T_d` (:func:`leakage_power`) and the
+    conductances of :func:`package_conductances`:
+
+    .. math:: \begin{pmatrix} G_{d0}+G_{dh}-l_1 & -G_{dh}\\ -G_{dh} & G_{h0}+G_{dh}\end{pmatrix}
+              \begin{pmatrix}T_d\\ T_h\end{pmatrix} =
+              \begin{pmatrix}P_d + l_0 + G_{d0}T_{in}\\ P_h + G_{h0}T_{in}\end{pmatrix}
+
+    ``power_die`` is the die's power without leakage [W], ``power_hbm`` the HBM's [W].
+    """
+    k11 = g_d0 + g_dh - leak1
+    k22 = g_h0 + g_dh
+    det = k11 * k22 - g_dh**2
+    s_d = power_die + leak0 + g_d0 * temp_inlet
+    s_h = power_hbm + g_h0 * temp_inlet
+    return (k22 * s_d + g_dh * s_h) / det, (g_dh * s_d + k11 * s_h) / det
+
+
+class PackageModes(NamedTuple):
+    r"""Modal form of the package ODE :math:`C\dot x = -Kx + s`, :math:`x = V z`,
+    :math:`\dot z_i = -\lambda_i z_i + (V^{-1}C^{-1}s)_i` ([3]_)."""
+
+    rate_fast: jax.Array  # λ₁ [1/s]
+    rate_slow: jax.Array  # λ₂ [1/s]
+    v_die: tuple  # (V₀₁, V₀₂): die row of V
+    v_hbm: tuple  # (V₁₁, V₁₂): HBM row of V
+    w_fast: tuple  # row 1 of V⁻¹C⁻¹ [K/J]: (die, HBM) source weights of mode 1
+    w_slow: tuple  # row 2 of V⁻¹C⁻¹
+
+
+def package_modes(capacitance_die, capacitance_hbm, g_d0, g_h0, g_dh, leak1) -> PackageModes:
+    r"""Eigen-decomposition of the two-node package (:func:`package_steady_temperatures`).
+
+    :math:`C^{-1}K` has real positive eigenvalues (it is similar to the symmetric
+    :math:`C^{-1/2}KC^{-1/2}`):
+
+    .. math:: \lambda_{1,2} = \tfrac{1}{2}\mathrm{tr} \pm \sqrt{\tfrac{1}{4}\mathrm{tr}^2 - \det},
+              \quad \mathrm{tr} = \frac{K_{11}}{C_d}+\frac{K_{22}}{C_h},\ \
+              \det = \frac{K_{11}K_{22}-G_{dh}^2}{C_dC_h}
+
+    with eigenvectors :math:`v_i = (G_{dh},\ K_{11} - \lambda_i C_d)`; :math:`G_{dh} > 0`
+    keeps them independent.
+    """
+    k11 = g_d0 + g_dh - leak1
+    k22 = g_h0 + g_dh
+    a11, a22 = k11 / capacitance_die, k22 / capacitance_hbm
+    half_tr = 0.5 * (a11 + a22)
+    root = jnp.sqrt(0.25 * (a11 - a22) ** 2 + g_dh**2 / (capacitance_die * capacitance_hbm))
+    lam1, lam2 = half_tr + root, half_tr - root
+    v01, v02 = g_dh, g_dh
+    v11, v12 = k11 - lam1 * capacitance_die, k11 - lam2 * capacitance_die
+    det_v = v01 * v12 - v02 * v11
+    # V⁻¹ = [[v12, -v02], [-v11, v01]] / det_v, then times C⁻¹ = diag(1/C_d, 1/C_h)
+    w1 = (v12 / det_v / capacitance_die, -v02 / det_v / capacitance_hbm)
+    w2 = (-v11 / det_v / capacitance_die, v01 / det_v / capacitance_hbm)
+    return PackageModes(lam1, lam2, (v01, v02), (v11, v12), w1, w2)
+
+
+def thermal_slowdown_utilization(
+    temp_slowdown,
+    temp_inlet,
+    power_die_idle,
+    power_die_dynamic,
+    power_hbm_idle,
+    power_hbm_dynamic,
+    g_d0,
+    g_h0,
+    g_dh,
+    leak0,
+    leak1,
+):
+    r"""Utilization at which the die settles at its slowdown temperature [-] ([1]_ section 6).
+
+    Above ``temp_slowdown`` the hardware lowers clocks until the die holds it; at steady state
+    that is the utilization :math:`u_{th}` with :math:`T_d(u_{th}) = T_{slow}` in
+    :func:`package_steady_temperatures` (linear in :math:`u`, since both the die power
+    :math:`P_{d,0} + u P_{d,1}` and the HBM power :math:`P_{h,0} + u P_{h,1}` are):
+
+    .. math:: u_{th} = \frac{T_{slow} - T_d(0)}{T_d(1) - T_d(0)}
+    """
+    t0, _ = package_steady_temperatures(
+        temp_inlet, power_die_idle, power_hbm_idle, g_d0, g_h0, g_dh, leak0, leak1
+    )
+    t1, _ = package_steady_temperatures(
+        temp_inlet,
+        power_die_idle + power_die_dynamic,
+        power_hbm_idle + power_hbm_dynamic,
+        g_d0,
+        g_h0,
+        g_dh,
+        leak0,
+        leak1,
+    )
+    return (temp_slowdown - t0) / (t1 - t0)
+
+
+def clock_ratio(utilization_delivered, utilization_requested, exponent=3.0):
+    r"""Clock frequency under a power or thermal cap relative to the uncapped clock [-].
+
+    Dynamic CMOS power :math:`P = \alpha C V^2 f` with the voltage following the clock on the
+    DVFS curve (:math:`V \propto f`) gives :math:`P \propto f^3` ([5]_), so a cap that cuts the
+    dynamic power from :math:`u_{req}P_{dyn}` to :math:`u P_{dyn}` leaves
+
+    .. math:: f/f_0 = (u/u_{req})^{1/n},\quad n = 3
+
+    and the work a GPU does is proportional to its clock. With :math:`n = 3` a 37.5 % cut of
+    dynamic power costs 14.5 % of the work; the V100/A100 capping measurement in [1]_ section 6
+    (−30 % power for +6-7 % latency) shows memory-bound work loses less, so this errs on the
+    side of counting too much work lost. Returns 1 where nothing was requested.
+    """
+    safe = jnp.where(utilization_requested > 0, utilization_requested, 1.0)
+    ratio = jnp.clip(utilization_delivered / safe, 1e-12, 1.0)
+    return jnp.where(utilization_requested > 0, ratio ** (1.0 / exponent), 1.0)

@@ -455,6 +455,9 @@ def _summary(run: Run, led: F.Ledger, e0, e1, n_steps: int, wall: float, rate: f
             "max_gpu_temperature_c": float(tmax) - ZERO_CELSIUS_K,
             "max_hbm_temperature_c": float(hmax) - ZERO_CELSIUS_K,
             "throttle_gpu_minutes": s(led.throttle_gpu_seconds) / 60.0,
+            "gpu_leakage_energy_kwh": s(led.leakage_energy) / kwh,
+            "slowdown_gpu_hours": s(led.slowdown_gpu_seconds) / 3600.0,
+            "work_lost_gpu_hours": s(led.work_lost_gpu_seconds) / 3600.0,
             "chiller_hours": s(led.chiller_seconds) / 3600.0,
             "energy_balance_relative_error": abs(imbalance) / heat_in,
         }

@@ -23,6 +23,7 @@ TOTALS = (
     ("water_liters", "water evaporated [L]"),
     ("max_gpu_temperature_c", "hottest GPU [degC]"),
     ("throttle_gpu_minutes", "GPU-minutes above max operating"),
+    ("work_lost_gpu_hours", "work lost to power/thermal caps [GPU-h]"),
 )
 
 

@@ -123,12 +123,15 @@ def test_upper_floor_gets_less_facility_water():
     assert cmax[floor == 1].mean() < cmax[floor == 0].mean()
 
 
-def _reference_die_temperatures(p, d, y0, t_start, t_end, dt_out):
-    """Fine reference: the die ODEs of every GPU, continuous square-wave power, coolant inlet
-    held at the CDU setpoint, solved by diffrax (Kvaerno5, rtol=atol=1e-10, steps clipped to
-    every power edge)."""
+def _reference_die_temperatures(p, d, y0, h0, t_start, t_end, dt_out):
+    """Fine reference: the die and HBM ODEs of every GPU on a shared cold-plate wall (solved as
+    the algebraic node of the star network, not by the model's mesh conductances or modes),
+    continuous square-wave power under the power cap, coolant inlet held at the CDU setpoint,
+    solved by diffrax
+    (Kvaerno5, rtol=atol=1e-10, steps clipped to every power edge)."""
     inlet = p.tcs_supply_setpoint[p.rack_cdu][:, None, None, None]
-    res = d.gpu_resistance
+    r_jw, r_hw = p.gpu_resistance_jw, p.gpu_hbm_resistance
+    r_pw = d.gpu_resistance - p.gpu_resistance_jw  # 1/(eps m cp) of the plate
     share = p.gpu_hbm_power_share
     die_idle = p.gpu_power_idle - p.gpu_hbm_power_idle
     die_dyn = (1.0 - share) * p.gpu_power_dynamic
@@ -138,18 +141,16 @@ def _reference_die_temperatures(p, d, y0, t_start, t_end, dt_out):
     lo, hi = p.load_low[:, None, None, None], p.load_high[:, None, None, None]
 
     def rhs(t, y, args):
+        die, hbm = y
         q = workload.square_wave(period, duty, phase, t)
-        power = die_idle + (lo + (hi - lo) * q) * die_dyn
-        return gpu.die_temperature_rhs(
-            y,
-            inlet,
-            power,
-            res,
-            p.gpu_capacitance,
-            p.gpu_leakage_ref,
-            p.gpu_leakage_coeff,
-            p.gpu_temp_ref,
-        )
+        leak = gpu.leakage_power(die, p.gpu_leakage_ref, p.gpu_leakage_coeff, p.gpu_temp_ref)
+        # the firmware power cap, acting continuously (the model samples it once per step)
+        headroom = (p.gpu_power_limit - p.gpu_power_idle - leak) / p.gpu_power_dynamic
+        u = jnp.minimum(lo + (hi - lo) * q, headroom)
+        wall = (die / r_jw + hbm / r_hw + inlet / r_pw) / (1 / r_jw + 1 / r_hw + 1 / r_pw)
+        q_die = die_idle + u * die_dyn + leak - (die - wall) / r_jw
+        q_hbm = p.gpu_hbm_power_idle + u * share * p.gpu_power_dynamic - (hbm - wall) / r_hw
+        return q_die / p.gpu_capacitance, q_hbm / p.gpu_hbm_capacitance
 
     edges = []
     for per, du, ph in zip(
@@ -164,14 +165,14 @@ def _reference_die_temperatures(p, d, y0, t_start, t_end, dt_out):
         t_start,
         t_end,
         0.05,
-        y0,
+        (y0, jnp.broadcast_to(h0, y0.shape)),
         saveat=diffrax.SaveAt(ts=jnp.arange(t_start + dt_out, t_end + 1e-9, dt_out)),
         stepsize_controller=diffrax.PIDController(
             rtol=1e-10, atol=1e-10, jump_ts=jnp.asarray(edges)
         ),
         max_steps=200_000,
     )
-    return np.asarray(sol.ys)
+    return np.asarray(sol.ys[0]), np.asarray(sol.ys[1])
 
 
 @pytest.mark.parametrize("dt,tol", [(1.0, 0.05), (60.0, 0.5)])
@@ -184,15 +185,18 @@ def test_steps_against_fine_reference(dt, tol):
     _, s, _, _ = run(p, d, 60.0, 10)
     t_start = float(s.t)
     t_end = t_start + 600.0
-    ref = _reference_die_temperatures(p, d, s.gpu_temp, t_start, t_end, dt)
+    ref, ref_hbm = _reference_die_temperatures(p, d, s.gpu_temp, s.hbm_temp, t_start, t_end, dt)
     stepper = jax.jit(lambda s: F.step(p, d, s, dt, 0.0)[0])
-    got = []
+    got, got_hbm = [], []
     for _ in range(int(round((t_end - t_start) / dt))):
         s = stepper(s)
         assert_allclose(s.tcs_supply, p.tcs_supply_setpoint, atol=1e-6)
         got.append(np.asarray(s.gpu_temp))
+        got_hbm.append(np.asarray(s.hbm_temp))
     err = np.max(np.abs(np.asarray(got) - ref))
     assert err <= tol, err
+    err_hbm = np.max(np.abs(np.asarray(got_hbm) - ref_hbm))
+    assert err_hbm <= tol, err_hbm
     # The swing is real: the reference moves by more than the tolerance within the run.
     assert np.ptp(ref[:, 0, 0, 0, 0]) > 5 * tol if dt == 1.0 else True
 

@@ -24,20 +24,26 @@ Fields = dict[str, np.ndarray]
 def gpu_params(
     site: Site, design: SiteDesign, rng: np.random.Generator, gpu_spread: float
 ) -> Fields:
-    """GPU and cold-plate fields, shape (racks, 1, 1, 1), or (racks, trays, paths, series) with
+    r"""GPU and cold-plate fields, shape (racks, 1, 1, 1), or (racks, trays, paths, series) with
     ``gpu_spread`` > 0: per-GPU log-normal spreads of junction resistance, heat capacity and
     leakage slope (drawn from ``rng`` in that order).
 
     The cold plate's reference UA gives the vendor junction-coolant resistance at the design
-    flow of one plate path.
+    flow of one plate path, read as vendors and refs section 1 define it: the die's rise over
+    the mean coolant per watt of the whole package at TDP, :math:`(T_j - T_m)/Q`. The die and
+    HBM share the plate (:func:`physics.gpu.package_conductances`), so at TDP
+    :math:`T_j - T_m = R_{pw}Q + R_{jw}Q_{die} - Q/(2\dot m c_p)`: the plate's wall-to-inlet
+    resistance is that of :func:`physics.coldplate.ua_for_mean_fluid_resistance` with
+    :math:`R_{jw}` weighted by the die's share of the TDP power.
     """
     rack = site.building.rack
     g = rack.gpu
     path_flow = design.rack_flow / (rack.trays * rack.paths_per_tray)
     path_cap = design.tcs_density * design.tcs_specific_heat * path_flow
+    die_share = 1.0 - (g.hbm_idle_power + g.hbm_power_share * g.power_dynamic) / g.tdp
     ua_ref = float(
         coldplate.ua_for_mean_fluid_resistance(
-            g.resistance_junction_coolant, g.resistance_junction_wall, path_cap
+            g.resistance_junction_coolant, g.resistance_junction_wall * die_share, path_cap
         )
     )
     if not np.isfinite(ua_ref) or ua_ref <= 0:
@@ -46,8 +52,8 @@ def gpu_params(
             g.resistance_junction_coolant,
             "a resistance that the cold plate can reach at the design flow "
             f"(path capacity rate {path_cap:.0f} W/K): larger than "
-            f"resistance_junction_wall + 1/(2 m cp) = "
-            f"{g.resistance_junction_wall + 0.5 / path_cap:.4f} K/W",
+            f"resistance_junction_wall x die share of TDP + 1/(2 m cp) = "
+            f"{g.resistance_junction_wall * die_share + 0.5 / path_cap:.4f} K/W",
         )
     # Parameters shared by all GPUs of a rack are stored per rack and broadcast.
     per_rack = (site.racks, 1, 1, 1)
@@ -72,6 +78,7 @@ def gpu_params(
         "gpu_hbm_power_share": g.hbm_power_share,
         "gpu_temp_ref": g.reference_temperature,
         "gpu_temp_max_operating": g.max_operating_temperature,
+        "gpu_temp_slowdown": g.slowdown_temperature,
         "gpu_air_fraction": g.air_fraction,
         "coldplate_ua_ref": ua_ref,
         "coldplate_flow_ref": path_flow,

@@ -138,10 +138,7 @@ class Audit:
     """Constraint audit each epoch at the simulated TCS supply, and the GPU work delivered."""
 
     topo: Topology
-    hbm_idle: np.ndarray  # (R,) per-rack GPU constants (hottest GPU)
-    hbm_dyn: np.ndarray
-    hbm_res: np.ndarray
-    t_max_op: np.ndarray
+    t_max_op: np.ndarray  # (R,) the hottest GPU's max operating temperature [K]
     counters: dict = field(
         default_factory=lambda: {"gpu": 0, "hbm": 0, "rack_cap": 0, "row_cap": 0, "site_cap": 0}
     )
@@ -151,7 +148,7 @@ class Audit:
 
     @classmethod
     def of(cls, p: F.FacilityParams, topo: Topology) -> Audit:
-        """No violation yet; the hottest GPU's HBM and temperature constants of each rack."""
+        """No violation yet; each rack's max operating temperature (its strictest GPU)."""
         r_n = p.n_racks
 
         def per_rack(x):
@@ -159,9 +156,6 @@ class Audit:
 
         return cls(
             topo,
-            hbm_idle=per_rack(p.gpu_hbm_power_idle),
-            hbm_dyn=per_rack(p.gpu_hbm_power_share * p.gpu_power_dynamic),
-            hbm_res=per_rack(p.gpu_hbm_resistance),
             t_max_op=per_rack(p.gpu_temp_max_operating),
         )
 
@@ -186,7 +180,8 @@ class Audit:
         c["gpu"] += int((hot > topo.gpu_limit + 1e-6).sum())
         over_op = hot > self.t_max_op
         self.throttle_gpu_s += float(((topo.gpus_per_rack - racks.free) * over_op).sum() * epoch)
-        hbm = np.where(busy, t_in + (self.hbm_idle + self.hbm_dyn * hot_u) * self.hbm_res, -np.inf)
+        a_hbm, b_hbm = hot_coefficients(q_hot, dq, t_in, node="hbm")
+        hbm = np.where(busy, a_hbm + b_hbm * hot_u, -np.inf)
         c["hbm"] += int((hbm > topo.hbm_limit + 1e-6).sum())
         c["rack_cap"] += int((racks.rack_peak > topo.rack_cap * (1 + 1e-9)).sum())
         c["row_cap"] += int((racks.cdu_peak > topo.cdu_cap * (1 + 1e-9)).sum())

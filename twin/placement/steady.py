@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from physics import facility as F
-from physics import gpu
 from twin.simulation import Run, rack_utilization
 
 #: A step long enough that every tank of the loops reaches its inflow temperature [s].
@@ -44,17 +43,6 @@ class Steady(eqx.Module):
     tcs_supply: jax.Array  # (N,) [K]
 
 
-def _gpu_terms(p: F.FacilityParams, d: F.Derived):
-    """GPU die thermal resistance, conductance with leakage, idle and dynamic die power, and
-    the leakage intercept: T_die = (idle + u * dyn + c0 + T_in / res) / g."""
-    res = d.gpu_resistance
-    g = gpu.die_conductance(res, p.gpu_leakage_ref, p.gpu_leakage_coeff)
-    die_idle = p.gpu_power_idle - p.gpu_hbm_power_idle
-    die_dyn = (1.0 - p.gpu_hbm_power_share) * p.gpu_power_dynamic
-    c0 = p.gpu_leakage_ref * (1.0 - p.gpu_leakage_coeff * p.gpu_temp_ref)
-    return res, g, die_idle, die_dyn, c0
-
-
 def rack_conditions(
     p: F.FacilityParams,
     d: F.Derived,
@@ -66,17 +54,9 @@ def rack_conditions(
     """Per-rack IT power, liquid and air heat (from ``p``) and the hottest GPU die and HBM
     temperatures at ``u_hot`` (from ``p_hot``: a powered rack, even if ``p`` parks it)."""
     r = p.n_racks
-    res, g, die_idle, die_dyn, c0 = _gpu_terms(p, d)
     tin = t_in[:, None, None, None]
     u = u_mean[:, None, None, None]
-    t_die = (die_idle + u * die_dyn + c0 + tin / res) / g
-    p_hbm = p.gpu_hbm_power_idle + p.gpu_hbm_power_share * p.gpu_power_dynamic * u
-    p_gpu = (
-        die_idle
-        + u * die_dyn
-        + gpu.leakage_power(t_die, p.gpu_leakage_ref, p.gpu_leakage_coeff, p.gpu_temp_ref)
-        + p_hbm
-    )
+    p_gpu = F.package_steady(p, d, tin, u).power
     air = p.gpu_air_fraction
     full = p.gpu_shape
     n_gpu = float(np.prod(full[1:]))
@@ -92,19 +72,9 @@ def rack_conditions(
     )
     liquid = rack_gpu - rack_gpu_air + p.rack_other_liquid_fraction * other
     air_heat = rack_gpu_air + (1.0 - p.rack_other_liquid_fraction) * other
-    uh = u_hot[:, None, None, None]
-    ph = p
-    if p_hot is not None:
-        ph = p_hot
-        res, g, die_idle, die_dyn, c0 = _gpu_terms(ph, d)
-    hot = (die_idle + uh * die_dyn + c0 + tin / res) / g
-    hbm = (
-        tin
-        + (ph.gpu_hbm_power_idle + ph.gpu_hbm_power_share * ph.gpu_power_dynamic * uh)
-        * ph.gpu_hbm_resistance
-    )
+    hot = F.package_steady(p if p_hot is None else p_hot, d, tin, u_hot[:, None, None, None])
     rmax = lambda x: jnp.broadcast_to(x, (r,) + tuple(jnp.shape(x)[1:])).reshape(r, -1).max(axis=1)  # noqa: E731
-    return rack_gpu + other, liquid, air_heat, rmax(hot), rmax(hbm)
+    return rack_gpu + other, liquid, air_heat, rmax(hot.die), rmax(hot.hbm)
 
 
 def steady_state(
@@ -298,13 +268,14 @@ def marginal_factor(p, u_mean, u_hot, hours_vec, weight_vec, power=None):
     return jax.lax.map(lambda a: one(*a), (hours_vec, weight_vec))
 
 
-def hot_coefficients(p, d, t_in_rack):
-    """Per rack (a, b) with the hottest GPU die at utilization u = a + b * u for the rack's
-    inlet temperatures ``t_in_rack`` (R,) [K] (numpy)."""
-    res, g, die_idle, die_dyn, c0 = (np.asarray(x) for x in _gpu_terms(p, d))
+def hot_coefficients(p, d, t_in_rack, node: str = "die"):
+    """Per rack (a, b) with the hottest GPU die (``node="hbm"``: HBM) at utilization
+    u = a + b * u for the rack's inlet temperatures ``t_in_rack`` (R,) [K] (numpy): the steady
+    package (:func:`physics.facility.package_steady`) is linear in u at a fixed inlet."""
     r = p.n_racks
-    a = (die_idle + c0 + np.asarray(t_in_rack)[:, None, None, None] / res) / g
-    b = np.broadcast_to(die_dyn / g, a.shape)
+    t_in = jnp.asarray(t_in_rack)[:, None, None, None]
+    a = np.asarray(getattr(F.package_steady(p, d, t_in, 0.0), node))
+    b = np.asarray(getattr(F.package_steady(p, d, t_in, 1.0), node)) - a
     a = np.broadcast_to(a, (r,) + a.shape[1:]).reshape(r, -1)
     b = np.broadcast_to(b, (r,) + b.shape[1:]).reshape(r, -1)
     return a.max(axis=1), b.max(axis=1)
