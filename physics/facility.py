@@ -135,7 +135,7 @@ class FacilityParams(eqx.Module):
     chiller_unit_capacity: jax.Array  # reference capacity of one unit [W]
     chiller_units: jax.Array  # installed units (float) [-]
     chiller_minimum_lift: jax.Array  # Carnot form's lift floor [K]
-    chiller_minimum_part_load: jax.Array  # below it a running unit false-loads [-]
+    chiller_minimum_part_load: jax.Array  # below it a running unit cycles on/off [-]
     chiller_curve_kind: jax.Array  # 0 DOE-2 EIR curves, 1 Carnot fraction
     chiller_cop_reference: jax.Array  # DOE-2 reference COP [-]
     chiller_capft: jax.Array  # (B, 6) DOE-2 CAPFT biquadratic, degC
@@ -629,7 +629,7 @@ def trim_chiller(p: FacilityParams, t_after_dc, fws_cap, t_air):
     :func:`physics.heat_rejection.chiller_plant`: ``chiller_units`` air-cooled units of
     ``chiller_unit_capacity`` leaving the water at the FWS setpoint, condensers in the site's
     dry-bulb; full-load COP from the DOE-2 curves or the Carnot fraction with a minimum lift
-    (``chiller_curve_kind``), DOE-2 part-load curve, false loading below the minimum PLR.
+    (``chiller_curve_kind``), DOE-2 part-load curve, on/off cycling below the minimum PLR.
     Returns the heat removed [W], the plant outlet [K], the electric power [W] and the
     condenser heat [W], each (B,).
     """

@@ -742,13 +742,17 @@ def chiller_plant(
     .. math::
         Q = \mathrm{clip}(Q_{dem},\ 0,\ n\,Q_u),\qquad
         P = n_{on}\,\frac{Q_u}{\mathrm{COP}_{fl}}\,
-            \mathrm{EIRFPLR}\bigl(\max(\mathrm{PLR}, \mathrm{PLR}_{min})\bigr),\qquad
+            \mathrm{EIRFPLR}\bigl(\max(\mathrm{PLR}, \mathrm{PLR}_{min})\bigr)\,
+            \min\!\left(1, \frac{\mathrm{PLR}}{\mathrm{PLR}_{min}}\right),\qquad
         Q_{cond} = Q + P
 
     EIRFPLR is the DOE-2 part-load quadratic (:func:`quadratic`, = 1 at PLR 1).  Below
-    :math:`\mathrm{PLR}_{min}` the running unit false-loads (hot-gas bypass): it draws the power
-    of PLR_min while delivering less.  No load, no power.  The condenser rejects the evaporator
-    heat plus the compressor power (first law of the refrigerant circuit) to outdoor air.
+    :math:`\mathrm{PLR}_{min}` (DOE-2 0.1, [10]_ section 4) the running unit cannot unload
+    further: it runs at PLR_min for a fraction PLR/PLR_min of the time and is off otherwise
+    (on/off cycling, EnergyPlus's "minimum part load ratio", [7]_; :func:`chiller_eir_cop` with
+    the minimum unloading ratio equal to PLR_min), so the COP stays at that of PLR_min.
+    No load, no power.  The condenser rejects the evaporator heat plus the compressor power
+    (first law of the refrigerant circuit) to outdoor air.
 
     Parameters
     ----------
@@ -761,7 +765,7 @@ def chiller_plant(
     second_law_efficiency, evaporator_approach, condenser_approach, lift_min :
         see :func:`chiller_full_load_cop`
     eirfplr : EIRFPLR quadratic coefficients (last axis 3) [-]
-    part_load_ratio_min : minimum part-load ratio [-]
+    part_load_ratio_min : minimum part-load ratio [-], below it a unit cycles on and off
 
     Returns
     -------
@@ -787,7 +791,8 @@ def chiller_plant(
     heat = jnp.clip(heat_demand, 0.0, units * unit_available)
     units_on, plr = chiller_staging(heat, unit_available, units)
     eir = quadratic(eirfplr, jnp.maximum(plr, part_load_ratio_min))
-    power = jnp.where(heat > 0.0, units_on * unit_available / cop_full * eir, 0.0)
+    cycling = jnp.minimum(1.0, plr / part_load_ratio_min)
+    power = jnp.where(heat > 0.0, units_on * unit_available / cop_full * eir * cycling, 0.0)
     return heat, power, heat + power
 
 

@@ -469,6 +469,26 @@ def test_chiller_plant_doe2_part_load_refs_case_8_8(plr, expected):
     assert_allclose(q / power, _eir_independent(6.67, 29.4, plr)[1], rtol=1e-12)
 
 
+@pytest.mark.parametrize("plr", [0.03, 0.1, 0.35, 0.8, 1.0])
+@pytest.mark.parametrize(("t_chw", "t_cond"), [(6.67, 29.4), (32.0, 38.0), (8.0, 26.0)])
+def test_chiller_plant_doe2_one_unit_is_the_energyplus_eir_chiller(plr, t_chw, t_cond):
+    """One unit of the DOE-2 option is EnergyPlus's Chiller:Electric:EIR with its minimum
+    unloading ratio equal to PLR_min (cycling below 0.1, no hot-gas bypass band): against the
+    EnergyPlus algorithm written out (_eir_independent's formula with PLR_unl = 0.1)."""
+    q_ref = 2e6
+    cap = q_ref * float(
+        hr.biquadratic(CURVE.capft, min(max(t_chw, 5), 10), min(max(t_cond, 24), 35))
+    )
+    q, power, _ = _plant(plr * cap, t_chw + K, t_cond + K, DOE2, unit=q_ref)
+    tc, tk = min(max(t_chw, 5.0), 10.0), min(max(t_cond, 24.0), 35.0)
+    eirft = float(hr.biquadratic(CURVE.eirft, tc, tk))
+    plr_e = max(plr, 0.1)
+    eirfplr = 0.222903 + 0.313387 * plr_e + 0.463710 * plr_e**2
+    expected = cap / 5.5 * eirft * eirfplr * min(1.0, plr / 0.1)
+    assert_allclose(q, plr * cap, rtol=1e-14)
+    assert_allclose(power, expected, rtol=1e-12)
+
+
 def test_chiller_plant_doe2_clamps_to_curve_range():
     """EnergyPlus clamps the curve inputs: 32 degC chilled water and 40 degC air give the COP
     of 10 / 35 degC (refs 8.8: 5.20)."""
@@ -564,10 +584,11 @@ def test_chiller_plant_staging_capacity_and_false_loading(kind):
         hr.CHILLER_LIFT_MIN_K,
     )
     assert_allclose(p_full, q_u / cop_full, rtol=1e-12)
-    # below PLR_min the running unit false-loads: same power as at PLR_min, less heat
-    _, p_min, _ = _plant(0.1 * q_u, t_chw, t_air, kind)
-    _, p_low, _ = _plant(0.03 * q_u, t_chw, t_air, kind)
-    assert_allclose(p_low, p_min, rtol=1e-15)
+    # below PLR_min the running unit cycles on/off: the COP of PLR_min, power ∝ heat
+    q_min, p_min, _ = _plant(0.1 * q_u, t_chw, t_air, kind)
+    q_low, p_low, _ = _plant(0.03 * q_u, t_chw, t_air, kind)
+    assert_allclose(q_low / p_low, q_min / p_min, rtol=1e-13)
+    assert_allclose(p_low, 0.3 * p_min, rtol=1e-13)
     # and above it the part-load curve (DOE-2 EIRFPLR) sets the power
     _, p_half, _ = _plant(0.5 * q_u, t_chw, t_air, kind)
     assert_allclose(p_half / p_full, 0.222903 + 0.313387 * 0.5 + 0.463710 * 0.25, rtol=1e-12)
@@ -666,8 +687,8 @@ GRAD_CASES = {
         lambda q, a, b: _plant(q, a, b, CARNOT, units=4.0)[2],
         (5e6, 305.15, 313.15),
     ),
-    # false loading (PLR 0.05 < 0.1): power independent of the load, smooth in temperature
-    "chiller_plant_power_false_loading": (
+    # on/off cycling (PLR 0.05 < 0.1)
+    "chiller_plant_power_cycling": (
         lambda q, a, b: _plant(q, a, b, CARNOT, units=4.0)[1],
         (1e5, 305.15, 313.15),
     ),
