@@ -133,6 +133,17 @@ class FacilityParams(eqx.Module):
     chiller_second_law_efficiency: jax.Array  # [-]
     chiller_evaporator_approach: jax.Array  # [K]
     chiller_condenser_approach: jax.Array  # [K]
+    chiller_unit_capacity: jax.Array  # reference capacity of one unit [W]
+    chiller_units: jax.Array  # installed units (float) [-]
+    chiller_minimum_lift: jax.Array  # Carnot form's lift floor [K]
+    chiller_minimum_part_load: jax.Array  # below it a running unit cycles on/off [-]
+    chiller_curve_kind: jax.Array  # 0 DOE-2 EIR curves, 1 Carnot fraction
+    chiller_cop_reference: jax.Array  # DOE-2 reference COP [-]
+    chiller_capft: jax.Array  # (B, 6) DOE-2 CAPFT biquadratic, degC
+    chiller_eirft: jax.Array  # (B, 6) DOE-2 EIRFT biquadratic, degC
+    chiller_eirfplr: jax.Array  # (B, 3) EIRFPLR quadratic
+    chiller_chw_range: jax.Array  # (B, 2) DOE-2 validity, leaving chilled water [K]
+    chiller_cond_range: jax.Array  # (B, 2) DOE-2 validity, entering condenser [K]
     building_site: jax.Array  # int index
     # --- site (S,) ---
     air_fan_power_ratio: jax.Array  # air-path fan power per W of air heat [-]
@@ -272,10 +283,13 @@ class Ledger(NamedTuple):
     leakage_energy: jax.Array  # GPU leakage (part of gpu_energy) [J]
     work_lost_gpu_seconds: jax.Array  # GPU-seconds of work lost to power and thermal caps
     slowdown_gpu_seconds: jax.Array  # GPU-seconds in thermal slowdown (clocks lowered)
+    chiller_heat: jax.Array  # heat the trim chillers removed from the water (evaporator) [J]
+    chiller_condenser_heat: jax.Array  # their condenser heat to outdoor air [J]
+    drycooler_heat: jax.Array  # heat the dry coolers rejected [J]
 
 
-#: Ledger fields that are running maxima; every other field is a running sum.
-LEDGER_MAXIMA = ("max_gpu_temp", "max_hbm_temp")
+#: Ledger fields reduced by maximum over a run; every other field is a sum.
+LEDGER_MAXIMA = frozenset({"max_gpu_temp", "max_hbm_temp"})
 
 
 class StepOutput(NamedTuple):
@@ -534,6 +548,7 @@ class LoopFlows(NamedTuple):
     water_rate: jax.Array  # kg/s
     cold_supply: jax.Array  # K, FWS supply seen by the CDUs
     chiller_on: jax.Array  # 0/1
+    q_condenser: jax.Array  # W rejected to air by the chillers' condensers (Q + P)
 
 
 def cdu_valve_control(p: FacilityParams, temp_hot, temp_cold, cap_hot, cap_cold_max):
@@ -658,24 +673,41 @@ def adiabatic_water_rate(p: FacilityParams, wet, speed, t_air, t_coil, t_wb):
 
 
 def trim_chiller(p: FacilityParams, t_after_dc, fws_cap, t_air):
-    r"""Trim chiller that brings the FWS down to its setpoint, limited by its capacity.
+    r"""Trim chillers that bring the FWS down to its setpoint, staged and capacity-limited.
 
-    .. math:: \dot Q = \mathrm{clip}\bigl(C(T_{after} - T_{set}),\ 0,\ \dot Q_{max}\bigr),\quad
-              T_{out} = T_{after} - \dot Q/C,\quad P = \dot Q/\mathrm{COP}
+    .. math:: \dot Q_{dem} = \max\bigl(C(T_{after} - T_{set}),\ 0\bigr),\quad
+              T_{out} = T_{after} - \dot Q/C
 
-    with the COP a second-law fraction of Carnot between :math:`T_{set} - \Delta T_{evap}` and
-    :math:`T_{db} + \Delta T_{cond}` (:func:`physics.heat_rejection.chiller_carnot_cop`).
-    Returns the heat removed [W], the plant outlet [K] and the electric power [W], each (B,).
+    with the heat :math:`\dot Q`, compressor power and condenser heat of
+    :func:`physics.heat_rejection.chiller_plant`: ``chiller_units`` air-cooled units of
+    ``chiller_unit_capacity`` leaving the water at the FWS setpoint, condensers in the site's
+    dry-bulb; full-load COP from the DOE-2 curves or the Carnot fraction with a minimum lift
+    (``chiller_curve_kind``), DOE-2 part-load curve, on/off cycling below the minimum PLR.
+    Returns the heat removed [W], the plant outlet [K], the electric power [W] and the
+    condenser heat [W], each (B,).
     """
     setpoint = p.fws_supply_setpoint
-    q_chiller = jnp.clip(fws_cap * (t_after_dc - setpoint), 0.0, p.chiller_capacity)
-    plant_out = t_after_dc - q_chiller / fws_cap
-    cop = heat_rejection.chiller_carnot_cop(
-        setpoint - p.chiller_evaporator_approach,
-        t_air + p.chiller_condenser_approach,
+    q_chiller, power, q_condenser = heat_rejection.chiller_plant(
+        fws_cap * (t_after_dc - setpoint),
+        setpoint,
+        t_air,
+        p.chiller_unit_capacity,
+        p.chiller_units,
+        p.chiller_curve_kind,
+        p.chiller_cop_reference,
+        p.chiller_capft,
+        p.chiller_eirft,
+        p.chiller_eirfplr,
+        p.chiller_chw_range,
+        p.chiller_cond_range,
         p.chiller_second_law_efficiency,
+        p.chiller_evaporator_approach,
+        p.chiller_condenser_approach,
+        p.chiller_minimum_lift,
+        p.chiller_minimum_part_load,
     )
-    return q_chiller, plant_out, q_chiller / cop
+    plant_out = t_after_dc - q_chiller / fws_cap
+    return q_chiller, plant_out, power, q_condenser
 
 
 def fws_supply_main_step(p: FacilityParams, tanks, plant_out, fws_cap, dt):
@@ -728,7 +760,7 @@ def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, 
     t_air_site, t_air, t_wb, wet, t_coil = coil_air_temperature(p, hours)
     speed, t_after_dc, q_dc, fan_power = dry_cooler(p, plant_in, t_coil, fws_cap)
     water_rate = adiabatic_water_rate(p, wet, speed, t_air, t_coil, t_wb)
-    q_chiller, plant_out, chiller_power = trim_chiller(p, t_after_dc, fws_cap, t_air)
+    q_chiller, plant_out, chiller_power, q_condenser = trim_chiller(p, t_after_dc, fws_cap, t_air)
     fws_supply_tanks = fws_supply_main_step(p, s.fws_supply_tanks, plant_out, fws_cap, dt)
 
     flows = LoopFlows(
@@ -743,6 +775,7 @@ def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, 
         water_rate=water_rate,
         cold_supply=cold_supply,
         chiller_on=jnp.where(q_chiller > 0, 1.0, 0.0),
+        q_condenser=q_condenser,
     )
     return LoopState(tcs_tanks, fws_supply_tanks, fws_return_tanks), flows, t_air_site
 
@@ -1142,8 +1175,16 @@ def site_power(p: FacilityParams, d: Derived, fl: LoopFlows, rack_it_energy, rac
               P_{total} = P_{IT} + P_{mech} + P_{loss}
 
     Air-path fans draw ``air_fan_power_ratio`` per W of rack heat to air; the heat rejected is
-    the plant's (dry coolers + chiller) plus the air heat. ``rack_it_energy`` [J] and
-    ``rack_air`` [W] are (R,).
+    the plant's (dry coolers + chiller evaporators) plus the air heat. ``rack_it_energy`` [J]
+    and ``rack_air`` [W] are (R,).
+
+    The balance's control volume is the IT equipment and the liquid loops: heat leaves the
+    water through the dry coolers and the chiller evaporators. The compressor power is not
+    part of it: it enters the refrigerant circuit and leaves with the condenser heat
+    (:math:`Q_{cond} = Q_{evap} + P`, exact by construction in
+    :func:`physics.heat_rejection.chiller_plant`); the ledger records that condenser heat
+    separately (``chiller_condenser_heat``), so the heat to outdoor air is dry coolers +
+    condensers + air heat.
     """
     it_energy = rack_to_site(p, rack_it_energy)
     air_heat = rack_to_site(p, rack_air)
@@ -1204,6 +1245,9 @@ def step_ledger(
         leakage_energy=rack_to_site(p, g.rack_leakage_energy),
         work_lost_gpu_seconds=rack_to_site(p, g.rack_work_lost),
         slowdown_gpu_seconds=rack_to_site(p, g.rack_slowdown_seconds),
+        chiller_heat=building_to_site(p, fl.q_chiller) * dt,
+        chiller_condenser_heat=building_to_site(p, fl.q_condenser) * dt,
+        drycooler_heat=building_to_site(p, fl.q_dc) * dt,
     )
 
 
@@ -1275,19 +1319,20 @@ def step(
 
 
 def empty_ledger(n_sites: int) -> Ledger:
-    """A ledger of zero sums and -inf maxima, strongly typed like the ledger a run returns (no
-    second compilation of a run that continues from it)."""
+    """A ledger to start a run from: sums zero, maxima -inf (fields of :data:`LEDGER_MAXIMA`)."""
     z = jnp.zeros(n_sites)
-    ninf = jnp.full(n_sites, -jnp.inf, dtype=z.dtype)
-    return Ledger(**{f: ninf if f in LEDGER_MAXIMA else z for f in Ledger._fields})
+    # strongly typed like the ledger a run returns: no second compilation of a run that
+    # continues from it
+    low = jnp.full(n_sites, -jnp.inf, dtype=z.dtype)
+    return Ledger(*[low if name in LEDGER_MAXIMA else z for name in Ledger._fields])
 
 
 def _accumulate(total: Ledger, inc: Ledger) -> Ledger:
     return Ledger(
-        **{
-            f: jnp.maximum(a, b) if f in LEDGER_MAXIMA else a + b
-            for f, a, b in zip(Ledger._fields, total, inc, strict=True)
-        }
+        *[
+            jnp.maximum(a, b) if name in LEDGER_MAXIMA else a + b
+            for name, a, b in zip(Ledger._fields, total, inc, strict=True)
+        ]
     )
 
 

@@ -29,6 +29,7 @@ References
    ("Electric chiller based on the DOE-2.1 model") and ``Buildings.Fluid.Chillers.Carnot_TEva``.
 .. [9] Y. A. Çengel, M. A. Boles, *Thermodynamics: An Engineering Approach*, 8th ed.,
    McGraw-Hill, 2015, Eq. 6-18 (Carnot refrigerator COP).
+.. [10] ``shared/refs/physics-references.md`` section 4 (chiller rows) and section 8 case 8.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from physics.heat_exchangers import effectiveness_counterflow
 from physics.solvers import solve_monotone
 
 __all__ = [
+    "CHILLER_CURVE_CARNOT",
+    "CHILLER_CURVE_DOE2",
+    "CHILLER_LIFT_MIN_K",
     "DOE2_CENTRIFUGAL_5_50COP",
     "ChillerEIRCurve",
     "adiabatic_precooled_air_temperature",
@@ -50,7 +54,10 @@ __all__ = [
     "chiller_eir_available_capacity",
     "chiller_eir_cop",
     "chiller_eir_power",
+    "chiller_full_load_cop",
+    "chiller_plant",
     "chiller_power",
+    "chiller_staging",
     "dry_cooler_design",
     "dry_cooler_fan_power",
     "dry_cooler_fan_speed_for_setpoint",
@@ -590,6 +597,203 @@ def chiller_power(heat, cop):
     cop : coefficient of performance [-]
     """
     return jnp.asarray(heat) / cop
+
+
+#: ``curve_kind`` of :func:`chiller_full_load_cop` and :func:`chiller_plant`: DOE-2 biquadratics.
+CHILLER_CURVE_DOE2 = 0.0
+#: ``curve_kind``: Carnot fraction with a minimum lift (warm-water trim chillers).
+CHILLER_CURVE_CARNOT = 1.0
+
+#: Minimum refrigerant lift of the Carnot-fraction chiller [K], derived from the lowest-lift
+#: measured chiller of [10]_ section 4, Trane CVHF 2300 kW, COP 8.10 at 4.44 degC leaving
+#: chilled water and 12.78 degC entering condenser water (EnergyPlus ``Chiller:Electric:EIR``
+#: record, reference condenser flow 0.09085 m3/s).  Its condenser heat 2.2999 MW x (1 + 1/8.10)
+#: = 2.584 MW warms that flow by 6.79 K, so the water-to-water lift is 12.78 + 6.79 - 4.44 =
+#: 15.1 K, and the refrigerant lift at least that plus the evaporator approach: 17.1 K with the
+#: 2 K approach the facility uses.  Inverting the Carnot form with eta_II 0.5 and the same
+#: approach, COP 8.10 at T_e = 2.44 degC needs a lift of 0.5 x 275.59 / 8.10 = 17.0 K.  No chiller
+#: in the data is rated at a lower lift (that curve's range also starts there), so the COP is
+#: not extrapolated below 17 K.
+CHILLER_LIFT_MIN_K = 17.0
+
+
+def chiller_full_load_cop(
+    temp_chw_leaving,
+    temp_cond_entering,
+    curve_kind,
+    cop_reference,
+    capft,
+    eirft,
+    temp_chw_range,
+    temp_cond_range,
+    second_law_efficiency,
+    evaporator_approach,
+    condenser_approach,
+    lift_min,
+):
+    r"""Full-load COP [-] and capacity ratio CAPFT [-] of a chiller, one of two forms.
+
+    ``curve_kind`` = :data:`CHILLER_CURVE_DOE2` (0): DOE-2 / EnergyPlus ``Chiller:Electric:EIR``
+    ([7]_, [10]_ section 4), temperatures clamped to the curves' validity range as EnergyPlus
+    does,
+
+    .. math:: \mathrm{COP}_{fl} = \frac{\mathrm{COP}_{ref}}{\mathrm{EIRFT}(t_{chw}, t_{cond})},
+              \qquad \mathrm{CAPFT}(t_{chw}, t_{cond})
+
+    ``curve_kind`` = :data:`CHILLER_CURVE_CARNOT` (1): Carnot fraction for warm-water trim
+    chillers, where the DOE-2 curves are out of range ([10]_ sections 4 and 9; [9]_ Eq. 6-18),
+
+    .. math:: T_e = T_{chw} - \Delta T_{evap},\quad T_c = T_{cond} + \Delta T_{cond},\quad
+              \mathrm{COP}_{fl} = \eta_{II}\,\frac{T_e}{\max(T_c - T_e,\ \Delta T_{lift,min})},
+              \qquad \mathrm{CAPFT} = 1
+
+    (see :data:`CHILLER_LIFT_MIN_K` for the minimum lift).  The flag is numeric so the choice
+    stays inside ``jit``; both forms are evaluated and one selected.
+
+    Parameters
+    ----------
+    temp_chw_leaving : leaving chilled-water temperature [K]
+    temp_cond_entering : entering condenser fluid temperature [K] (outdoor dry-bulb for an
+        air-cooled condenser, as EnergyPlus takes it)
+    curve_kind : 0 DOE-2 curves, 1 Carnot fraction [-]
+    cop_reference : DOE-2 reference COP [-]
+    capft, eirft : DOE-2 biquadratic coefficients (last axis 6), fitted in degC [-]
+    temp_chw_range, temp_cond_range : DOE-2 validity ranges (last axis: min, max) [K]
+    second_law_efficiency : η_II [-]
+    evaporator_approach : chilled water minus evaporating temperature [K]
+    condenser_approach : condensing minus entering condenser fluid temperature [K]
+    lift_min : minimum refrigerant lift [K]
+
+    Returns
+    -------
+    cop_full_load : [-]
+    capacity_ratio : available / reference capacity [-]
+    """
+    temp_chw_range = jnp.asarray(temp_chw_range)
+    temp_cond_range = jnp.asarray(temp_cond_range)
+    t_chw = jnp.clip(temp_chw_leaving, temp_chw_range[..., 0], temp_chw_range[..., 1])
+    t_cond = jnp.clip(temp_cond_entering, temp_cond_range[..., 0], temp_cond_range[..., 1])
+    t_chw_c = t_chw - _KELVIN_OFFSET
+    t_cond_c = t_cond - _KELVIN_OFFSET
+    cop_doe2 = cop_reference / biquadratic(eirft, t_chw_c, t_cond_c)
+    cap_doe2 = biquadratic(capft, t_chw_c, t_cond_c)
+    cop_carnot = chiller_carnot_cop(
+        jnp.asarray(temp_chw_leaving) - evaporator_approach,
+        jnp.asarray(temp_cond_entering) + condenser_approach,
+        second_law_efficiency,
+        lift_min,
+    )
+    carnot = jnp.asarray(curve_kind) == CHILLER_CURVE_CARNOT
+    return jnp.where(carnot, cop_carnot, cop_doe2), jnp.where(carnot, 1.0, cap_doe2)
+
+
+def chiller_staging(heat, unit_capacity_available, units):
+    r"""Units running and their part-load ratio for ``heat`` shared by identical units.
+
+    .. math:: n_{on} = \mathrm{clip}\bigl(\lceil Q / Q_u \rceil,\ 1,\ n\bigr),\qquad
+              \mathrm{PLR} = \frac{Q}{n_{on}\,Q_u}
+
+    Units are staged on as the load grows (lead/lag sequencing, every running unit at the same
+    PLR; ASHRAE Handbook - HVAC Applications, ch. "Supervisory control strategies").  The count
+    is piecewise constant, so its derivative is zero; PLR is smooth between staging points.
+
+    Parameters
+    ----------
+    heat : evaporator heat flow [W], in [0, n Q_u]
+    unit_capacity_available : available capacity of one unit Q_u [W], > 0
+    units : installed units n [-]
+
+    Returns
+    -------
+    units_on : [-] (float)
+    part_load_ratio : [-]
+    """
+    heat = jnp.asarray(heat)
+    # a plant with no units (capacity 0) gets no heat; one "unit" keeps PLR = 0 finite
+    units_on = jnp.clip(jnp.ceil(heat / unit_capacity_available), 1.0, jnp.maximum(units, 1.0))
+    return units_on, heat / (units_on * unit_capacity_available)
+
+
+def chiller_plant(
+    heat_demand,
+    temp_chw_leaving,
+    temp_cond_entering,
+    unit_capacity,
+    units,
+    curve_kind,
+    cop_reference,
+    capft,
+    eirft,
+    eirfplr,
+    temp_chw_range,
+    temp_cond_range,
+    second_law_efficiency,
+    evaporator_approach,
+    condenser_approach,
+    lift_min,
+    part_load_ratio_min,
+):
+    r"""A plant of ``units`` identical ``Chiller:Electric:EIR``-form chillers ([7]_, [10]_).
+
+    With :math:`\mathrm{COP}_{fl}` and CAPFT from :func:`chiller_full_load_cop`,
+    :math:`Q_u = Q_{unit}\,\mathrm{CAPFT}` the available capacity of a unit,
+    :math:`n_{on}` and PLR from :func:`chiller_staging`:
+
+    .. math::
+        Q = \mathrm{clip}(Q_{dem},\ 0,\ n\,Q_u),\qquad
+        P = n_{on}\,\frac{Q_u}{\mathrm{COP}_{fl}}\,
+            \mathrm{EIRFPLR}\bigl(\max(\mathrm{PLR}, \mathrm{PLR}_{min})\bigr)\,
+            \min\!\left(1, \frac{\mathrm{PLR}}{\mathrm{PLR}_{min}}\right),\qquad
+        Q_{cond} = Q + P
+
+    EIRFPLR is the DOE-2 part-load quadratic (:func:`quadratic`, = 1 at PLR 1).  Below
+    :math:`\mathrm{PLR}_{min}` (DOE-2 0.1, [10]_ section 4) the running unit cannot unload
+    further: it runs at PLR_min for a fraction PLR/PLR_min of the time and is off otherwise
+    (on/off cycling, EnergyPlus's "minimum part load ratio", [7]_; :func:`chiller_eir_cop` with
+    the minimum unloading ratio equal to PLR_min), so the COP stays at that of PLR_min.
+    No load, no power.  The condenser rejects the evaporator heat plus the compressor power
+    (first law of the refrigerant circuit) to outdoor air.
+
+    Parameters
+    ----------
+    heat_demand : heat to remove from the chilled water [W], >= 0
+    temp_chw_leaving : leaving chilled-water temperature [K]
+    temp_cond_entering : entering condenser fluid (outdoor air) temperature [K]
+    unit_capacity : reference capacity of one unit [W]
+    units : installed units [-]
+    curve_kind, cop_reference, capft, eirft, temp_chw_range, temp_cond_range,
+    second_law_efficiency, evaporator_approach, condenser_approach, lift_min :
+        see :func:`chiller_full_load_cop`
+    eirfplr : EIRFPLR quadratic coefficients (last axis 3) [-]
+    part_load_ratio_min : minimum part-load ratio [-], below it a unit cycles on and off
+
+    Returns
+    -------
+    heat : evaporator heat removed [W]
+    power : compressor electric power [W]
+    condenser_heat : heat rejected to outdoor air [W]
+    """
+    cop_full, capacity_ratio = chiller_full_load_cop(
+        temp_chw_leaving,
+        temp_cond_entering,
+        curve_kind,
+        cop_reference,
+        capft,
+        eirft,
+        temp_chw_range,
+        temp_cond_range,
+        second_law_efficiency,
+        evaporator_approach,
+        condenser_approach,
+        lift_min,
+    )
+    unit_available = unit_capacity * capacity_ratio
+    heat = jnp.clip(heat_demand, 0.0, units * unit_available)
+    units_on, plr = chiller_staging(heat, unit_available, units)
+    eir = quadratic(eirfplr, jnp.maximum(plr, part_load_ratio_min))
+    cycling = jnp.minimum(1.0, plr / part_load_ratio_min)
+    power = jnp.where(heat > 0.0, units_on * unit_available / cop_full * eir * cycling, 0.0)
+    return heat, power, heat + power
 
 
 # --------------------------------------------------------------------------------------------

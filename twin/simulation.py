@@ -446,6 +446,10 @@ def _summary(run: Run, led: F.Ledger, e0, e1, n_steps: int, wall: float, rate: f
             "pump_energy_kwh": s(led.pump_energy) / kwh,
             "fan_energy_kwh": s(led.fan_energy) / kwh,
             "chiller_energy_kwh": s(led.chiller_energy) / kwh,
+            # heat each plant component moved: COP = chiller_heat_kwh / chiller_energy_kwh
+            "chiller_heat_kwh": s(led.chiller_heat) / kwh,
+            "chiller_condenser_heat_kwh": s(led.chiller_condenser_heat) / kwh,
+            "drycooler_heat_kwh": s(led.drycooler_heat) / kwh,
             "electrical_loss_energy_kwh": s(led.electrical_loss_energy) / kwh,
             "total_energy_kwh": total / kwh,
             "water_liters": s(led.water_mass),  # 1 kg of water ~ 1 L

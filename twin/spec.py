@@ -25,6 +25,10 @@ FACILITY_DIR = data_dir("facilities")
 #: (-9.8 °C, refs 2a) with margin, below the ASHRAE W+ band's practical ceiling (~65 °C).
 SETPOINT_RANGE_K = (ZERO_CELSIUS_K + 2.0, ZERO_CELSIUS_K + 65.0)
 
+#: ``heat_rejection.chiller_curve`` values: the Carnot fraction with a minimum lift (warm-water
+#: trim chillers) or the DOE-2 Centrifugal/5.50COP EIR curves (refs 4).
+CHILLER_CURVES = ("carnot", "doe2_centrifugal")
+
 
 def bundled_toml(name_or_path: str | Path, directory: Path, field: str, kind: str) -> Path:
     """Resolve a TOML path, or the name of one shipped in ``directory``.
@@ -254,6 +258,10 @@ class HeatRejection:
     chiller_second_law_efficiency: float
     chiller_evaporator_approach: float
     chiller_condenser_approach: float
+    chiller_unit_capacity: float
+    chiller_curve: str
+    chiller_minimum_lift: float
+    chiller_minimum_part_load: float
     adiabatic: bool
     adiabatic_effectiveness: float
     adiabatic_switch_temperature: float
@@ -478,6 +486,30 @@ def _site(
         chiller_condenser_approach=hf.quantity(
             "chiller_condenser_approach", "K", "10 K", minimum=0.0
         ),
+        # refs 4: the measured large units are 2.1-2.8 MW (McQuay PFH 2124 kW, Trane CVHF
+        # 2300 and 2799 kW)
+        chiller_unit_capacity=hf.quantity(
+            "chiller_unit_capacity",
+            "W",
+            "2 MW",
+            positive=True,
+            maximum=20e6,
+            expected='a positive capacity of one chiller unit up to 20 MW (e.g. "2 MW")',
+        ),
+        # refs 4 and 9: DOE-2 curves only for 5-10 degC chilled water; Carnot fraction for
+        # warm-water trim chillers
+        chiller_curve=hf.string("chiller_curve", "carnot", choices=CHILLER_CURVES),
+        # physics.heat_rejection.CHILLER_LIFT_MIN_K: lowest-lift measured chiller of refs 4
+        chiller_minimum_lift=hf.quantity(
+            "chiller_minimum_lift",
+            "K",
+            "17 K",
+            positive=True,
+            maximum=40.0,
+            expected='a refrigerant lift between 0 and 40 K (e.g. "17 K")',
+        ),
+        # refs 4: DOE-2 PLR_min 0.1
+        chiller_minimum_part_load=hf.fraction("chiller_minimum_part_load", 0.1, hi=0.9),
         adiabatic=hf.boolean("adiabatic", False),
         adiabatic_effectiveness=hf.fraction("adiabatic_effectiveness", 0.8),
         adiabatic_switch_temperature=hf.temperature("adiabatic_switch_temperature", "30 degC"),

@@ -116,6 +116,38 @@ def test_hot_weather_runs_trim_chiller_and_cold_weather_does_not():
     assert float(led_hot.fan_energy[0]) > float(led_cold.fan_energy[0])
 
 
+def test_trim_chiller_cop_in_physical_band_over_outdoor_air():
+    """Issue 13: the facility's trim chillers (physics.facility.trim_chiller inside the full
+    step) keep COP = heat removed / electric energy in [3, 10] over -10..40 degC outdoor air,
+    wherever they run, every 10 minutes of a 2 h run per air temperature (mini-superfactory,
+    600 kW units, default workload).  The upper end is set by the 17 K minimum lift, the lower
+    by on/off cycling below PLR_min (COP of PLR 0.1, 0.386 x full load) and the lift at 40
+    degC."""
+    spec = load_facility("mini-superfactory")
+    step = jax.jit(F.run_records, static_argnums=(4, 5, 6, 7, 8))
+    ran = []
+    for t_air_c in (-10.0, 0.0, 10.0, 20.0, 25.0, 30.0, 35.0, 40.0):
+        p = build_params(spec, boundary(spec, t_air_c), LoadMix())
+        d = F.derive(p)
+        s, led = F.initial_state(p, d), F.empty_ledger(p.n_sites)
+        for _ in range(12):
+            s, led2, _ = step(p, d, s, led, 60.0, 4000.0, 1, 10, F.substeps(p, d, 60.0))
+            heat = np.asarray(led2.chiller_heat - led.chiller_heat)
+            energy = np.asarray(led2.chiller_energy - led.chiller_energy)
+            condenser = np.asarray(led2.chiller_condenser_heat - led.chiller_condenser_heat)
+            led = led2
+            on = energy > 0.0
+            assert np.all((heat > 0.0) == on)
+            cop = heat[on] / energy[on]
+            assert np.all((cop >= 3.0) & (cop <= 10.0)), (t_air_c, cop)
+            assert_allclose(condenser, heat + energy, rtol=1e-12)  # Q_cond = Q + P
+            ran += [(t_air_c, c) for c in cop]
+    hot = {t for t, _ in ran}
+    assert hot and min(hot) >= 25.0 and 35.0 in hot and 40.0 in hot  # only in warm weather
+    cops = [c for _, c in ran]
+    print(f"trim chiller COP over -10..40 degC: {min(cops):.2f} .. {max(cops):.2f}")
+
+
 def test_upper_floor_gets_less_facility_water():
     spec, p, d = make("superfactory")
     cmax = np.asarray(d.cdu_cold_capacity_max)

@@ -19,6 +19,9 @@ KEYS = (
     "pump_energy_kwh",
     "fan_energy_kwh",
     "chiller_energy_kwh",
+    "chiller_heat_kwh",
+    "chiller_condenser_heat_kwh",
+    "drycooler_heat_kwh",
     "water_liters",
     "pue",
     "max_gpu_temperature_c",
@@ -82,3 +85,34 @@ def test_simulate_bad_inputs_give_clear_errors(twin):
     assert r.returncode == 2 and "--load training" in r.stderr
     r = twin("simulate", "--facility", "nope", check=False)
     assert r.returncode == 2 and "superfactory" in r.stderr
+
+
+@pytest.mark.slow
+def test_superfactory_summer_day_atlanta_chiller_cop_from_json(twin):
+    """Issue 13: a July day of the full superfactory in Atlanta's embedded typical year; the
+    trim chillers run and their COP, checked from the JSON alone as chiller_heat_kwh /
+    chiller_energy_kwh, lies in [3, 10]; the condensers reject heat + compressor energy."""
+    r = twin(
+        "simulate",
+        "--facility",
+        "superfactory",
+        "--hours",
+        "24",
+        "--step",
+        "600",
+        "--start",
+        "2023-07-10T00:00Z",
+        "--json",
+    )
+    atl = json.loads(r.stdout)["sites"]["atlanta"]
+    cop = atl["chiller_heat_kwh"] / atl["chiller_energy_kwh"]
+    print(
+        f"Atlanta 2023-07-10: chiller heat {atl['chiller_heat_kwh']:,.0f} kWh, "
+        f"energy {atl['chiller_energy_kwh']:,.0f} kWh, COP {cop:.2f}"
+    )
+    assert atl["chiller_heat_kwh"] > 0.0
+    assert 3.0 <= cop <= 10.0
+    assert atl["chiller_condenser_heat_kwh"] == pytest.approx(
+        atl["chiller_heat_kwh"] + atl["chiller_energy_kwh"], rel=1e-9
+    )
+    assert atl["drycooler_heat_kwh"] > atl["chiller_heat_kwh"]

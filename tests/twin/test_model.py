@@ -135,7 +135,13 @@ def test_heat_rejection_sized_for_the_building_heat(superfactory):
     for site, b in zip(spec.sites, per_site(spec, lambda s: s.building.count), strict=True):
         bld, hr = site.building, site.heat_rejection
         heat = bld.floors * bld.rows_per_floor * bld.racks_per_row * bld.rack.design_power
-        assert_allclose(p.chiller_capacity[b], hr.chiller_capacity_fraction * heat, rtol=1e-12)
+        # whole 2 MW units (refs 4) covering the wanted capacity: 98 MW -> 49, 148.4 MW -> 75
+        units = np.ceil(hr.chiller_capacity_fraction * heat / hr.chiller_unit_capacity)
+        assert_array_equal(p.chiller_units[b], units)
+        assert_array_equal(p.chiller_unit_capacity[b], 2e6)
+        assert_allclose(p.chiller_capacity[b], units * 2e6, rtol=1e-12)
+        assert np.all(p.chiller_capacity[b] >= hr.chiller_capacity_fraction * heat)
+        assert np.all(p.chiller_capacity[b] < hr.chiller_capacity_fraction * heat + 2e6)
         assert_allclose(p.drycooler_fan_power_design[b], hr.fan_power_ratio * heat, rtol=1e-12)
         assert_array_equal(p.adiabatic_enabled[b], float(hr.adiabatic))
     assert_array_equal(p.air_fan_power_ratio, [s.air_fan_power_ratio for s in spec.sites])

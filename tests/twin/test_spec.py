@@ -81,6 +81,34 @@ def test_setpoint_outside_physical_range(value):
     assert "2 degC and 65 degC" in e.expected
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("chiller_curve", "doe2", "one of carnot, doe2_centrifugal"),
+        ("chiller_unit_capacity", "0 MW", "positive capacity of one chiller unit"),
+        ("chiller_unit_capacity", "2 m^3", "W"),
+        ("chiller_minimum_lift", "-3 K", "refrigerant lift between 0 and 40 K"),
+        ("chiller_minimum_part_load", 1.5, "fraction between 0.0 and 0.9"),
+    ],
+)
+def test_bad_chiller_values(key, value, expected):
+    e = bad(lambda d: d["sites"]["atlanta"]["heat_rejection"].update({key: value}))
+    assert e.path == f"sites.atlanta.heat_rejection.{key}"
+    assert e.value == value and expected in e.expected
+
+
+def test_chiller_defaults_and_curve_choice():
+    doc = copy.deepcopy(SUPER)
+    for k in ("chiller_unit_capacity", "chiller_curve", "chiller_minimum_lift"):
+        doc["sites"]["atlanta"]["heat_rejection"].pop(k)
+    doc["sites"]["mount_pleasant"]["heat_rejection"]["chiller_curve"] = "doe2_centrifugal"
+    spec = parse_facility(doc)
+    mp, atl = (s.heat_rejection for s in spec.sites)
+    assert atl.chiller_unit_capacity == 2e6 and atl.chiller_curve == "carnot"
+    assert atl.chiller_minimum_lift == 17.0 and atl.chiller_minimum_part_load == 0.1
+    assert mp.chiller_curve == "doe2_centrifugal"
+
+
 def test_tcs_setpoint_below_facility_water():
     e = bad(lambda d: d["sites"]["atlanta"].update(tcs_supply_temperature="30 degC"))
     assert e.path == "sites.atlanta.tcs_supply_temperature"

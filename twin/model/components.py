@@ -7,6 +7,8 @@ rack belongs to, ...) count from the offsets of the sites before.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from physics import coldplate, heat_rejection, hydraulics
@@ -19,6 +21,12 @@ from twin.units import SpecError
 _DRY_COOLER_DESIGN_AIR_K = 298.15
 
 Fields = dict[str, np.ndarray]
+
+#: ``heat_rejection.chiller_curve`` → ``FacilityParams.chiller_curve_kind``.
+_CHILLER_CURVE_KIND = {
+    "carnot": heat_rejection.CHILLER_CURVE_CARNOT,
+    "doe2_centrifugal": heat_rejection.CHILLER_CURVE_DOE2,
+}
 
 
 def gpu_params(
@@ -202,9 +210,15 @@ def facility_water_params(
 
 def heat_rejection_params(site: Site, design: SiteDesign) -> Fields:
     """Per-building heat rejection: dry coolers sized for the building's design heat at 25 °C
-    air, optional adiabatic pads, and trim chillers."""
+    air, optional adiabatic pads, and trim chillers: ``ceil(chiller_capacity_fraction x design
+    heat / chiller_unit_capacity)`` identical units, DOE-2 Centrifugal/5.50COP curves (used when
+    ``chiller_curve = "doe2_centrifugal"``; its EIRFPLR also for ``"carnot"``)."""
     hr = site.heat_rejection
     heat = design.building_heat
+    # identical units enough for the wanted capacity (chiller_capacity_fraction x design heat);
+    # the part-load curve (EIRFPLR) is the DOE-2 one for both COP forms (refs 4)
+    units = math.ceil(hr.chiller_capacity_fraction * heat / hr.chiller_unit_capacity - 1e-9)
+    doe2 = heat_rejection.DOE2_CENTRIFUGAL_5_50COP
     ua, c_air = heat_rejection.dry_cooler_design(
         heat,
         _DRY_COOLER_DESIGN_AIR_K,
@@ -221,14 +235,28 @@ def heat_rejection_params(site: Site, design: SiteDesign) -> Fields:
         "adiabatic_enabled": float(hr.adiabatic),
         "adiabatic_effectiveness": hr.adiabatic_effectiveness,
         "adiabatic_switch_temp": hr.adiabatic_switch_temperature,
-        "chiller_capacity": hr.chiller_capacity_fraction * heat,
+        "chiller_capacity": units * hr.chiller_unit_capacity,
         "chiller_second_law_efficiency": hr.chiller_second_law_efficiency,
         "chiller_evaporator_approach": hr.chiller_evaporator_approach,
         "chiller_condenser_approach": hr.chiller_condenser_approach,
+        "chiller_unit_capacity": hr.chiller_unit_capacity,
+        "chiller_units": float(units),
+        "chiller_minimum_lift": hr.chiller_minimum_lift,
+        "chiller_minimum_part_load": hr.chiller_minimum_part_load,
+        "chiller_curve_kind": _CHILLER_CURVE_KIND[hr.chiller_curve],
+        "chiller_cop_reference": float(doe2.cop_reference),
     }
-    return {
-        name: np.full(site.building.count, value, dtype=float) for name, value in shared.items()
+    curves = {
+        "chiller_capft": doe2.capft,
+        "chiller_eirft": doe2.eirft,
+        "chiller_eirfplr": doe2.eirfplr,
+        "chiller_chw_range": [doe2.temp_chw_leaving_min, doe2.temp_chw_leaving_max],
+        "chiller_cond_range": [doe2.temp_cond_entering_min, doe2.temp_cond_entering_max],
     }
+    n = site.building.count
+    out = {name: np.full(n, value, dtype=float) for name, value in shared.items()}
+    out |= {name: np.tile(np.asarray(row, dtype=float), (n, 1)) for name, row in curves.items()}
+    return out
 
 
 def electrical_params(site: Site) -> Fields:
