@@ -15,12 +15,16 @@ Time integration, per step of length :math:`\Delta t`:
 1. GPU die nodes are integrated exactly under the square-wave workload
    (:func:`physics.gpu.die_square_wave_step`); HBM nodes exactly for the step-mean power.
    Series plates see the inlet warmed by the step-mean heat of the plates before them.
-2. Rack outlets mix into the CDU's secondary (TCS) return volume, a chain of well-mixed tanks
-   (tanks-in-series transport delay, integrated exactly for the step's flow).
-3. The CDU's primary valve is set so that its counterflow exchanger delivers the TCS supply
-   setpoint; if the valve is fully open (flow limited by the FWS hydraulics) the supply rises
-   above the setpoint (saturation).
-4. FWS returns mix into the building return volume, then the plant: dry coolers with
+2. The TCS loop of each CDU has a supply leg (CDU → racks) and a return leg (racks → CDU),
+   each a chain of well-mixed tanks (tanks-in-series transport delay, integrated exactly for
+   a constant inflow). The racks see the supply leg's last tank; their outlets mix into the
+   return leg. The CDU's primary valve is set so that its counterflow exchanger delivers the
+   TCS supply setpoint, solved with both legs in closed form (:func:`cdu_loop_control`); if
+   the valve is fully open (flow limited by the FWS hydraulics) the supply rises above the
+   setpoint (saturation).
+3. The racks' heat to air goes to rear-door coils on facility water (:func:`air_coil_heat`)
+   or, where a site says so, to outside air.
+4. FWS returns (CDUs and air coils) mix into the building return volume, then the plant: dry coolers with
    variable-speed fans (optional adiabatic pre-cooling) and a trim chiller hold the FWS supply
    setpoint; the supply main is another tank chain whose last tank is updated with an explicit
    outflow so that the CDUs see a temperature known at the start of the step (this breaks the

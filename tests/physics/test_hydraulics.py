@@ -67,7 +67,6 @@ def test_parallel_resistance():
     assert_allclose(h.parallel_resistance(k), 1 / 1.5**2)
 
 
-
 def test_buoyancy_opposes_flow_heated_at_the_top():
     # FWS: cold supply at 32 degC rises 7 m to the CDUs, warm return at 42 degC falls to the
     # plant. Water densities from refs 2a (IAPWS-95), linear between the 5 K rows:

@@ -267,9 +267,10 @@ def test_flow_split_sees_buoyancy_opposing_the_upper_floor():
     q = float(d.cdu_cold_capacity_max[top]) / rho_cp
     site = spec.sites[0]
     n_eff = site.building.rows_per_floor * (1.0 + float(p.air_coil_flow_ratio[b]))
-    k_b = site.building.cdu.primary_pressure_drop / (
-        VALVE_OPEN_FLOW_MARGIN * float(p.cdu_flow_design_cold[top]) / rho_cp
-    ) ** 2
+    k_b = (
+        site.building.cdu.primary_pressure_drop
+        / (VALVE_OPEN_FLOW_MARGIN * float(p.cdu_flow_design_cold[top]) / rho_cp) ** 2
+    )
     k_r = float(p.fws_riser_resistance[b, 1])
     losses = k_r * (n_eff * q) ** 2 + k_b * q**2
     # The drive the split gives the upper floor beyond the common pressure is its buoyancy:
