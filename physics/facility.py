@@ -15,12 +15,16 @@ Time integration, per step of length :math:`\Delta t`:
 1. GPU die nodes are integrated exactly under the square-wave workload
    (:func:`physics.gpu.die_square_wave_step`); HBM nodes exactly for the step-mean power.
    Series plates see the inlet warmed by the step-mean heat of the plates before them.
-2. Rack outlets mix into the CDU's secondary (TCS) return volume, a chain of well-mixed tanks
-   (tanks-in-series transport delay, integrated exactly for the step's flow).
-3. The CDU's primary valve is set so that its counterflow exchanger delivers the TCS supply
-   setpoint; if the valve is fully open (flow limited by the FWS hydraulics) the supply rises
-   above the setpoint (saturation).
-4. FWS returns mix into the building return volume, then the plant: dry coolers with
+2. The TCS loop of each CDU has a supply leg (CDU → racks) and a return leg (racks → CDU),
+   each a chain of well-mixed tanks (tanks-in-series transport delay, integrated exactly for
+   a constant inflow). The racks see the supply leg's last tank; their outlets mix into the
+   return leg. The CDU's primary valve is set so that its counterflow exchanger delivers the
+   TCS supply setpoint, solved with both legs in closed form (:func:`cdu_loop_control`); if
+   the valve is fully open (flow limited by the FWS hydraulics) the supply rises above the
+   setpoint (saturation).
+3. The racks' heat to air goes to rear-door coils on facility water (:func:`air_coil_heat`)
+   or, where a site says so, to outside air.
+4. FWS returns (CDUs and air coils) mix into the building return volume, then the plant: dry coolers with
    variable-speed fans (optional adiabatic pre-cooling) and a trim chiller hold the FWS supply
    setpoint; the supply main is another tank chain whose last tank is updated with an explicit
    outflow so that the CDUs see a temperature known at the start of the step (this breaks the
@@ -99,7 +103,8 @@ class FacilityParams(eqx.Module):
     tcs_pump_curve_coeff: jax.Array  # [Pa s2/m6]
     tcs_pump_efficiency: jax.Array  # wire-to-water [-]
     tcs_header_resistance: jax.Array  # per header segment [Pa s2/m6]
-    tcs_volume: jax.Array  # fluid volume of the row loop [m3]
+    tcs_volume: jax.Array  # fluid volume of the row loop's return leg (racks → CDU) [m3]
+    tcs_supply_volume: jax.Array  # ... of its supply leg (CDU → racks) [m3]
     tcs_supply_setpoint: jax.Array  # [K]
     cdu_ua_design: jax.Array  # [W/K]
     cdu_flow_design_hot: jax.Array  # TCS capacity rate at design [W/K]
@@ -120,6 +125,11 @@ class FacilityParams(eqx.Module):
     fws_cdus_per_floor: jax.Array  # (B, F) counts (float)
     fws_supply_volume: jax.Array  # [m3]
     fws_return_volume: jax.Array  # [m3]
+    fws_density_supply: jax.Array  # (B,) at the supply setpoint: the rising leg [kg/m3]
+    fws_density_return: jax.Array  # (B,) at supply + design ΔT: the falling leg [kg/m3]
+    fws_design_delta_t: jax.Array  # (B,) design supply-return difference [K]
+    air_coil_fws: jax.Array  # (B,) 1: rack heat to air goes to coils on the FWS; 0: outside air
+    air_coil_flow_ratio: jax.Array  # (B,) coil design flow / CDUs' design primary flow [-]
     # --- plant per building (B,) ---
     drycooler_ua_design: jax.Array  # [W/K]
     drycooler_air_capacity_design: jax.Array  # [W/K]
@@ -191,8 +201,9 @@ class Derived(NamedTuple):
     tcs_pump_power: jax.Array  # (N,) W electric
     tcs_pump_heat: jax.Array  # (N,) W hydraulic, dissipated in the fluid
     cdu_cold_capacity_max: jax.Array  # (N,) W/K, valve fully open
-    fws_flow_design: jax.Array  # (B,) m3/s, all valves open
+    fws_flow_design: jax.Array  # (B,) m3/s, all valves open (CDUs and air coils)
     fws_pressure_design: jax.Array  # (B,) Pa at that flow
+    air_coil_capacity_max: jax.Array  # (B,) W/K, air coils' valves fully open
 
 
 class GpuConstants(NamedTuple):
@@ -255,11 +266,12 @@ class State(NamedTuple):
     t: jax.Array  # time since the run's start [s]
     gpu_temp: jax.Array  # (R,T,P,S) die
     hbm_temp: jax.Array  # (R,T,P,S)
-    tcs_supply: jax.Array  # (N,) CDU outlet, in transit to the racks during the next step
+    tcs_supply: jax.Array  # (N,) rack inlet: outflow of the supply leg's last tank
     tcs_tanks: jax.Array  # (N, n_tcs_tanks) return volume
     fws_supply_tanks: jax.Array  # (B, n_fws_tanks)
     fws_return_tanks: jax.Array  # (B, n_fws_tanks)
     fws_flow: jax.Array  # (B,) capacity rate of the last step [W/K]
+    tcs_supply_tanks: jax.Array  # (N, n_tcs_tanks) supply leg, CDU → racks
 
 
 class Ledger(NamedTuple):
@@ -351,26 +363,28 @@ def derive(p: FacilityParams) -> Derived:
     r_ji = coldplate.junction_to_inlet_resistance(
         p.gpu_resistance_jw, ua, path_cap[:, None, None, None]
     )
-    # FWS: plant pump (full speed) against risers and CDU primaries, per building.
-    rho_sup = p.fws_density  # thermosiphon from the supply/return density difference is
-    # evaluated at design: ρ(T_sup) - ρ(T_ret) ≈ -β ρ ΔT with β of water at 35 °C.
-    beta = 3.4e-4  # volumetric expansion of water at 35 °C [1/K] (IAPWS-95)
-    delta_t_design = 10.0
-    static = hydraulics.thermosiphon_pressure(
-        rho_sup[:, None], (rho_sup * (1 - beta * delta_t_design))[:, None], p.fws_riser_height
+    # FWS: plant pump (full speed) against risers and CDU primaries, per building. The cold
+    # supply rises to the floors and the warm return falls to the plant: buoyancy opposes the
+    # flow to the upper floors (at the design supply and return densities).
+    buoyancy = hydraulics.loop_buoyancy_pressure(
+        p.fws_density_supply[:, None], p.fws_density_return[:, None], p.fws_riser_height
     )
+    # Air coils on each floor are branches in parallel with its CDUs, sized for the same
+    # pressure at their design flow: air_coil_flow_ratio CDU-equivalent branches per CDU.
+    branches = p.fws_cdus_per_floor * (1.0 + p.air_coil_flow_ratio[:, None])
     per_cdu_flow, fws_dp = jax.vmap(hydraulics.floor_flow_split)(
         jnp.ones(p.n_buildings),
         p.fws_pump_head_shutoff,
         p.fws_pump_curve_coeff,
         p.fws_riser_resistance,
         p.fws_cdu_resistance,
-        p.fws_cdus_per_floor,
-        static,
+        branches,
+        buoyancy,
     )
     cdu_max_flow = per_cdu_flow[p.cdu_building, p.cdu_floor]
     fws_rho_cp = (p.fws_density * p.fws_specific_heat)[p.cdu_building]
-    fws_flow_design = jnp.sum(per_cdu_flow * p.fws_cdus_per_floor, axis=1)
+    cdu_flow_open = jnp.sum(per_cdu_flow * p.fws_cdus_per_floor, axis=1)
+    fws_flow_design = (1.0 + p.air_coil_flow_ratio) * cdu_flow_open
     fws_pressure_design = fws_dp
     return Derived(
         rack_flow=rack_flow,
@@ -384,6 +398,10 @@ def derive(p: FacilityParams) -> Derived:
         cdu_cold_capacity_max=cdu_max_flow * fws_rho_cp,
         fws_flow_design=fws_flow_design,
         fws_pressure_design=fws_pressure_design,
+        air_coil_capacity_max=p.air_coil_flow_ratio
+        * cdu_flow_open
+        * p.fws_density
+        * p.fws_specific_heat,
     )
 
 
@@ -392,14 +410,22 @@ def tcs_tank_capacity(p: FacilityParams) -> jax.Array:
     return p.tcs_volume * p.tcs_density * p.tcs_specific_heat / p.n_tcs_tanks
 
 
+def tcs_supply_tank_capacity(p: FacilityParams) -> jax.Array:
+    """Heat capacity of each TCS supply tank (CDU → racks) [J/K], (N,)."""
+    return p.tcs_supply_volume * p.tcs_density * p.tcs_specific_heat / p.n_tcs_tanks
+
+
 def fws_tank_capacity(p: FacilityParams, volume: jax.Array) -> jax.Array:
     """Heat capacity of each FWS tank [J/K], (B,)."""
     return volume * p.fws_density * p.fws_specific_heat / p.n_fws_tanks
 
 
 def check_step(p: FacilityParams, d: Derived, dt: float) -> float:
-    """Largest stable step [s] of the explicit FWS supply tank; ``dt`` must not exceed it."""
-    cap_max = _segment_sum(d.cdu_cold_capacity_max, p.cdu_building, p.n_buildings)
+    """Largest stable step [s] of the explicit FWS supply tank, the loops' only explicit part
+    (the TCS legs are exact, :func:`cdu_loop_control`); ``dt`` must not exceed it. The FWS flow
+    is at most every CDU's and air coil's flow with its valve open."""
+    cdu_max = _segment_sum(d.cdu_cold_capacity_max, p.cdu_building, p.n_buildings)
+    cap_max = cdu_max + d.air_coil_capacity_max
     limit = fws_tank_capacity(p, p.fws_supply_volume) / cap_max
     return float(jnp.min(limit))
 
@@ -455,24 +481,26 @@ def initial_state(p: FacilityParams, d: Derived) -> State:
         t=jnp.asarray(0.0),
         gpu_temp=die0 + 0.0 * d.gpu_resistance,
         hbm_temp=hbm0 + 0.0 * d.gpu_resistance,
-        tcs_supply=tcs_sup,
+        tcs_supply=tcs_sup + 0.0,
         tcs_tanks=jnp.broadcast_to(tcs_sup[:, None], (p.n_cdus, p.n_tcs_tanks)) + 0.0,
         fws_supply_tanks=jnp.broadcast_to(fws_sup[:, None], (p.n_buildings, p.n_fws_tanks)) + 0.0,
         fws_return_tanks=jnp.broadcast_to(fws_sup[:, None], (p.n_buildings, p.n_fws_tanks)) + 0.0,
         fws_flow=0.5 * _segment_sum(d.cdu_cold_capacity_max, p.cdu_building, p.n_buildings),
+        tcs_supply_tanks=jnp.broadcast_to(tcs_sup[:, None], (p.n_cdus, p.n_tcs_tanks)) + 0.0,
     )
 
 
 def stored_heat(p: FacilityParams, d: Derived, s: State, dt: float) -> jax.Array:
-    """Heat stored in every node relative to 0 K [J], per site (S,).
-
-    Includes the TCS parcel in transit from CDU to racks (:math:`C\\,\\Delta t\\,T_{sup}`)."""
+    """Heat stored in every node relative to 0 K [J], per site (S,): GPU die and HBM nodes, the
+    TCS return and supply tanks and the FWS tanks (every fluid volume of the loops is a tank:
+    no parcel is in transit between steps, so ``d`` and ``dt`` are not needed)."""
+    del d, dt
     cap = jnp.broadcast_to(p.gpu_capacitance, p.gpu_shape)
     hcap = jnp.broadcast_to(p.gpu_hbm_capacitance, p.gpu_shape)
     rack = (cap * s.gpu_temp + hcap * s.hbm_temp).reshape(p.n_racks, -1).sum(axis=1)
     cdu = _segment_sum(rack, p.rack_cdu, p.n_cdus)
     cdu = cdu + tcs_tank_capacity(p) * s.tcs_tanks.sum(axis=1)
-    cdu = cdu + d.cdu_capacity_rate * dt * s.tcs_supply
+    cdu = cdu + tcs_supply_tank_capacity(p) * s.tcs_supply_tanks.sum(axis=1)
     bld = _segment_sum(cdu, p.cdu_building, p.n_buildings)
     bld = bld + fws_tank_capacity(p, p.fws_supply_volume) * s.fws_supply_tanks.sum(axis=1)
     bld = bld + fws_tank_capacity(p, p.fws_return_volume) * s.fws_return_tanks.sum(axis=1)
@@ -529,16 +557,17 @@ def _hourly(series, hours):
 
 
 class LoopState(NamedTuple):
-    tcs_tanks: jax.Array
-    fws_supply_tanks: jax.Array
-    fws_return_tanks: jax.Array
+    tcs_tanks: jax.Array  # (N, n_tcs_tanks) TCS return leg
+    fws_supply_tanks: jax.Array  # (B, n_fws_tanks)
+    fws_return_tanks: jax.Array  # (B, n_fws_tanks)
+    tcs_supply_tanks: jax.Array  # (N, n_tcs_tanks) TCS supply leg
 
 
 class LoopFlows(NamedTuple):
     """Step-mean flows of one loop sub-step, per building (B,) unless noted."""
 
-    tcs_supply: jax.Array  # (N,) K
-    fws_cap: jax.Array  # W/K
+    tcs_supply: jax.Array  # (N,) K, CDU outlet
+    fws_cap: jax.Array  # W/K, CDUs and air coils
     fws_pump_power: jax.Array  # W
     fws_pump_heat: jax.Array  # W
     q_dc: jax.Array  # W rejected by dry coolers
@@ -549,28 +578,84 @@ class LoopFlows(NamedTuple):
     cold_supply: jax.Array  # K, FWS supply seen by the CDUs
     chiller_on: jax.Array  # 0/1
     q_condenser: jax.Array  # W rejected to air by the chillers' condensers (Q + P)
+    rack_inlet: jax.Array  # (N,) K, step-mean outflow of the TCS supply leg
+    coil_heat: jax.Array  # W carried by air coils into the FWS return
 
 
-def cdu_valve_control(p: FacilityParams, temp_hot, temp_cold, cap_hot, cap_cold_max):
-    r"""CDU primary valve set so that the exchanger delivers the TCS supply setpoint.
+def cdu_loop_control(
+    p: FacilityParams,
+    supply_tanks,
+    return_tanks,
+    cdu_heat,
+    tcs_cap,
+    temp_cold,
+    cap_cold_max,
+    dt,
+):
+    r"""One sub-step of each TCS loop: supply leg → racks → return leg → CDU exchanger, with the
+    CDU primary valve set so that the exchanger delivers the TCS supply setpoint.
 
-    Solves :math:`T_{h,in} - Q(C_c)/C_h = T_{set}` for the FWS capacity rate
-    :math:`C_c \in [0.01\,C_{c,max},\,C_{c,max}]` [W/K] with :func:`cdu_exchanger`; with the
-    valve fully open the supply rises above the setpoint (saturation).
+    Both legs are tank chains (:func:`tank_chain_step`), exact for a constant inflow, so their
+    step-mean outflows are affine in it: the racks see :math:`\bar S = a_s T_c + b_s` for a CDU
+    outlet :math:`T_c` held over the step, the CDU sees
+    :math:`T_h = a_r(\bar S + \dot Q/C) + b_r = A T_c + B` (:math:`\dot Q` the racks' and the
+    pump's heat ``cdu_heat`` [W], :math:`C` = ``tcs_cap`` [W/K]). The exchanger at valve
+    capacity rate :math:`C_c` (:func:`cdu_exchanger`) moves
+    :math:`k(C_c)\,C\,(T_h - T_{cold})`, so the loop closes at
 
-    Returns the FWS capacity rate [W/K], the heat moved [W] and the TCS supply [K], each (N,).
+    .. math:: T_c = T_h - k(T_h - T_{cold}) \;\Rightarrow\;
+              T_c(C_c) = \frac{(1-k)B + kT_{cold}}{1 - (1-k)A}
+
+    solved for :math:`T_c = T_{set}` with :math:`C_c \in [0.01\,C_{c,max}, C_{c,max}]`; with the
+    valve fully open the supply rises above the setpoint (saturation). No algebraic cycle is
+    left and nothing is explicit, so no step limit applies. The heat moved,
+    :math:`C(T_h - T_c)`, is what the TCS loses, so energy is exact.
+
+    Returns the new supply and return tanks, the FWS capacity rate [W/K], the heat moved [W],
+    the CDU outlet [K] and the racks' step-mean inlet [K].
     """
-    target = p.tcs_supply_setpoint
+    sup_cap, ret_cap = tcs_supply_tank_capacity(p), tcs_tank_capacity(p)
+    zeros = jnp.zeros_like(supply_tanks)
+    _, a_s = tank_chain_step(zeros, 1.0, tcs_cap, sup_cap, dt)
+    _, b_s = tank_chain_step(supply_tanks, 0.0, tcs_cap, sup_cap, dt)
+    _, a_r = tank_chain_step(jnp.zeros_like(return_tanks), 1.0, tcs_cap, ret_cap, dt)
+    _, b_r = tank_chain_step(return_tanks, 0.0, tcs_cap, ret_cap, dt)
+    slope = a_r * a_s
+    offset = a_r * (b_s + cdu_heat / tcs_cap) + b_r
 
-    def supply_error(cap_c):
-        q = cdu_exchanger(temp_hot, temp_cold, cap_hot, cap_c, p)
-        return (temp_hot - q / cap_hot) - target
+    def outlet(cap_c):
+        k = cdu_exchanger(1.0, 0.0, tcs_cap, cap_c, p) / tcs_cap
+        return ((1.0 - k) * offset + k * temp_cold) / (1.0 - (1.0 - k) * slope)
 
     cap_c = solve_monotone_saturating(
-        supply_error, 0.01 * cap_cold_max, cap_cold_max, iterations=40
+        lambda c: outlet(c) - p.tcs_supply_setpoint, 0.01 * cap_cold_max, cap_cold_max, 40
     )
-    q_cdu = cdu_exchanger(temp_hot, temp_cold, cap_hot, cap_c, p)
-    return cap_c, q_cdu, temp_hot - q_cdu / cap_hot
+    temp_out = outlet(cap_c)
+    supply_tanks, rack_inlet = tank_chain_step(supply_tanks, temp_out, tcs_cap, sup_cap, dt)
+    mixed_return = rack_inlet + cdu_heat / tcs_cap
+    return_tanks, temp_hot = tank_chain_step(return_tanks, mixed_return, tcs_cap, ret_cap, dt)
+    q_cdu = tcs_cap * (temp_hot - temp_out)
+    return supply_tanks, return_tanks, cap_c, q_cdu, temp_out, rack_inlet
+
+
+def air_coil_heat(p: FacilityParams, rack_air):
+    r"""Heat that each building's air coils (rear doors, fan coils) give its FWS return [W], (B,).
+
+    Where ``air_coil_fws`` is 1 the racks' heat to air ``rack_air`` [W] (R,) and the air-path
+    fans' power, ``air_fan_power_ratio`` per W of it (the fans dissipate into the air stream),
+    are taken up by coils on facility water: :math:`\dot Q_{coil} = (1 + r_{fan})\dot Q_{air}`.
+    Elsewhere (outside air) the heat leaves with the air and the coils carry nothing.
+    """
+    air_b = _segment_sum(rack_to_cdu(p, rack_air), p.cdu_building, p.n_buildings)
+    fan_ratio = p.air_fan_power_ratio[p.building_site]
+    return p.air_coil_fws * (1.0 + fan_ratio) * air_b
+
+
+def air_coil_flow(p: FacilityParams, d: Derived, coil_heat):
+    r"""FWS capacity rate of each building's air coils [W/K], (B,): their valves hold the FWS
+    design difference, :math:`C = \dot Q_{coil}/\Delta T_d`, up to fully open
+    (``air_coil_capacity_max``)."""
+    return jnp.minimum(coil_heat / p.fws_design_delta_t, d.air_coil_capacity_max)
 
 
 def fws_pump(p: FacilityParams, d: Derived, fws_cap):
@@ -726,29 +811,44 @@ def fws_supply_main_step(p: FacilityParams, tanks, plant_out, fws_cap, dt):
     return jnp.concatenate([head, last_new[:, None]], axis=1)
 
 
-def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, hours):
-    """Advance the liquid loops (TCS tanks, CDUs, FWS, plant) by ``dt`` for a rack heat input
-    held constant (``mixed_return``: the CDUs' mixed TCS return temperature, (N,) K).
+def loop_substep(
+    p: FacilityParams,
+    d: Derived,
+    s: LoopState,
+    cdu_heat,
+    tcs_cap,
+    coil_heat,
+    dt,
+    hours,
+):
+    """Advance the liquid loops (TCS legs, CDUs, FWS with its air coils, plant) by ``dt`` for a
+    heat input held constant: ``cdu_heat`` the racks' heat into the liquid plus the TCS pump
+    heat per CDU [W] (N,), ``tcs_cap`` the TCS capacity rate of each CDU's loop [W/K] (N,), the
+    one value of it this sub-step uses, and ``coil_heat`` the air coils' heat per building [W]
+    (B,, :func:`air_coil_heat`).
 
     Returns the new :class:`LoopState`, the step-mean :class:`LoopFlows` and the site dry-bulb.
     """
-    # ---------------- TCS loop per CDU ----------------
-    cap_h = d.cdu_capacity_rate
-    tcs_tanks, temp_hot = tank_chain_step(
-        s.tcs_tanks, mixed_return, cap_h, tcs_tank_capacity(p), dt
-    )
-    # ---------------- CDU valve control + exchanger ----------------
+    # ---------------- TCS loops and CDU valve control ----------------
     b = p.n_buildings
     temp_cold = s.fws_supply_tanks[:, -1][p.cdu_building]  # explicit outflow of the last tank
-    cap_c, q_cdu, tcs_supply = cdu_valve_control(
-        p, temp_hot, temp_cold, cap_h, d.cdu_cold_capacity_max
+    tcs_supply_tanks, tcs_tanks, cap_c, q_cdu, tcs_supply, rack_inlet = cdu_loop_control(
+        p,
+        s.tcs_supply_tanks,
+        s.tcs_tanks,
+        cdu_heat,
+        tcs_cap,
+        temp_cold,
+        d.cdu_cold_capacity_max,
+        dt,
     )
-    # ---------------- FWS loop per building ----------------
-    fws_cap = _segment_sum(cap_c, p.cdu_building, b)
+    # ---------------- FWS loop per building: CDU primaries + air coils ----------------
+    coil_cap = air_coil_flow(p, d, coil_heat)
+    fws_cap = _segment_sum(cap_c, p.cdu_building, b) + coil_cap
     fws_pump_heat, fws_pump_power = fws_pump(p, d, fws_cap)
     cdu_heat_b = _segment_sum(q_cdu, p.cdu_building, b)
     cold_supply = s.fws_supply_tanks[:, -1]
-    mixed_fws_return = cold_supply + (cdu_heat_b + fws_pump_heat) / fws_cap
+    mixed_fws_return = cold_supply + (cdu_heat_b + coil_heat + fws_pump_heat) / fws_cap
     fws_return_tanks, plant_in = tank_chain_step(
         s.fws_return_tanks,
         mixed_fws_return,
@@ -776,8 +876,11 @@ def loop_substep(p: FacilityParams, d: Derived, s: LoopState, mixed_return, dt, 
         cold_supply=cold_supply,
         chiller_on=jnp.where(q_chiller > 0, 1.0, 0.0),
         q_condenser=q_condenser,
+        rack_inlet=rack_inlet,
+        coil_heat=coil_heat,
     )
-    return LoopState(tcs_tanks, fws_supply_tanks, fws_return_tanks), flows, t_air_site
+    new = LoopState(tcs_tanks, fws_supply_tanks, fws_return_tanks, tcs_supply_tanks)
+    return new, flows, t_air_site
 
 
 class GpuStep(NamedTuple):
@@ -1109,25 +1212,31 @@ def rack_other_power(p: FacilityParams, diurnal, t0, dt):
     )
 
 
-def liquid_loops_step(p: FacilityParams, d: Derived, s: State, rack_liquid, dt, hour0, n_sub):
+def liquid_loops_step(
+    p: FacilityParams, d: Derived, s: State, rack_liquid, dt, hour0, n_sub, rack_air
+):
     r"""Advance the liquid loops over the step in ``n_sub`` sub-steps of :func:`loop_substep`.
 
-    The racks' heat into the liquid ``rack_liquid`` [W] (R,) and the TCS pump heat are held
-    constant: the CDUs' mixed return is :math:`T_{sup} + \dot Q_{CDU}/C_{CDU}`.
+    The racks' heat into the liquid ``rack_liquid`` [W] (R,), the TCS pump heat and the racks'
+    heat to air ``rack_air`` [W] (R,; carried by the air coils, :func:`air_coil_heat`) are held
+    constant over the step.
     Returns the new :class:`LoopState`, the step-mean :class:`LoopFlows` and the step-mean
     site dry-bulb [K] (S,).
     """
     t0 = s.t
-    cdu_liquid = _segment_sum(rack_liquid, p.rack_cdu, p.n_cdus) + d.tcs_pump_heat
-    mixed_return = s.tcs_supply + cdu_liquid / d.cdu_capacity_rate
+    tcs_cap = d.cdu_capacity_rate  # the TCS capacity rate of the step: read here only
+    cdu_heat = _segment_sum(rack_liquid, p.rack_cdu, p.n_cdus) + d.tcs_pump_heat
+    coil_heat = air_coil_heat(p, rack_air)
     dt_sub = dt / n_sub
 
     def one(loop_state, j):
         hours_j = hour0 + (t0 + (j + 0.5) * dt_sub) / 3600.0
-        loop_state, flows, t_air_j = loop_substep(p, d, loop_state, mixed_return, dt_sub, hours_j)
+        loop_state, flows, t_air_j = loop_substep(
+            p, d, loop_state, cdu_heat, tcs_cap, coil_heat, dt_sub, hours_j
+        )
         return loop_state, (flows, t_air_j)
 
-    loop0 = LoopState(s.tcs_tanks, s.fws_supply_tanks, s.fws_return_tanks)
+    loop0 = LoopState(s.tcs_tanks, s.fws_supply_tanks, s.fws_return_tanks, s.tcs_supply_tanks)
     loop1, (flows_j, t_air_j) = jax.lax.scan(one, loop0, jnp.arange(n_sub))
     fl = LoopFlows(*[x.mean(axis=0) for x in flows_j])  # step means
     return loop1, fl, t_air_j.mean(axis=0)
@@ -1163,8 +1272,8 @@ class SitePower(NamedTuple):
     chiller_power: jax.Array  # [W]
     electrical_loss: jax.Array  # distribution losses [W]
     total_power: jax.Array  # IT + mechanical + losses [W]
-    heat_in: jax.Array  # heat into the facility: IT energy + pump heat [J]
-    heat_rejected: jax.Array  # plant + air heat rejection [W]
+    heat_in: jax.Array  # heat into the facility: IT energy + pump heat + coil-fan heat [J]
+    heat_rejected: jax.Array  # plant + heat to outside air [W]
 
 
 def site_power(p: FacilityParams, d: Derived, fl: LoopFlows, rack_it_energy, rack_air, dt):
@@ -1174,21 +1283,27 @@ def site_power(p: FacilityParams, d: Derived, fl: LoopFlows, rack_it_energy, rac
               P_{loss} = f_{loss}\,(P_{IT} + P_{mech}),\quad
               P_{total} = P_{IT} + P_{mech} + P_{loss}
 
-    Air-path fans draw ``air_fan_power_ratio`` per W of rack heat to air; the heat rejected is
-    the plant's (dry coolers + chiller evaporators) plus the air heat. ``rack_it_energy`` [J]
-    and ``rack_air`` [W] are (R,).
+    Air-path fans draw ``air_fan_power_ratio`` per W of rack heat to air. Where air coils on
+    facility water take that heat (:func:`air_coil_heat`), it and the fans' heat enter the FWS
+    and leave through the plant; elsewhere the air heat leaves with outside air. So the heat
+    rejected is the plant's (dry coolers + chiller evaporators) plus the air heat not on coils,
+    and the heat in counts the coil fans' heat like the pumps'. ``rack_it_energy`` [J] and
+    ``rack_air`` [W] are (R,).
 
-    The balance's control volume is the IT equipment and the liquid loops: heat leaves the
-    water through the dry coolers and the chiller evaporators. The compressor power is not
-    part of it: it enters the refrigerant circuit and leaves with the condenser heat
-    (:math:`Q_{cond} = Q_{evap} + P`, exact by construction in
+    The balance's control volume is the IT equipment and the liquid loops. The compressor
+    power is not part of it: it enters the refrigerant circuit and leaves with the condenser
+    heat (:math:`Q_{cond} = Q_{evap} + P`, exact by construction in
     :func:`physics.heat_rejection.chiller_plant`); the ledger records that condenser heat
-    separately (``chiller_condenser_heat``), so the heat to outdoor air is dry coolers +
-    condensers + air heat.
+    separately (``chiller_condenser_heat``).
     """
     it_energy = rack_to_site(p, rack_it_energy)
     air_heat = rack_to_site(p, rack_air)
     air_fan = p.air_fan_power_ratio * air_heat
+    coil_heat = building_to_site(p, air_coil_heat(p, rack_air))
+    air_on_coils = building_to_site(
+        p, p.air_coil_fws * _segment_sum(rack_to_cdu(p, rack_air), p.cdu_building, p.n_buildings)
+    )
+    coil_fan_heat = coil_heat - air_on_coils
     pump_power = cdu_to_site(p, d.tcs_pump_power) + building_to_site(p, fl.fws_pump_power)
     fan_power_site = building_to_site(p, fl.fan_power) + air_fan
     chiller_site = building_to_site(p, fl.chiller_power)
@@ -1204,8 +1319,8 @@ def site_power(p: FacilityParams, d: Derived, fl: LoopFlows, rack_it_energy, rac
         chiller_power=chiller_site,
         electrical_loss=elec_loss,
         total_power=it_power + mech + elec_loss,
-        heat_in=it_energy + dt * pump_heat,
-        heat_rejected=building_to_site(p, fl.q_dc + fl.q_chiller) + air_heat,
+        heat_in=it_energy + dt * (pump_heat + coil_fan_heat),
+        heat_rejected=building_to_site(p, fl.q_dc + fl.q_chiller) + air_heat - air_on_coils,
     )
 
 
@@ -1283,7 +1398,7 @@ def step(
     rack_air = g.rack_heat_air / dt + (1.0 - p.rack_other_liquid_fraction) * other
     rack_it_energy = g.rack_energy + other * dt
     # ---------------- liquid loops, sub-stepped for long steps ----------------
-    loop1, fl, t_air_site = liquid_loops_step(p, d, s, rack_liquid, dt, hour0, n_sub)
+    loop1, fl, t_air_site = liquid_loops_step(p, d, s, rack_liquid, dt, hour0, n_sub, rack_air)
     # ---------------- ledger per site ----------------
     hours = hour0 + (t0 + 0.5 * dt) / 3600.0
     sp = site_power(p, d, fl, rack_it_energy, rack_air, dt)
@@ -1309,11 +1424,12 @@ def step(
         t=t0 + dt,
         gpu_temp=g.gpu_temp,
         hbm_temp=g.hbm_temp,
-        tcs_supply=fl.tcs_supply,
+        tcs_supply=loop1.tcs_supply_tanks[:, -1],
         tcs_tanks=loop1.tcs_tanks,
         fws_supply_tanks=loop1.fws_supply_tanks,
         fws_return_tanks=loop1.fws_return_tanks,
         fws_flow=fl.fws_cap,
+        tcs_supply_tanks=loop1.tcs_supply_tanks,
     )
     return new_state, out, ledger
 

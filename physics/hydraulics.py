@@ -69,11 +69,20 @@ def parallel_resistance(resistances, axis=-1):
     return jnp.sum(resistances**-0.5, axis=axis) ** -2.0
 
 
-def thermosiphon_pressure(density_supply, density_return, height):
-    r"""Buoyancy pressure that a closed loop rising by ``height`` [m] develops [Pa]:
-    :math:`\Delta p = (\rho_{sup} - \rho_{ret})\,g\,h`. The static head of the riser itself
-    cancels between supply and return in a closed loop; only this density difference remains."""
-    return (density_supply - density_return) * GRAVITY * height
+def loop_buoyancy_pressure(density_rising, density_falling, height):
+    r"""Buoyancy drive of a closed loop along its flow direction [Pa]: the fluid rises by
+    ``height`` [m] in one leg of density ``density_rising`` and falls back in the other, of
+    density ``density_falling`` [kg m⁻³]:
+
+    .. math:: \Delta p_{buoy} = (\rho_{fall} - \rho_{rise})\,g\,h
+
+    Positive helps the flow (a thermosiphon: heated at the bottom, cooled at the top), negative
+    opposes it. The static head of each leg cancels around a closed loop; only the density
+    difference remains (hydrostatic balance around the loop). In a facility-water loop the cold
+    supply rises to the CDUs, which heat it, and the warm return falls to the plant at grade:
+    :math:`\rho_{fall} = \rho_{ret} < \rho_{sup} = \rho_{rise}`, so buoyancy opposes the
+    flow to the upper floors."""
+    return (density_falling - density_rising) * GRAVITY * height
 
 
 def row_flow_split(speed, head_shutoff, curve_coeff, rack_resistance, header_resistance):
@@ -112,15 +121,16 @@ def floor_flow_split(
     riser_resistance,
     branch_resistance,
     branches_per_floor,
-    static_pressure,
+    buoyancy_pressure,
 ):
     r"""Per-branch flow [m³ s⁻¹] on each floor of a building fed by one plant pump.
 
     Floor :math:`f` has ``branches_per_floor[f]`` identical branches (CDU primaries) of
-    resistance :math:`K_b` behind a riser of resistance :math:`K_{r,f}` and a static
-    (thermosiphon) pressure :math:`h_f`:
+    resistance :math:`K_b` behind a riser of resistance :math:`K_{r,f}`, with the loop's
+    buoyancy drive :math:`\Delta p_{b,f}` along the flow to that floor
+    (:func:`loop_buoyancy_pressure`: positive helps the flow, negative opposes it):
 
-    .. math:: \Delta p = K_{r,f}(n_f q_f)^2 + K_b q_f^2 - h_f,\qquad
+    .. math:: \Delta p = K_{r,f}(n_f q_f)^2 + K_b q_f^2 - \Delta p_{b,f},\qquad
               \Delta p = s^2\Delta p_{00} - k\Bigl(\sum_f n_f q_f\Bigr)^2
 
     The common pressure :math:`\Delta p` is found by a monotone scalar solve.
@@ -129,7 +139,7 @@ def floor_flow_split(
 
     def floor_flows(dp):
         return jnp.sqrt(
-            jnp.clip(dp + static_pressure, 0.0, None)
+            jnp.clip(dp + buoyancy_pressure, 0.0, None)
             / (riser_resistance * n**2 + branch_resistance)
         )
 

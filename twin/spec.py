@@ -222,6 +222,7 @@ class CduTemplate:
     loop_volume: float  # m3
     primary_pressure_drop: float  # Pa at design primary flow
     primary_flow_ratio: float  # design FWS / TCS capacity-rate ratio
+    supply_volume_fraction: float = 0.5  # share of loop_volume in the supply leg (CDU → racks)
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,21 @@ class FacilityWater:
     riser_pressure_drop: float
     supply_volume: float
     return_volume: float
+
+
+@dataclass(frozen=True)
+class AirCooling:
+    """Where the racks' heat to air goes: ``rear_door`` coils (or fan coils) on facility water,
+    which the plant then rejects, or ``outside_air`` (it leaves with the air)."""
+
+    kind: str = "rear_door"
+    approach: float = 3.0  # K, air leaving the coils above the FWS supply
+
+
+AIR_COOLING_KINDS = ("rear_door", "outside_air")
+#: Hottest allowable server inlet air of any ASHRAE class (A4: 5-45 °C; ASHRAE TC9.9 Thermal
+#: Guidelines for Data Processing Environments, 4th ed., 2015) [K].
+_AIR_INLET_MAX_K = ZERO_CELSIUS_K + 45.0
 
 
 @dataclass(frozen=True)
@@ -282,6 +298,7 @@ class Site:
     building: Building
     facility_water: FacilityWater
     heat_rejection: HeatRejection
+    air_cooling: AirCooling = AirCooling()
 
     @property
     def racks(self) -> int:
@@ -422,6 +439,9 @@ def _cdu(f: Fields, name: str) -> CduTemplate:
         primary_flow_ratio=f.quantity(
             "primary_flow_ratio", "dimensionless", 1.0, minimum=0.3, maximum=3.0
         ),
+        # Supply and return headers run side by side along the row, sized for the same flow,
+        # and the rack manifolds have a supply and a return pipe each: half the volume each way.
+        supply_volume_fraction=f.fraction("supply_volume_fraction", 0.5, lo=0.05, hi=0.95),
     )
     f.finish()
     return c
@@ -515,6 +535,19 @@ def _site(
         adiabatic_switch_temperature=hf.temperature("adiabatic_switch_temperature", "30 degC"),
     )
     hf.finish()
+    af = f.sub("air_cooling", {})
+    air = AirCooling(
+        kind=af.string("kind", "rear_door", choices=AIR_COOLING_KINDS),
+        approach=af.quantity("approach", "K", "3 K", minimum=0.0, maximum=20.0),
+    )
+    af.finish()
+    if air.kind == "rear_door" and fws.supply_temperature + air.approach > _AIR_INLET_MAX_K:
+        raise SpecError(
+            f"{af.path}.approach",
+            af.table.get("approach", "3 K"),
+            "an approach that keeps the air leaving the coils (facility_water."
+            "supply_temperature + approach) at or below 45 degC, the ASHRAE A4 allowable limit",
+        )
     tcs_supply = f.temperature("tcs_supply_temperature", setpoint=True)
     if tcs_supply < fws.supply_temperature:
         raise SpecError(
@@ -541,6 +574,7 @@ def _site(
         building=building,
         facility_water=fws,
         heat_rejection=hr,
+        air_cooling=air,
     )
     f.finish()
     if site.climate is None and site.weather_file is None:

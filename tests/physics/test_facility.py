@@ -278,3 +278,90 @@ def test_gradients_match_central_differences(which):
     fd = np.array([(f(x0.at[i].add(h[i])) - f(x0.at[i].add(-h[i]))) / (2 * h[i]) for i in range(5)])
     assert np.all(np.abs(g) > 0) or which == 1
     assert_allclose(g, fd, rtol=1e-5, atol=1e-9 * np.max(np.abs(fd)))
+
+
+def _settle_loops(p, d, liquid_w, air_w, hours=6):
+    """Hold the racks' heat to the liquid and to air [W] and step the loops an hour at a time
+    until they are steady; returns the last step's flows and site power."""
+    s = F.initial_state(p, d)
+    dt = 3600.0
+    n_sub = F.substeps(p, d, dt)
+    liquid = jnp.full(p.n_racks, liquid_w)
+    air = jnp.full(p.n_racks, air_w)
+    for _ in range(hours):
+        loop, fl, _ = F.liquid_loops_step(p, d, s, liquid, dt, 0.0, n_sub, air)
+        s = s._replace(
+            t=s.t + dt,
+            tcs_tanks=loop.tcs_tanks,
+            fws_supply_tanks=loop.fws_supply_tanks,
+            fws_return_tanks=loop.fws_return_tanks,
+            tcs_supply_tanks=loop.tcs_supply_tanks,
+        )
+    sp = F.site_power(p, d, fl, jnp.full(p.n_racks, (liquid_w + air_w) * dt), air, dt)
+    return fl, sp
+
+
+def test_air_heat_rides_the_facility_water_to_the_plant():
+    """Rear-door coils (the default) put the racks' heat to air and their fans' heat into the
+    FWS return, with the coils' flow at the FWS design ΔT; the plant rejects it. With outside
+    air the plant does not see it and it leaves with the air."""
+    spec, p, d = make()
+    assert spec.sites[0].air_cooling.kind == "rear_door"
+    fan_ratio = 0.06  # air_fan_power default [W/W]
+    liquid, air = 100e3, 7e3
+    fl, sp = _settle_loops(p, d, liquid, air)
+    outside = eqx.tree_at(lambda q: q.air_coil_fws, p, jnp.zeros_like(p.air_coil_fws))
+    fl_o, sp_o = _settle_loops(outside, d, liquid, air)
+    coil = (1.0 + fan_ratio) * air  # 7,420 W
+    plant = np.asarray(fl.q_dc + fl.q_chiller)
+    plant_o = np.asarray(fl_o.q_dc + fl_o.q_chiller)
+    pumps = np.asarray(d.tcs_pump_heat + fl.fws_pump_heat)
+    pumps_o = np.asarray(d.tcs_pump_heat + fl_o.fws_pump_heat)
+    assert_allclose(fl.coil_heat, coil, rtol=1e-12)
+    assert_allclose(plant, liquid + pumps + coil, rtol=1e-6)  # steady: all heat to the plant
+    assert_allclose(plant_o, liquid + pumps_o, rtol=1e-6)
+    # The coils' own water flow rides the FWS at its design ΔT (10 K).
+    assert_allclose(fl.fws_cap - fl_o.fws_cap, coil / 10.0, rtol=1e-9)
+    assert float(fl.fws_pump_power[0]) > float(fl_o.fws_pump_power[0])
+    # Nothing vanishes: with coils the heat rejected is the plant's; with outside air, the
+    # plant's plus the air heat.
+    assert_allclose(sp.heat_rejected, plant, rtol=1e-12)
+    assert_allclose(sp_o.heat_rejected, plant_o + air, rtol=1e-12)
+
+
+def _rack_inlet_after_setpoint_step(p, d, warm, dt, seconds, rise):
+    """Rack inlet [K] at each step end after the CDU setpoint rises by ``rise`` at t = 0."""
+    hot = eqx.tree_at(lambda q: q.tcs_supply_setpoint, p, p.tcs_supply_setpoint + rise)
+    n_sub = F.substeps(hot, d, dt)
+
+    def body(s, _):
+        s, _, _ = F.step(hot, d, s, dt, 0.0, None, n_sub)
+        return s, s.tcs_supply[0]
+
+    _, inlet = jax.jit(lambda s: jax.lax.scan(body, s, None, length=int(seconds / dt)))(warm)
+    return np.arange(1, len(inlet) + 1) * dt, np.asarray(inlet)
+
+
+def test_supply_leg_delay_is_independent_of_the_step():
+    """A step in the CDU outlet reaches the racks through the supply leg's tanks in series:
+    the rack inlet's 50 % time is the median of an Erlang distribution of N tanks with mean
+    residence V_supply/Q (Levenspiel ch. 14), the same at 1 s and 4 s steps."""
+    from scipy.stats import gamma
+
+    spec, p, d = make(load=LoadMix.parse("constant=0.8"))
+    warm = run(p, d, 1.0, 300)[1]  # return leg warm, CDU on its setpoint
+    rise = 2.0
+    cdu = spec.sites[0].building.cdu
+    v_supply = cdu.supply_volume_fraction * cdu.loop_volume  # 0.075 m3
+    q = float(d.rack_flow[0])  # one rack on its CDU
+    n = p.n_tcs_tanks
+    expected = gamma.ppf(0.5, n, scale=v_supply / q / n)  # ~19 s (mean V/Q ~21 s)
+    t50 = {}
+    for dt in (1.0, 4.0):
+        t, inlet = _rack_inlet_after_setpoint_step(p, d, warm, dt, 80.0, rise)
+        frac = (inlet - float(p.tcs_supply_setpoint[0])) / rise
+        t50[dt] = float(np.interp(0.5, frac, t))
+        assert frac[-1] > 0.97
+    assert abs(t50[1.0] - t50[4.0]) < 1.0
+    assert_allclose([t50[1.0], t50[4.0]], expected, atol=0.5)
+    assert expected < v_supply / q  # the median is a bit below the mean residence time

@@ -61,12 +61,21 @@ def test_case2_row_flow_and_mass_balance():
     assert q[-1] < q[0]
 
 
-def test_parallel_resistance_and_thermosiphon():
+def test_parallel_resistance():
     k = jnp.array([1.0, 4.0])
     # sqrt(dp) (1 + 1/2) = Q  ->  K_eq = 1/(1.5)^2
     assert_allclose(h.parallel_resistance(k), 1 / 1.5**2)
-    # Water 35 vs 45 degC, 7 m: (994.08 - 990.26) * 9.80665 * 7 = 262 Pa, upward in the return.
-    assert_allclose(h.thermosiphon_pressure(994.08, 990.26, 7.0), 262.2, atol=0.5)
+
+
+def test_buoyancy_opposes_flow_heated_at_the_top():
+    # FWS: cold supply at 32 degC rises 7 m to the CDUs, warm return at 42 degC falls to the
+    # plant. Water densities from refs 2a (IAPWS-95), linear between the 5 K rows:
+    # rho(32) = 995.69 + 0.4 (994.08 - 995.69) = 995.046, rho(42) = 992.26 + 0.4 (990.26 -
+    # 992.26) = 991.460; (991.460 - 995.046) * 9.80665 * 7 = -246.2 Pa (opposes the flow).
+    rho_32, rho_42 = 995.046, 991.460
+    assert_allclose(h.loop_buoyancy_pressure(rho_32, rho_42, 7.0), -246.2, atol=0.1)
+    # A thermosiphon (heated in the rising leg) is driven: the same magnitude, positive.
+    assert_allclose(h.loop_buoyancy_pressure(rho_42, rho_32, 7.0), 246.2, atol=0.1)
 
 
 def test_floor_split_conserves_flow_and_upper_floor_gets_less():

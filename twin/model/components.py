@@ -149,7 +149,8 @@ def cdu_params(
         "tcs_pump_curve_coeff": design.tcs_pump_curve_coeff,
         "tcs_pump_efficiency": b.cdu.pump_efficiency,
         "tcs_header_resistance": design.header_resistance,
-        "tcs_volume": b.cdu.loop_volume,
+        "tcs_volume": (1.0 - b.cdu.supply_volume_fraction) * b.cdu.loop_volume,
+        "tcs_supply_volume": b.cdu.supply_volume_fraction * b.cdu.loop_volume,
         "tcs_supply_setpoint": site.tcs_supply_temperature + setpoint_offset,
         "cdu_ua_design": ua,
         "cdu_flow_design_hot": design.cdu_capacity_rate_hot,
@@ -163,44 +164,106 @@ def cdu_params(
     return fields
 
 
-def facility_water_params(
-    site: Site, design: SiteDesign, site_index: int, setpoint_offset: float = 0.0
-) -> Fields:
-    """Per-building facility water (FWS) loop: pump curve, CDU branches, risers, volumes.
+def plant_pump_design(site: Site, design: SiteDesign) -> tuple[float, float, float]:
+    r"""Operating point of a building's plant pump, sized on its index circuit [m3/s, Pa, Pa].
 
-    One pump per building drives all its CDUs' primary sides at design flow; floor f's riser
-    adds ``f`` x ``riser_pressure_drop`` at the flow of one floor's CDUs.
+    The rule: with every valve open, the index circuit (the top floor: its riser, its CDU
+    primary and the buoyancy that opposes the flow up to it) passes exactly the CDU design
+    primary flow; every lower floor then gets more (its control valves throttle it). The
+    common pressure at the foot of the risers that does this is
+
+    .. math:: \Delta p^* = K_{r,top}\,Q_{top}^2 + K_b q_d^2 - \Delta p_{b,top}
+
+    (:math:`Q_{top}` the top floor's CDU and coil flow, :math:`\Delta p_b < 0`,
+    :func:`physics.hydraulics.loop_buoyancy_pressure`); each lower floor's flow follows at
+    that pressure, and the pump's design point is their total :math:`Q^*` at head
+    :math:`\Delta p^* + K_{int} Q^{*2}`, :math:`K_{int}` the plant and mains (everything but
+    risers and CDU primaries), sized so that the ground floor's circuit needs ``pump_pressure``
+    at design flow (refs 8.7: 250 kPa). Air coils are branches in parallel with each floor's
+    CDUs, sized for the same pressure at their design flow (``air_coil_flow_ratio`` CDU
+    equivalents per CDU).
+
+    Returns the design flow :math:`Q^*`, head and the plant's internal loss coefficient
+    [Pa s2/m6] (the last as a third value so that the curve can fold it in).
     """
     b = site.building
     fw = site.facility_water
     q_cdu = design.cdu_primary_flow
-    q_building = design.cdus_per_building * q_cdu
-    h0, k_pump = hydraulics.pump_curve_from_design(q_building, fw.pump_pressure, PUMP_SHUTOFF_RATIO)
-    internal = fw.pump_pressure - b.cdu.primary_pressure_drop
-    if internal < 0:
+    phi = design.air_coil_flow_ratio(fw.design_delta_t)
+    n_eff = (1.0 + phi) * b.rows_per_floor
+    k_branch = b.cdu.primary_pressure_drop / (VALVE_OPEN_FLOW_MARGIN * q_cdu) ** 2
+    k_riser = riser_resistance(site, design)
+    buoy = np.asarray(
+        hydraulics.loop_buoyancy_pressure(
+            design.fws_density_supply, design.fws_density_return, riser_heights(site)
+        )
+    )
+    dp_star = k_riser[-1] * (n_eff * q_cdu) ** 2 + k_branch * q_cdu**2 - buoy[-1]
+    q_floor = np.sqrt(np.clip(dp_star + buoy, 0.0, None) / (k_riser * n_eff**2 + k_branch))
+    q_total = float(np.sum(n_eff * q_floor))
+    q_building = (1.0 + phi) * design.cdus_per_building * q_cdu
+    k_internal = (fw.pump_pressure - b.cdu.primary_pressure_drop) / q_building**2
+    return q_total, float(dp_star + k_internal * q_total**2), k_internal
+
+
+def riser_heights(site: Site) -> np.ndarray:
+    """Elevation of each floor above the plant at grade [m], (floors,)."""
+    b = site.building
+    return np.arange(b.floors) * b.floor_height
+
+
+def riser_resistance(site: Site, design: SiteDesign) -> np.ndarray:
+    """Riser loss coefficient to each floor [Pa s2/m6], (floors,): floor f's riser loses
+    ``f`` x ``riser_pressure_drop`` at the design flow of one floor's CDUs and air coils."""
+    b = site.building
+    fw = site.facility_water
+    phi = design.air_coil_flow_ratio(fw.design_delta_t)
+    floor_flow = (1.0 + phi) * b.rows_per_floor * design.cdu_primary_flow
+    return np.arange(b.floors) * fw.riser_pressure_drop / floor_flow**2
+
+
+def facility_water_params(
+    site: Site, design: SiteDesign, site_index: int, setpoint_offset: float = 0.0
+) -> Fields:
+    """Per-building facility water (FWS) loop: pump curve, CDU branches, risers, volumes, air
+    coils.
+
+    One pump per building drives all its CDUs' primary sides (and its air coils), sized on the
+    index circuit (:func:`plant_pump_design`): with every valve open each CDU gets at least its
+    design primary flow, the top floor's exactly.
+    """
+    b = site.building
+    fw = site.facility_water
+    q_cdu = design.cdu_primary_flow
+    if fw.pump_pressure < b.cdu.primary_pressure_drop:
         raise SpecError(
             f"sites.{site.key}.facility_water.pump_pressure",
             fw.pump_pressure,
             "at least the CDU primary pressure drop",
         )
+    q_pump, head, k_internal = plant_pump_design(site, design)
+    h0, k_pump = hydraulics.pump_curve_from_design(q_pump, head, PUMP_SHUTOFF_RATIO)
     shared = {
         "fws_density": design.fws_density,
         "fws_specific_heat": design.fws_specific_heat,
         "fws_supply_setpoint": fw.supply_temperature + setpoint_offset,
         "fws_pump_head_shutoff": h0,
-        "fws_pump_curve_coeff": k_pump + internal / q_building**2,
+        "fws_pump_curve_coeff": k_pump + k_internal,
         "fws_pump_efficiency": fw.pump_efficiency,
         "fws_pressure_min": fw.minimum_pressure,
         "fws_cdu_resistance": (b.cdu.primary_pressure_drop / (VALVE_OPEN_FLOW_MARGIN * q_cdu) ** 2),
         "fws_supply_volume": fw.supply_volume,
         "fws_return_volume": fw.return_volume,
+        "fws_density_supply": design.fws_density_supply,
+        "fws_density_return": design.fws_density_return,
+        "fws_design_delta_t": fw.design_delta_t,
+        "air_coil_fws": float(site.air_cooling.kind == "rear_door"),
+        "air_coil_flow_ratio": design.air_coil_flow_ratio(fw.design_delta_t),
     }
     fields = {name: np.full(b.count, value, dtype=float) for name, value in shared.items()}
-    floors = np.arange(b.floors)
-    riser = floors * fw.riser_pressure_drop / (b.rows_per_floor * q_cdu) ** 2
     per_floor = {
-        "fws_riser_resistance": riser,
-        "fws_riser_height": floors * b.floor_height,
+        "fws_riser_resistance": riser_resistance(site, design),
+        "fws_riser_height": riser_heights(site),
         "fws_cdus_per_floor": np.full(b.floors, float(b.rows_per_floor)),
     }
     fields |= {name: np.tile(row, (b.count, 1)) for name, row in per_floor.items()}

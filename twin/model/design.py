@@ -41,11 +41,20 @@ class SiteDesign:
     cdu_capacity_rate_cold: float  # W/K, primary side of a CDU
     cdus_per_building: int
     building_heat: float  # W of one building at design power
+    fws_density_supply: float = 0.0  # kg/m3 at the FWS supply temperature
+    fws_density_return: float = 0.0  # kg/m3 at supply + design ΔT
+    air_coil_heat: float = 0.0  # W of one building's air coils at full load (0: outside air)
 
     @property
     def cdu_primary_flow(self) -> float:
         """Design facility-water flow through one CDU [m3/s]."""
         return self.cdu_capacity_rate_cold / (self.fws_density * self.fws_specific_heat)
+
+    def air_coil_flow_ratio(self, design_delta_t: float) -> float:
+        """Design flow of a building's air coils (its air heat at the FWS design ΔT) over its
+        CDUs' design primary flow [-]."""
+        coil_cap = self.air_coil_heat / design_delta_t
+        return coil_cap / (self.cdus_per_building * self.cdu_capacity_rate_cold)
 
 
 def size_site(site: Site, tcs_table, fws_table) -> SiteDesign:
@@ -74,6 +83,14 @@ def size_site(site: Site, tcs_table, fws_table) -> SiteDesign:
     row_heat = b.racks_per_row * rack.design_power
     c_hot = rho_tcs * cp_tcs * q_row
     cdus_per_building = b.floors * b.rows_per_floor
+    fw = site.facility_water
+    # Heat to air of a rack at full load: the GPUs' air share at TDP and the non-liquid share of
+    # the other equipment at its maximum; coils also take the air-path fans' heat.
+    rack_air = rack.gpus * rack.gpu.tdp * rack.gpu.air_fraction + rack.other_power_max * (
+        1.0 - rack.other_liquid_fraction
+    )
+    on_coils = site.air_cooling.kind == "rear_door"
+    coil_heat = on_coils * (1.0 + site.air_fan_power_ratio) * rack_air * b.racks_per_row
     return SiteDesign(
         tcs_density=rho_tcs,
         tcs_specific_heat=cp_tcs,
@@ -91,4 +108,9 @@ def size_site(site: Site, tcs_table, fws_table) -> SiteDesign:
         cdu_capacity_rate_cold=b.cdu.primary_flow_ratio * c_hot,
         cdus_per_building=cdus_per_building,
         building_heat=cdus_per_building * row_heat,
+        fws_density_supply=float(coolant.density(fws_table, fw.supply_temperature)),
+        fws_density_return=float(
+            coolant.density(fws_table, fw.supply_temperature + fw.design_delta_t)
+        ),
+        air_coil_heat=float(coil_heat * cdus_per_building),
     )

@@ -105,10 +105,13 @@ def steady_state(
     for _ in range(passes):
         rack_it, liquid, air_heat, hot, hbm = rack_conditions(p, d, t_in, u_mean, u_hot, p_hot)
         cdu_liquid = F.rack_to_cdu(p, liquid) + d.tcs_pump_heat
-        mixed = p.tcs_supply_setpoint + cdu_liquid / d.cdu_capacity_rate
+        tcs_cap = d.cdu_capacity_rate
+        mixed = p.tcs_supply_setpoint + cdu_liquid / tcs_cap
         sup = jnp.broadcast_to(p.fws_supply_setpoint[:, None], (b, p.n_fws_tanks))
-        ls = F.LoopState(jnp.broadcast_to(mixed[:, None], (n, p.n_tcs_tanks)), sup, sup)
-        _, fl, _ = F.loop_substep(p, d, ls, mixed, STEADY_DT, hours)
+        tcs_sup = jnp.broadcast_to(p.tcs_supply_setpoint[:, None], (n, p.n_tcs_tanks))
+        ls = F.LoopState(jnp.broadcast_to(mixed[:, None], (n, p.n_tcs_tanks)), sup, sup, tcs_sup)
+        coil_heat = F.air_coil_heat(p, air_heat)
+        _, fl, _ = F.loop_substep(p, d, ls, cdu_liquid, tcs_cap, coil_heat, STEADY_DT, hours)
         t_in = rack_inlet(p, fl.tcs_supply)
 
     it = F.rack_to_site(p, rack_it)
