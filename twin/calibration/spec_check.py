@@ -77,8 +77,9 @@ def _round(x: float, nd: int) -> float | None:
     return round(float(x), nd) if math.isfinite(x) else None
 
 
-def _specs_holding(resistance: float, exclude: str) -> list[str]:
-    """Shipped facility specs whose GPU's cited resistance range holds ``resistance``."""
+def _specs_holding(resistance: float, exclude: str) -> list[tuple[str, str]]:
+    """Shipped facility specs (name, secondary coolant) whose GPU's cited resistance range
+    holds ``resistance``."""
     out = []
     for path in sorted(FACILITY_DIR.glob("*.toml")):
         try:
@@ -87,7 +88,7 @@ def _specs_holding(resistance: float, exclude: str) -> list[str]:
             continue
         rng = other.sites[0].building.rack.gpu.resistance_range
         if other.name != exclude and rng is not None and rng[0] <= resistance <= rng[1]:
-            out.append(other.name)
+            out.append((other.name, other.tcs_coolant))
     return out
 
 
@@ -171,9 +172,10 @@ def check_spec(grid: Grid, spec: FacilitySpec, cfg: CalibrationConfig) -> dict:
         return out
     others = _specs_holding(r_app, spec.name)
     if others:
-        kind = "an air-cooled node" if any("air" in o for o in others) else "another node"
+        kinds = {"an air-cooled node" if c == "air" else "a liquid-cooled node" for _, c in others}
+        kind = kinds.pop() if len(kinds) == 1 else "another node"
         suggestion = f"the data look like {kind}; try " + " or ".join(
-            f"--facility {o}" for o in others
+            f"--facility {name}" for name, _ in others
         )
     elif r_app > r_ji:
         suggestion = (
@@ -192,7 +194,9 @@ def check_spec(grid: Grid, spec: FacilitySpec, cfg: CalibrationConfig) -> dict:
         suggestion=suggestion,
         message=(
             f"the telemetry contradict facility spec '{spec.name}' ({spec.tcs_coolant} coolant "
-            f"at {inlet_c:.0f} degC): " + "; ".join(reasons) + f". {suggestion}"
+            f"at {inlet_c:.0f} degC): "
+            + "; ".join(reasons)
+            + f". {suggestion[0].upper()}{suggestion[1:]}"
         ),
     )
     return out
