@@ -1,4 +1,4 @@
-r"""Coolant thermophysical properties versus temperature: water and PG25 at 2 bar abs.
+r"""Coolant thermophysical properties versus temperature: water and PG25 at 2 bar abs, air at 1 atm.
 
 Properties are linear interpolations (:func:`jax.numpy.interp`) of tables computed offline with
 CoolProp [1]_ by ``data/coolants/generate_coolant_tables.py``, which writes them with their
@@ -7,17 +7,24 @@ and is read once, at import, through :mod:`importlib.resources` (physics reads n
 does not depend on CoolProp).  No ad-hoc polynomial fits are used.
 
 * ``water``: CoolProp ``Water`` (IAPWS-95 equation of state [2]_, IAPWS 2008 viscosity,
-  IAPWS 2011 thermal conductivity).
+  IAPWS 2011 thermal conductivity), 2 bar abs.
 * ``pg25``: CoolProp ``INCOMP::MPG[0.25]``, aqueous 1,2-propylene glycol at 25 % mass fraction
-  (Melinder [3]_ fits); freezing point about -9.8 degC.
+  (Melinder [3]_ fits), 2 bar abs; freezing point about -9.8 degC.
+* ``air``: CoolProp ``Air``, dry air as a pseudo-pure fluid (Lemmon et al. [5]_; viscosity and
+  conductivity Lemmon and Jacobsen [6]_) at 101.325 kPa: the coolant of an air-cooled server,
+  whose fans move it through the heat sinks (the "pump" and "cold plates" of the facility
+  model's secondary loop).  Sensible heat only (no moisture, no condensation on the coil).
 
-Grid 0-90 degC every 1 K at 2 bar abs (water boils at 120 degC there).  Linear interpolation
-reproduces CoolProp to better than 0.04 % for every property (viscosity, the most curved, is the
-worst: 2.4e-4 water, 3.6e-4 PG25; density, c_p and k are below 1.3e-5).  A 2 K grid would give
-0.14 % on PG25 viscosity, above the 0.1 % target.  Outside 0-90 degC :func:`jax.numpy.interp`
-holds the end values (no extrapolation): callers must stay in range.
+Grid 0-90 degC every 1 K (water boils at 120 degC at 2 bar).  Linear interpolation reproduces
+CoolProp to better than 0.04 % for every property (viscosity, the most curved, is the worst:
+2.4e-4 water, 3.6e-4 PG25, 5e-7 air; density, c_p and k are below 1.3e-5).  A 2 K grid would
+give 0.14 % on PG25 viscosity, above the 0.1 % target.  Outside 0-90 degC
+:func:`jax.numpy.interp` holds the end values (no extrapolation): callers must stay in range.
 
-Pressure dependence is neglected (liquid: about 5e-5 relative change in density per bar).
+Pressure dependence is neglected.  For the liquids it is about 5e-5 relative change in density
+per bar.  Air is an ideal gas to 0.1 % here, so its density scales with absolute pressure: a
+server fan's rise of a few hundred pascals changes it by under 1 %, and a site at altitude
+has proportionally thinner air (about 1.2 % less per 100 m); c_p, mu and k barely change.
 
 Between grid points the interpolant is piecewise linear, so its temperature derivative is
 piecewise constant (the secant slope of the 1 K interval).
@@ -34,6 +41,11 @@ References
    International Institute of Refrigeration, 2010.
 .. [4] F. P. Incropera, D. P. DeWitt, T. L. Bergman, A. S. Lavine, *Fundamentals of Heat and
    Mass Transfer*, 6th ed., Wiley, 2007, Eq. 6.42 (Prandtl number).
+.. [5] E. W. Lemmon, R. T Jacobsen, S. G. Penoncello, D. G. Friend, "Thermodynamic properties
+   of air and mixtures of nitrogen, argon, and oxygen from 60 to 2000 K at pressures to
+   2000 MPa", J. Phys. Chem. Ref. Data 29(3), 331-385, 2000.
+.. [6] E. W. Lemmon, R. T Jacobsen, "Viscosity and thermal conductivity equations for nitrogen,
+   oxygen, argon, and air", Int. J. Thermophys. 25(1), 21-69, 2004.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ FACILITY_DIR = data_dir("facilities")
 #: Physically meaningful range of a liquid coolant setpoint [K]: above PG25's freezing point
 #: (-9.8 °C, refs 2a) with margin, below the ASHRAE W+ band's practical ceiling (~65 °C).
 SETPOINT_RANGE_K = (ZERO_CELSIUS_K + 2.0, ZERO_CELSIUS_K + 65.0)
+#: Range of a server inlet-air setpoint [K] where the secondary coolant is air (an air-cooled
+#: node, docs/spec.md): the ASHRAE TC9.9 class A4 allowable inlet range, 5-45 °C (unverified,
+#: from memory like the W classes of refs 2; the recommended envelope is 18-27 °C).
+AIR_SETPOINT_RANGE_K = (ZERO_CELSIUS_K + 5.0, ZERO_CELSIUS_K + 45.0)
 
 #: ``heat_rejection.chiller_curve`` values: the Carnot fraction with a minimum lift (warm-water
 #: trim chillers) or the DOE-2 Centrifugal/5.50COP EIR curves (refs 4).
@@ -96,14 +100,21 @@ class Fields:
             raise SpecError(self._p(key), value, expected or f"<= {maximum} {unit}")
         return v
 
-    def temperature(self, key: str, default: Any = ..., setpoint: bool = False) -> float:
+    def temperature(
+        self, key: str, default: Any = ..., setpoint: bool = False, air: bool = False
+    ) -> float:
+        """A temperature [K]; ``setpoint``: within the liquid-coolant range, or with ``air``
+        the server inlet-air range."""
         v = self.quantity(key, "K", default)
-        if setpoint and not (SETPOINT_RANGE_K[0] <= v <= SETPOINT_RANGE_K[1]):
+        lo, hi = AIR_SETPOINT_RANGE_K if air else SETPOINT_RANGE_K
+        if setpoint and not (lo <= v <= hi):
             raise SpecError(
                 self._p(key),
                 self.table.get(key, default),
-                "a liquid-coolant setpoint between 2 degC and 65 degC (above freezing of PG25, "
-                "within the ASHRAE W17..W+ classes)",
+                "a server inlet-air setpoint between 5 degC and 45 degC (ASHRAE class A4 allowable)"
+                if air
+                else "a liquid-coolant setpoint between 2 degC and 65 degC (above freezing of "
+                "PG25, within the ASHRAE W17..W+ classes)",
             )
         return v
 
@@ -173,6 +184,9 @@ class GpuModel:
     shutdown_temperature: float  # K
     hbm_max_operating_temperature: float  # K
     air_fraction: float  # -
+    #: cited range of the junction -> coolant-inlet resistance at load [K/W] (low, high), or
+    #: None; ``twin calibrate`` says when telemetry falls outside it (docs/calibration.md)
+    resistance_range: tuple[float, float] | None = None
 
     @property
     def power_idle_static(self) -> float:
@@ -332,7 +346,11 @@ class FacilitySpec:
         return sum(s.gpus for s in self.sites)
 
 
-COOLANTS = ("water", "pg25")
+#: Coolants of the secondary (TCS) loop: the liquids, or air for an air-cooled node (server
+#: fans as the pump, heat sinks as the cold plates, the room's cooling coil as the CDU).
+COOLANTS = ("water", "pg25", "air")
+#: Facility water is a liquid.
+FWS_COOLANTS = ("water", "pg25")
 
 
 def _gpu_model(f: Fields, name: str) -> GpuModel:
@@ -358,6 +376,7 @@ def _gpu_model(f: Fields, name: str) -> GpuModel:
         shutdown_temperature=f.temperature("shutdown_temperature", "92 degC"),
         hbm_max_operating_temperature=f.temperature("hbm_max_operating_temperature", "95 degC"),
         air_fraction=f.fraction("air_fraction", 0.0, hi=0.5),
+        resistance_range=_resistance_range(f),
     )
     f.finish()
     if m.power_dynamic <= 0:
@@ -379,6 +398,21 @@ def _gpu_model(f: Fields, name: str) -> GpuModel:
             "leakage slope below the die-to-coolant conductance (else thermal runaway)",
         )
     return m
+
+
+def _resistance_range(f: Fields) -> tuple[float, float] | None:
+    """``resistance_range = ["0.02 K/W", "0.035 K/W"]``: two increasing positive resistances."""
+    key = "resistance_range"
+    value = f.raw(key, None)
+    if value is None:
+        return None
+    expected = "two increasing resistances, e.g. ['0.020 K/W', '0.035 K/W']"
+    if not isinstance(value, list) or len(value) != 2:
+        raise SpecError(f._p(key), value, expected)
+    lo, hi = (parse_quantity(v, f._p(key), "K/W") for v in value)
+    if not (0 < lo < hi and math.isfinite(hi)):
+        raise SpecError(f._p(key), value, expected)
+    return (lo, hi)
 
 
 def _rack(f: Fields, name: str, gpus: dict[str, GpuModel]) -> RackTemplate:
@@ -448,7 +482,11 @@ def _cdu(f: Fields, name: str) -> CduTemplate:
 
 
 def _site(
-    key: str, f: Fields, racks: dict[str, RackTemplate], cdus: dict[str, CduTemplate]
+    key: str,
+    f: Fields,
+    racks: dict[str, RackTemplate],
+    cdus: dict[str, CduTemplate],
+    tcs_coolant: str = "pg25",
 ) -> Site:
     bf = f.sub("building")
     rack_name = bf.string("rack")
@@ -548,7 +586,7 @@ def _site(
             "an approach that keeps the air leaving the coils (facility_water."
             "supply_temperature + approach) at or below 45 degC, the ASHRAE A4 allowable limit",
         )
-    tcs_supply = f.temperature("tcs_supply_temperature", setpoint=True)
+    tcs_supply = f.temperature("tcs_supply_temperature", setpoint=True, air=tcs_coolant == "air")
     if tcs_supply < fws.supply_temperature:
         raise SpecError(
             f"{f.path}.tcs_supply_temperature",
@@ -630,7 +668,7 @@ def parse_facility(doc: dict, source: str = "") -> FacilitySpec:
     fac.finish()
     cool = top.sub("coolant")
     tcs_coolant = cool.string("tcs", "pg25", choices=COOLANTS)
-    fws_coolant = cool.string("fws", "water", choices=COOLANTS)
+    fws_coolant = cool.string("fws", "water", choices=FWS_COOLANTS)
     cool.finish()
     gpus_t = top.sub("gpu_models")
     gpus = {k: _gpu_model(gpus_t.sub(k), k) for k in list(gpus_t.table)}
@@ -642,7 +680,7 @@ def parse_facility(doc: dict, source: str = "") -> FacilitySpec:
     sites_t = top.sub("sites")
     if not sites_t.table:
         raise SpecError("sites", {}, "at least one site")
-    sites = tuple(_site(k, sites_t.sub(k), racks, cdus) for k in list(sites_t.table))
+    sites = tuple(_site(k, sites_t.sub(k), racks, cdus, tcs_coolant) for k in list(sites_t.table))
     top.finish()
     ref = sites[0].building
     for s in sites[1:]:

@@ -40,10 +40,10 @@ def _coolprop(fluid: str, key: str, temp_k: np.ndarray) -> np.ndarray:
 
 
 def test_coolant_table_lookup_and_error_lists_valid_names():
-    assert set(coolant.COOLANT_PARAMETERS) == {"water", "pg25"}
+    assert set(coolant.COOLANT_PARAMETERS) == {"water", "pg25", "air"}
     assert coolant.coolant_table("pg25") is coolant.COOLANT_PARAMETERS["pg25"]
     assert coolant.coolant_table("water").name == "water"
-    with pytest.raises(KeyError, match="'pg25', 'water'"):
+    with pytest.raises(KeyError, match="'air', 'pg25', 'water'"):
         coolant.coolant_table("glycol")
 
 

@@ -154,3 +154,67 @@ def test_bad_toml_syntax(tmp_path):
     path.write_text("[facility\nname = 1")
     with pytest.raises(SpecError, match="valid TOML"):
         load_facility(path)
+
+
+# --------------------------------------------------------------------------------------------
+# The air-cooled node (issue 13, deliverable 6): air as the secondary coolant
+# --------------------------------------------------------------------------------------------
+
+AIR_NODE = tomllib.loads((FACILITY_DIR / "h100-node-air.toml").read_text())
+
+
+def bad_air(mutate):
+    doc = copy.deepcopy(AIR_NODE)
+    mutate(doc)
+    with pytest.raises(SpecError) as info:
+        parse_facility(doc)
+    return info.value
+
+
+def test_air_node_spec_loads_with_its_cited_figures():
+    s = load_facility("h100-node-air")
+    assert s.tcs_coolant == "air" and s.fws_coolant == "water" and s.gpus == 8
+    rack = s.sites[0].building.rack
+    g = rack.gpu
+    # refs 1: 54-72 degC (air) at ~700 W over a 25 degC inlet
+    assert g.resistance_range == pytest.approx(((54 - 25) / 700, (72 - 25) / 700), abs=5e-4)
+    # 0.07 m3/s per kW of node power (a ~12 K server air rise): 0.714 m3/s for 10.2 kW,
+    # about 1,513 CFM (1 ft3/min = 4.719474e-4 m3/s)
+    q = rack.flow_per_power * rack.design_power
+    assert q == pytest.approx(0.714, rel=1e-9)
+    assert q / 4.719474e-4 == pytest.approx(1513, rel=1e-3)
+    assert rack.other_liquid_fraction == 1.0 and g.air_fraction == 0.0
+    liquid = load_facility("h100-node").sites[0].building.rack.gpu
+    assert liquid.resistance_range == pytest.approx((16 / 700, 25 / 700), abs=5e-4)
+
+
+def test_air_only_as_the_secondary_coolant():
+    e = bad_air(lambda d: d["coolant"].update(fws="air"))
+    assert e.path == "coolant.fws" and "water" in e.expected
+
+
+@pytest.mark.parametrize("value", ["2 degC", "50 degC"])
+def test_air_inlet_outside_the_server_range(value):
+    e = bad_air(lambda d: d["sites"]["node"].update(tcs_supply_temperature=value))
+    assert e.path == "sites.node.tcs_supply_temperature"
+    assert "inlet-air" in e.expected and "5 degC and 45 degC" in e.expected
+
+
+@pytest.mark.parametrize("value", [["0.05 K/W"], ["0.06 K/W", "0.04 K/W"], "0.05 K/W"])
+def test_bad_resistance_range(value):
+    e = bad_air(lambda d: d["gpu_models"]["h100_sxm"].update(resistance_range=value))
+    assert e.path == "gpu_models.h100_sxm.resistance_range"
+
+
+def test_air_node_design_point():
+    """The facility model's design point of the air node, against the spec's figures:
+    junction -> inlet resistance (refs 1: (63 - 25)/700 = 0.054 K/W) and fan power
+    Q dp / eta = 0.714 m3/s x 400 Pa (the server's pressure drop) / 0.45 = 634.7 W."""
+    run = prepare(load_facility("h100-node-air"), step=60.0)
+    r_ji = float(run.derived.gpu_resistance.ravel()[0])
+    assert r_ji == pytest.approx((63 - 25) / 700, rel=0.02)
+    assert float(run.derived.tcs_pump_power[0]) == pytest.approx(0.714 * 400 / 0.45, rel=1e-6)
+    # air rise through the node at design: 10.2 kW / (rho cp Q) at 30 degC (CoolProp Air,
+    # 1.1648 kg/m3 x 1006.5 J/kg/K), about 12.2 K
+    rise = 10.2e3 / float(run.derived.rack_capacity_rate[0])
+    assert rise == pytest.approx(10.2e3 / (1.1648 * 1006.5 * 0.714), rel=2e-3)

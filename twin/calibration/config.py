@@ -63,6 +63,11 @@ class CalibrationConfig:
     envelope_window_s: float = 30.0  # operating point: power averaged over this window [s]
     envelope_margin_w: float = 20.0  # trained power envelope: p0.5-p99.5 widened by this ...
     envelope_margin_rel: float = 0.1  # ... or this share of its width, whichever is larger
+    # spec check (twin.calibration.spec_check): readings at load are those at >= this share of
+    # TDP; the data contradict the spec where the apparent resistance leaves the spec's cited
+    # range or the mean residual at load exceeds this [K]
+    spec_check_load_fraction: float = 0.5
+    spec_check_residual_k: float = 5.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ References
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from twin.calibration.metrics import autocorrelation
 from twin.calibration.model import predict_batch
 from twin.calibration.result import CalibrationResult, Fit, build_dataset, summarize
 from twin.calibration.solver import fit_structure
+from twin.calibration.spec_check import check_spec
 from twin.calibration.uncertainty import parameter_uncertainty, prediction_sd
 from twin.io.telemetry import Grid, open_telemetry, to_grid
 from twin.spec import load_spec
@@ -76,6 +78,7 @@ def calibrate(
     spec = load_spec(facility)
     pri = Priors.from_spec(spec)
     grid = _telemetry_grid(telemetry, cfg, pri)
+    spec_check = check_spec(grid, spec, cfg)  # the uncalibrated spec against the readings
     for name in cfg.models:
         if name not in MODELS:
             raise SpecError("models", name, f"one of {', '.join(MODELS)}")
@@ -101,6 +104,7 @@ def calibrate(
         hbm_theta=_fit_hbm(grid, tr, pri, cfg),
     )  # fmt: skip
     params = build_dataset(fit, cfg, pri, getattr(spec, "name", ""))
+    params.attrs["spec_check"] = json.dumps(spec_check)
     params.attrs["wall_seconds"] = round(time.perf_counter() - t_start, 3)
     return CalibrationResult(params, summarize(params), grid, pred, pred_sd, n_train, theta, cov)
 

@@ -399,6 +399,8 @@ def summarize(ds: xr.Dataset) -> dict:
             for s, c in zip(ds["structure"].values, ds["structure_gpus"].values, strict=True)
         },
     }
+    if "spec_check" in ds.attrs:  # twin.calibration.spec_check, as JSON text
+        summary["spec_check"] = json.loads(ds.attrs["spec_check"])
     if "wall_seconds" in ds.attrs:
         summary["wall_seconds"] = ds.attrs["wall_seconds"]
     return summary

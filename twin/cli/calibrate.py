@@ -116,6 +116,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     ds = open_telemetry(telemetry, start=args.start, end=args.end)
     result = calibrate(ds, spec, CalibrationConfig(train_fraction=args.train_fraction))
     result.summary["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    _warn_spec_check(result.summary)
     if args.out:
         result.write(args.out)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -152,6 +153,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 f"C={g['capacitance_j_per_k']} J/K{_held_out(g)}{flag}{why}"
             )
     return 0
+
+
+def _warn_spec_check(summary: dict) -> None:
+    """Say on stderr when the telemetry contradict the named facility spec (a warning: the
+    calibration still fits its own parameters; ``spec_check`` in the JSON has the figures)."""
+    chk = summary.get("spec_check") or {}
+    if chk.get("contradiction"):
+        print(f"WARNING: {chk['message']}", file=sys.stderr)
 
 
 def _pct(x: float | None) -> str:
@@ -272,6 +281,7 @@ def _calibrate_start(args: argparse.Namespace, grid: Grid, spec: object) -> tupl
         )
     res = calibrate(grid.window(0, n_cal), spec, CalibrationConfig(train_fraction=1.0))
     print(f"calibrated on the first {n_cal * grid.dt:.0f} s", file=sys.stderr)
+    _warn_spec_check(res.summary)
     return res.params, n_cal
 
 
