@@ -100,7 +100,11 @@ class FacilityParams(eqx.Module):
     tcs_specific_heat: jax.Array  # [J/kg/K]
     tcs_pump_speed: jax.Array  # relative speed [-]
     tcs_pump_head_shutoff: jax.Array  # [Pa]
-    tcs_pump_curve_coeff: jax.Array  # [Pa s2/m6]
+    tcs_pump_curve_coeff: jax.Array  # pump curve H = s²H₀ - kQ² [Pa s2/m6]
+    tcs_internal_resistance: jax.Array  # CDU exchanger, strainer, piping [Pa s2/m6]
+    tcs_pump_speed_min: jax.Array  # lowest speed of the load-following control [-]
+    tcs_design_heat: jax.Array  # row heat at which the pump runs at full speed [W]
+    tcs_control_time: jax.Array  # time constant of the controller's heat filter [s]
     tcs_pump_efficiency: jax.Array  # wire-to-water [-]
     tcs_header_resistance: jax.Array  # per header segment [Pa s2/m6]
     tcs_volume: jax.Array  # fluid volume of the row loop's return leg (racks → CDU) [m3]
@@ -119,6 +123,7 @@ class FacilityParams(eqx.Module):
     fws_pump_curve_coeff: jax.Array  # [Pa s2/m6]
     fws_pump_efficiency: jax.Array
     fws_pressure_min: jax.Array  # differential-pressure setpoint floor [Pa]
+    fws_internal_resistance: jax.Array  # plant, mains: loss outside risers and CDUs [Pa s2/m6]
     fws_cdu_resistance: jax.Array  # CDU primary branch, valve open [Pa s2/m6]
     fws_riser_resistance: jax.Array  # (B, F) riser to each floor [Pa s2/m6]
     fws_riser_height: jax.Array  # (B, F) elevation of each floor above the plant [m]
@@ -272,6 +277,7 @@ class State(NamedTuple):
     fws_return_tanks: jax.Array  # (B, n_fws_tanks)
     fws_flow: jax.Array  # (B,) capacity rate of the last step [W/K]
     tcs_supply_tanks: jax.Array  # (N, n_tcs_tanks) supply leg, CDU → racks
+    tcs_heat_filtered: jax.Array  # (N,) CDU heat the pump controller sees (filtered) [W]
 
 
 class Ledger(NamedTuple):
@@ -334,35 +340,27 @@ def derive(p: FacilityParams) -> Derived:
     n = p.n_cdus
     racks_per_row = r // n
     # TCS: pump curve against the row's rack branches and header ladder (implicit Newton).
+    # The CDU's own loss (exchanger, strainer, piping) is in series with the pump: the row sees
+    # the pump head less it; the pump's electric power is on its whole head.
     rack_k = p.rack_resistance.reshape(n, racks_per_row)
     flows = jax.vmap(hydraulics.row_flow_split)(
         p.tcs_pump_speed,
         p.tcs_pump_head_shutoff,
-        p.tcs_pump_curve_coeff,
+        p.tcs_pump_curve_coeff + p.tcs_internal_resistance,
         rack_k,
         p.tcs_header_resistance,
     )
     rack_flow = flows.reshape(r)
     cdu_flow = flows.sum(axis=1)
-    cdu_dp = hydraulics.pump_head(
+    pump_head = hydraulics.pump_head(
         cdu_flow, p.tcs_pump_speed, p.tcs_pump_head_shutoff, p.tcs_pump_curve_coeff
     )
-    tcs_heat = cdu_flow * cdu_dp
-    tcs_power = hydraulics.pump_power(cdu_flow, cdu_dp, p.tcs_pump_efficiency)
+    tcs_heat = cdu_flow * pump_head  # all of the pump's work ends as heat in the fluid
+    tcs_power = hydraulics.pump_power(cdu_flow, pump_head, p.tcs_pump_efficiency)
     rho_cp_tcs = p.tcs_density * p.tcs_specific_heat  # (N,)
-    rack_rho_cp = rho_cp_tcs[p.rack_cdu]
-    rack_cap = rack_flow * rack_rho_cp
-    path_flow = rack_flow / (t * pth)
+    rack_cap = rack_flow * rho_cp_tcs[p.rack_cdu]
     path_cap = rack_cap / (t * pth)
-    ua = coldplate.coldplate_conductance(
-        p.coldplate_ua_ref,
-        path_flow[:, None, None, None],
-        p.coldplate_flow_ref,
-        p.coldplate_exponent,
-    )
-    r_ji = coldplate.junction_to_inlet_resistance(
-        p.gpu_resistance_jw, ua, path_cap[:, None, None, None]
-    )
+    r_ji = junction_to_inlet_resistance(p, rack_flow, path_cap)
     # FWS: plant pump (full speed) against risers and CDU primaries, per building. The cold
     # supply rises to the floors and the warm return falls to the plant: buoyancy opposes the
     # flow to the upper floors (at the design supply and return densities).
@@ -402,6 +400,62 @@ def derive(p: FacilityParams) -> Derived:
         * cdu_flow_open
         * p.fws_density
         * p.fws_specific_heat,
+    )
+
+
+def junction_to_inlet_resistance(p: FacilityParams, rack_flow, path_cap):
+    """Die junction → plate inlet resistance of every GPU [K/W], (R, T, P, S), at the racks'
+    flows ``rack_flow`` [m3/s] (R,) and plate-path capacity rates ``path_cap`` [W/K] (R,):
+    the plate's UA follows its flow (:func:`physics.coldplate.coldplate_conductance`)."""
+    _, t, pth, _ = p.gpu_shape
+    ua = coldplate.coldplate_conductance(
+        p.coldplate_ua_ref,
+        (rack_flow / (t * pth))[:, None, None, None],
+        p.coldplate_flow_ref,
+        p.coldplate_exponent,
+    )
+    return coldplate.junction_to_inlet_resistance(
+        p.gpu_resistance_jw, ua, path_cap[:, None, None, None]
+    )
+
+
+def tcs_flow_fraction(p: FacilityParams, cdu_heat) -> jax.Array:
+    r"""Load-following CDU pump control: the fraction of full-speed flow [-], (N,).
+
+    The pump's speed follows the row's heat so that the supply-return difference stays at its
+    design value (flow ∝ heat), bounded below by the pump's minimum speed and above by full
+    speed:
+
+    .. math:: \phi = \mathrm{clip}\Bigl(\frac{\dot Q_{CDU}}{\dot Q_{design}},\
+              \frac{n_{min}}{n_{max}},\ 1\Bigr)
+
+    ``cdu_heat`` [W] (N,) is the heat the controller measured (filtered, :func:`step`). A
+    pump whose minimum speed equals its speed runs at fixed speed (:math:`\phi = 1`).
+    """
+    return jnp.clip(cdu_heat / p.tcs_design_heat, p.tcs_pump_speed_min / p.tcs_pump_speed, 1.0)
+
+
+def at_tcs_flow(p: FacilityParams, d: Derived, fraction) -> Derived:
+    r"""The derived quantities with each CDU's pump at ``fraction`` (N,) of its full-speed flow.
+
+    On a fixed system curve (no valves in the row) the pump's affinity laws ([physics.hydraulics]_;
+    refs 3, 8 case 6) scale the operating point exactly: flow :math:`\propto n`, head
+    :math:`\propto n^2`, hydraulic and electric power :math:`\propto n^3` (constant
+    wire-to-water efficiency). The plates' resistances follow their flow.
+    """
+    fr = fraction[p.rack_cdu]
+    rack_flow = d.rack_flow * fr
+    path_cap = d.path_capacity_rate * fr
+    r_ji = junction_to_inlet_resistance(p, rack_flow, path_cap)
+    return d._replace(
+        rack_flow=rack_flow,
+        gpu_resistance=r_ji,
+        plate_resistance=r_ji - p.gpu_resistance_jw,
+        path_capacity_rate=path_cap,
+        rack_capacity_rate=d.rack_capacity_rate * fr,
+        cdu_capacity_rate=d.cdu_capacity_rate * fraction,
+        tcs_pump_power=d.tcs_pump_power * fraction**3,
+        tcs_pump_heat=d.tcs_pump_heat * fraction**3,
     )
 
 
@@ -487,6 +541,7 @@ def initial_state(p: FacilityParams, d: Derived) -> State:
         fws_return_tanks=jnp.broadcast_to(fws_sup[:, None], (p.n_buildings, p.n_fws_tanks)) + 0.0,
         fws_flow=0.5 * _segment_sum(d.cdu_cold_capacity_max, p.cdu_building, p.n_buildings),
         tcs_supply_tanks=jnp.broadcast_to(tcs_sup[:, None], (p.n_cdus, p.n_tcs_tanks)) + 0.0,
+        tcs_heat_filtered=p.tcs_design_heat + 0.0,  # the pumps start at full speed
     )
 
 
@@ -659,21 +714,28 @@ def air_coil_flow(p: FacilityParams, d: Derived, coil_heat):
 
 
 def fws_pump(p: FacilityParams, d: Derived, fws_cap):
-    r"""FWS plant pump on a quadratic system curve with a differential-pressure floor.
+    r"""FWS plant pump under differential-pressure control, on the pump's whole head.
+
+    The variable-speed pump holds the pressure across the risers and CDU branches on their
+    system curve, but not below the setpoint floor :math:`\Delta p_{min}` (the valves throttle
+    what the CDUs do not need); the plant and mains (dry-cooler coils, chiller evaporators,
+    headers) lose :math:`K_{int}\dot V^2` on top:
 
     .. math:: \dot V = \frac{C}{\rho c_p},\quad
-              \Delta p = \max\Bigl(\Delta p_{min},\ \Delta p_d\bigl(\dot V/\dot V_d\bigr)^2\Bigr),
-              \quad \dot Q_{pump} = \dot V\,\Delta p
+              H = \max\Bigl(\Delta p_{min},\ \Delta p_d\bigl(\dot V/\dot V_d\bigr)^2\Bigr)
+              + K_{int}\dot V^2,\quad \dot Q_{pump} = \dot V H
 
+    At the design flow :math:`H` is the spec's pump pressure (refs 8 case 7: 250 kPa).
     ``fws_cap``: loop capacity rate [W/K], (B,). Returns the hydraulic heat left in the water
     [W] and the pump's electric power [W] (:func:`physics.hydraulics.pump_power`), each (B,).
     """
     fws_rho_cp = p.fws_density * p.fws_specific_heat
     fws_q = fws_cap / fws_rho_cp  # m3/s
-    fws_dp = jnp.maximum(
-        p.fws_pressure_min, d.fws_pressure_design * (fws_q / d.fws_flow_design) ** 2
+    head = (
+        jnp.maximum(p.fws_pressure_min, d.fws_pressure_design * (fws_q / d.fws_flow_design) ** 2)
+        + p.fws_internal_resistance * fws_q**2
     )
-    return fws_q * fws_dp, hydraulics.pump_power(fws_q, fws_dp, p.fws_pump_efficiency)
+    return fws_q * head, hydraulics.pump_power(fws_q, head, p.fws_pump_efficiency)
 
 
 def coil_air_temperature(p: FacilityParams, hours):
@@ -1372,21 +1434,23 @@ def step(
     s: State,
     dt: float,
     hour0: float,
-    c: GpuConstants | None = None,
     n_sub: int = 1,
 ):
     """Advance the facility by ``dt`` seconds. ``hour0``: hour of the weather year at t = 0.
 
-    ``c`` are the run constants of :func:`gpu_constants` (computed here when omitted).
-    ``n_sub`` sub-steps advance the liquid loops (:func:`loop_substep`) within the step, so
-    steps longer than the FWS supply tank's explicit limit (:func:`check_step`) stay stable;
-    the GPU nodes are integrated exactly over the whole step. :func:`substeps` picks it.
+    ``d`` is the full-speed operating point of :func:`derive`; the CDU pumps run this step at
+    the flow their controller set from the filtered heat of the steps before
+    (:func:`tcs_flow_fraction`, :func:`at_tcs_flow`), so the GPU constants
+    (:func:`gpu_constants`) follow the step's flows. ``n_sub`` sub-steps advance the liquid
+    loops (:func:`loop_substep`) within the step, so steps longer than the FWS supply tank's
+    explicit limit (:func:`check_step`) stay stable; the GPU nodes are integrated exactly over
+    the whole step. :func:`substeps` picks it.
 
     Returns the new state, the per-site step output, and the per-site ledger increments.
     """
     t0 = s.t
-    if c is None:
-        c = gpu_constants(p, d, dt)
+    d = at_tcs_flow(p, d, tcs_flow_fraction(p, s.tcs_heat_filtered))
+    c = gpu_constants(p, d, dt)
     # ---------------- GPUs and the rest of the racks ----------------
     t_mid = t0 + 0.5 * dt
     diurnal = workload.diurnal_factor(
@@ -1430,8 +1494,23 @@ def step(
         fws_return_tanks=loop1.fws_return_tanks,
         fws_flow=fl.fws_cap,
         tcs_supply_tanks=loop1.tcs_supply_tanks,
+        tcs_heat_filtered=controller_heat(
+            p, s.tcs_heat_filtered, rack_to_cdu(p, rack_liquid) + d.tcs_pump_heat, dt
+        ),
     )
     return new_state, out, ledger
+
+
+def controller_heat(p: FacilityParams, filtered, cdu_heat, dt):
+    r"""The CDU heat the pump controller acts on [W], (N,): the measured heat through a
+    first-order filter of time constant :math:`\tau` (exact for a step held over ``dt``, so the
+    control does not depend on the step):
+
+    .. math:: \tilde Q' = \tilde Q + \bigl(1 - e^{-\Delta t/\tau}\bigr)(\dot Q - \tilde Q)
+
+    It keeps the pumps from chasing the 1-2 s swings of synchronous training.
+    """
+    return filtered + (1.0 - jnp.exp(-dt / p.tcs_control_time)) * (cdu_heat - filtered)
 
 
 def empty_ledger(n_sites: int) -> Ledger:
@@ -1479,7 +1558,7 @@ def run_records(
         state = state._replace(
             gpu_temp=state.gpu_temp.reshape(shape4), hbm_temp=state.hbm_temp.reshape(shape4)
         )
-        state, out, inc = step(p, d, state, dt, hour0, consts, n_sub)
+        state, out, inc = step(p, d, state, dt, hour0, n_sub)
         state = state._replace(
             gpu_temp=state.gpu_temp.reshape(flat), hbm_temp=state.hbm_temp.reshape(flat)
         )
@@ -1505,8 +1584,6 @@ def run_records(
             ]
         )
         return (state, led), rec
-
-    consts = gpu_constants(p, d, dt)
 
     s = s._replace(gpu_temp=s.gpu_temp.reshape(flat), hbm_temp=s.hbm_temp.reshape(flat))
     (s, ledger), records = jax.lax.scan(outer, (s, ledger), None, length=n_records)

@@ -74,9 +74,11 @@ def test_energy_balance_superfactory_24h_float64():
         p, d, s0, F.empty_ledger(p.n_sites), dt, 4000.0, 24, 60, F.substeps(p, d, dt)
     )
     err = balance(p, d, s0, s1, led, dt)
-    assert np.all(np.abs(err) < 1e-6), err
-    # Steady operation: IT heat in ~ heat rejected (storage changes are small over a day).
-    assert_allclose(led.heat_rejected, led.heat_in, rtol=0.01)
+    assert np.all(np.abs(err) < 1e-9), err
+    # Near-steady operation: IT heat in ~ heat rejected. The return mains start at the supply
+    # temperature and fill with water ~10 K warmer (1,300-1,900 m3 per building: ~1.3 % of a
+    # day's heat), so storage takes a little more than 1 %.
+    assert_allclose(led.heat_rejected, led.heat_in, rtol=0.02)
     pue = (
         led.it_energy
         + led.pump_energy
@@ -212,6 +214,8 @@ def test_steps_against_fine_reference(dt, tol):
     """Issue 2: 1 s steps within 0.05 K and 60 s steps within 0.5 K of a tight diffrax solution
     (single-rack, synchronous training swinging 0.45 <-> 1.0 TDP every 1-2 s)."""
     _, p, d = make(load=LoadMix.parse("training=1"), gpu_spread=0.1, seed=3)
+    # pumps at fixed speed: the reference integrates the GPUs at the full-speed flows
+    p = eqx.tree_at(lambda q: q.tcs_pump_speed_min, p, p.tcs_pump_speed)
     # Settle the loops for 10 min (the initial state is not the loaded steady state), then
     # compare the next 10 min with the CDU holding its setpoint.
     _, s, _, _ = run(p, d, 60.0, 10)
@@ -335,7 +339,7 @@ def _rack_inlet_after_setpoint_step(p, d, warm, dt, seconds, rise):
     n_sub = F.substeps(hot, d, dt)
 
     def body(s, _):
-        s, _, _ = F.step(hot, d, s, dt, 0.0, None, n_sub)
+        s, _, _ = F.step(hot, d, s, dt, 0.0, n_sub)
         return s, s.tcs_supply[0]
 
     _, inlet = jax.jit(lambda s: jax.lax.scan(body, s, None, length=int(seconds / dt)))(warm)
@@ -349,6 +353,7 @@ def test_supply_leg_delay_is_independent_of_the_step():
     from scipy.stats import gamma
 
     spec, p, d = make(load=LoadMix.parse("constant=0.8"))
+    p = eqx.tree_at(lambda x: x.tcs_pump_speed_min, p, p.tcs_pump_speed)  # flow = d.rack_flow
     warm = run(p, d, 1.0, 300)[1]  # return leg warm, CDU on its setpoint
     rise = 2.0
     cdu = spec.sites[0].building.cdu

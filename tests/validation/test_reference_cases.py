@@ -169,11 +169,10 @@ def advance(p, d, s, ledger, dt: float, steps: int, n_sub: int):
     """``steps`` steps of :func:`physics.facility.step` from ``s`` (the hour of the boundary
     data is irrelevant: it is constant); returns the state and ``ledger`` plus the steps'
     energy increments (the max-temperature fields are not used here)."""
-    c = F.gpu_constants(p, d, dt)
 
     def one(carry, _):
         state, led = carry
-        state, _, inc = F.step(p, d, state, dt, 0.0, c, n_sub)
+        state, _, inc = F.step(p, d, state, dt, 0.0, n_sub)
         return (state, jax.tree.map(jnp.add, led, inc)), None
 
     (s, ledger), _ = jax.lax.scan(one, (s, ledger), None, length=steps)

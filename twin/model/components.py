@@ -104,7 +104,7 @@ def rack_params(site: Site, design: SiteDesign, first_cdu: int) -> Fields:
         "rack_other_power_idle": np.full(n, rack.other_power_idle),
         "rack_other_power_max": np.full(n, rack.other_power_max),
         "rack_other_liquid_fraction": np.full(n, rack.other_liquid_fraction),
-        "rack_resistance": np.full(n, design.rack_resistance),
+        "rack_resistance": np.tile(np.asarray(design.rack_resistance), site.cdus),
         "rack_cdu": first_cdu + np.repeat(np.arange(site.cdus), b.racks_per_row),
     }
 
@@ -147,6 +147,12 @@ def cdu_params(
         "tcs_pump_speed": pump_speed,
         "tcs_pump_head_shutoff": design.tcs_pump_head_shutoff,
         "tcs_pump_curve_coeff": design.tcs_pump_curve_coeff,
+        "tcs_internal_resistance": design.tcs_internal_resistance,
+        "tcs_pump_speed_min": pump_speed
+        if b.cdu.pump_control == "fixed"
+        else min(b.cdu.pump_minimum_speed, pump_speed),
+        "tcs_design_heat": design.row_heat,
+        "tcs_control_time": b.cdu.control_time_constant,
         "tcs_pump_efficiency": b.cdu.pump_efficiency,
         "tcs_header_resistance": design.header_resistance,
         "tcs_volume": (1.0 - b.cdu.supply_volume_fraction) * b.cdu.loop_volume,
@@ -251,6 +257,7 @@ def facility_water_params(
         "fws_pump_curve_coeff": k_pump + k_internal,
         "fws_pump_efficiency": fw.pump_efficiency,
         "fws_pressure_min": fw.minimum_pressure,
+        "fws_internal_resistance": k_internal,
         "fws_cdu_resistance": (b.cdu.primary_pressure_drop / (VALVE_OPEN_FLOW_MARGIN * q_cdu) ** 2),
         "fws_supply_volume": fw.supply_volume,
         "fws_return_volume": fw.return_volume,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from physics import coolant, hydraulics
 from twin.spec import Site
 from twin.units import SpecError
@@ -31,12 +33,13 @@ class SiteDesign:
     fws_density: float  # kg/m3, facility water (FWS) loop
     fws_specific_heat: float  # J/kg/K
     rack_flow: float  # m3/s per rack
-    rack_resistance: float  # Pa s2/m6 of a rack branch
+    rack_resistance: tuple  # Pa s2/m6 of each rack branch of a row, balanced (nearest first)
     row_flow: float  # m3/s through one CDU's row
     row_heat: float  # W of one row at design power
     header_resistance: float  # Pa s2/m6 per row header segment
     tcs_pump_head_shutoff: float  # Pa
-    tcs_pump_curve_coeff: float  # Pa s2/m6: pump curve plus the CDU's internal loss
+    tcs_pump_curve_coeff: float  # Pa s2/m6: the pump's own curve
+    tcs_internal_resistance: float  # Pa s2/m6: CDU exchanger, strainer, piping
     cdu_capacity_rate_hot: float  # W/K, secondary side of a CDU
     cdu_capacity_rate_cold: float  # W/K, primary side of a CDU
     cdus_per_building: int
@@ -57,6 +60,26 @@ class SiteDesign:
         return coil_cap / (self.cdus_per_building * self.cdu_capacity_rate_cold)
 
 
+def balanced_row(
+    racks: int, rack_flow: float, rack_pressure_drop: float, header_resistance: float
+) -> tuple[list[float], float]:
+    r"""Rack branch resistances of a row balanced at commissioning [Pa s2/m6], and the
+    pressure the row needs at the CDU [Pa].
+
+    Rack :math:`i` (0 nearest the CDU) sees the CDU's pressure less the supply and return
+    header losses before it, :math:`\Delta p_i = \Delta p_0 - \sum_{j<i} 2K_h\,((n-1-j)\,q)^2`
+    at the design flow :math:`q` of every rack. The index (farthest) rack gets its design
+    pressure drop; each nearer rack's balancing valve adds what makes its flow the same, so
+    the row carries exactly ``racks`` x ``rack_flow``:
+    :math:`K_i = \Delta p_i/q^2`, :math:`\Delta p_0 = \Delta p_{rack} + \sum_j 2K_h((n-1-j)q)^2`.
+    """
+    downstream = (racks - 1 - np.arange(racks - 1)) * rack_flow  # flow after rack j
+    seg = 2.0 * header_resistance * downstream**2
+    dp0 = rack_pressure_drop + float(seg.sum())
+    dp = dp0 - np.concatenate([[0.0], np.cumsum(seg)])
+    return list(dp / rack_flow**2), dp0
+
+
 def size_site(site: Site, tcs_table, fws_table) -> SiteDesign:
     """Size ``site``'s design point; raise SpecError if the CDU pump cannot drive its row."""
     b = site.building
@@ -73,12 +96,14 @@ def size_site(site: Site, tcs_table, fws_table) -> SiteDesign:
         else 0.0
     )
     h0, k_pump = hydraulics.pump_curve_from_design(q_row, b.cdu.pump_pressure, PUMP_SHUTOFF_RATIO)
-    internal = b.cdu.pump_pressure - rack.pressure_drop
+    rack_k, index_dp = balanced_row(b.racks_per_row, q_rack, rack.pressure_drop, k_header)
+    internal = b.cdu.pump_pressure - index_dp
     if internal < 0:
         raise SpecError(
             f"cdu_templates.{b.cdu.name}.pump_pressure",
             b.cdu.pump_pressure,
-            f"at least the rack pressure drop ({rack.pressure_drop / 1e3:.0f} kPa)",
+            f"at least the index rack's pressure drop plus the row headers' "
+            f"({index_dp / 1e3:.1f} kPa)",
         )
     row_heat = b.racks_per_row * rack.design_power
     c_hot = rho_tcs * cp_tcs * q_row
@@ -97,13 +122,14 @@ def size_site(site: Site, tcs_table, fws_table) -> SiteDesign:
         fws_density=float(coolant.density(fws_table, t_fws)),
         fws_specific_heat=float(coolant.specific_heat(fws_table, t_fws)),
         rack_flow=q_rack,
-        rack_resistance=hydraulics.resistance_from_design(rack.pressure_drop, q_rack),
+        rack_resistance=tuple(rack_k),
         row_flow=q_row,
         row_heat=row_heat,
         header_resistance=k_header,
         tcs_pump_head_shutoff=h0,
+        tcs_pump_curve_coeff=k_pump,
         # CDU exchanger, strainer and piping lose the rest of the pump head, in series.
-        tcs_pump_curve_coeff=k_pump + internal / q_row**2,
+        tcs_internal_resistance=internal / q_row**2,
         cdu_capacity_rate_hot=c_hot,
         cdu_capacity_rate_cold=b.cdu.primary_flow_ratio * c_hot,
         cdus_per_building=cdus_per_building,
