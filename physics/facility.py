@@ -95,6 +95,8 @@ class FacilityParams(eqx.Module):
     rack_other_liquid_fraction: jax.Array  # share of that heat into the liquid [-]
     rack_resistance: jax.Array  # hydraulic loss coefficient of a rack branch [Pa s2/m6]
     rack_cdu: jax.Array  # int index of the row CDU
+    rack_design_heat: jax.Array  # liquid heat at which a rack's valve is fully open [W]
+    rack_flow_min: jax.Array  # the valve's minimum flow, fraction of the design flow [-]
     # --- TCS (secondary) loop per CDU (N,) ---
     tcs_density: jax.Array  # [kg/m3] at the loop's design temperature
     tcs_specific_heat: jax.Array  # [J/kg/K]
@@ -102,9 +104,8 @@ class FacilityParams(eqx.Module):
     tcs_pump_head_shutoff: jax.Array  # [Pa]
     tcs_pump_curve_coeff: jax.Array  # pump curve H = s²H₀ - kQ² [Pa s2/m6]
     tcs_internal_resistance: jax.Array  # CDU exchanger, strainer, piping [Pa s2/m6]
-    tcs_pump_speed_min: jax.Array  # lowest speed of the load-following control [-]
-    tcs_design_heat: jax.Array  # row heat at which the pump runs at full speed [W]
-    tcs_control_time: jax.Array  # time constant of the controller's heat filter [s]
+    tcs_dp_setpoint: jax.Array  # rack design pressure drop: the DP setpoint at full flow [Pa]
+    tcs_control_time: jax.Array  # time constant of the rack valves' heat filter [s]
     tcs_pump_efficiency: jax.Array  # wire-to-water [-]
     tcs_header_resistance: jax.Array  # per header segment [Pa s2/m6]
     tcs_volume: jax.Array  # fluid volume of the row loop's return leg (racks → CDU) [m3]
@@ -277,7 +278,7 @@ class State(NamedTuple):
     fws_return_tanks: jax.Array  # (B, n_fws_tanks)
     fws_flow: jax.Array  # (B,) capacity rate of the last step [W/K]
     tcs_supply_tanks: jax.Array  # (N, n_tcs_tanks) supply leg, CDU → racks
-    tcs_heat_filtered: jax.Array  # (N,) CDU heat the pump controller sees (filtered) [W]
+    rack_heat_filtered: jax.Array  # (R,) rack heat its flow valve acts on (filtered) [W]
 
 
 class Ledger(NamedTuple):
@@ -419,43 +420,53 @@ def junction_to_inlet_resistance(p: FacilityParams, rack_flow, path_cap):
     )
 
 
-def tcs_flow_fraction(p: FacilityParams, cdu_heat) -> jax.Array:
-    r"""Load-following CDU pump control: the fraction of full-speed flow [-], (N,).
+def rack_flow_fraction(p: FacilityParams, rack_heat) -> jax.Array:
+    r"""Each rack's flow valve: the fraction of its design flow [-], (R,).
 
-    The pump's speed follows the row's heat so that the supply-return difference stays at its
-    design value (flow ∝ heat), bounded below by the pump's minimum speed and above by full
-    speed:
+    The valve follows the rack's heat so that its supply-return difference stays at the design
+    value (flow ∝ heat), not below its minimum flow and at most fully open:
 
-    .. math:: \phi = \mathrm{clip}\Bigl(\frac{\dot Q_{CDU}}{\dot Q_{design}},\
-              \frac{n_{min}}{n_{max}},\ 1\Bigr)
+    .. math:: \phi_r = \mathrm{clip}\bigl(\dot Q_r/\dot Q_{r,design},\ \phi_{min},\ 1\bigr)
 
-    ``cdu_heat`` [W] (N,) is the heat the controller measured (filtered, :func:`step`). A
-    pump whose minimum speed equals its speed runs at fixed speed (:math:`\phi = 1`).
+    ``rack_heat`` [W] (R,) is the heat the valve acts on (filtered, :func:`controller_heat`).
+    A minimum flow of 1 is a fixed-flow row.
     """
-    return jnp.clip(cdu_heat / p.tcs_design_heat, p.tcs_pump_speed_min / p.tcs_pump_speed, 1.0)
+    return jnp.clip(rack_heat / p.rack_design_heat, p.rack_flow_min, 1.0)
 
 
 def at_tcs_flow(p: FacilityParams, d: Derived, fraction) -> Derived:
-    r"""The derived quantities with each CDU's pump at ``fraction`` (N,) of its full-speed flow.
+    r"""The derived quantities with each rack's valve at ``fraction`` (R,) of its design flow.
 
-    On a fixed system curve (no valves in the row) the pump's affinity laws ([physics.hydraulics]_;
-    refs 3, 8 case 6) scale the operating point exactly: flow :math:`\propto n`, head
-    :math:`\propto n^2`, hydraulic and electric power :math:`\propto n^3` (constant
-    wire-to-water efficiency). The plates' resistances follow their flow.
+    The CDU pump runs on differential-pressure control (variable speed) with setpoint reset
+    (ASHRAE Guideline 36 "trim and respond"): it holds at the rack manifold just the pressure
+    the neediest rack's fully open valve needs, :math:`\Delta p_{set} = \Delta p_{rack}
+    \max_r \phi_r^2`, and the row headers and the CDU's own loss shrink with the flow squared:
+
+    .. math:: H = \Delta p_{rack}\max_r\phi_r^2 + (H_d - \Delta p_{rack})(\dot V/\dot V_d)^2,
+              \qquad P = \dot V H/\eta
+
+    With every rack at the same fraction this is the affinity laws' cube (refs 3, 8 case 6:
+    12.5 % of full-flow power at half flow); one busy rack in a quiet row holds the pressure
+    up. Every rack's plate resistances follow its flow.
     """
-    fr = fraction[p.rack_cdu]
-    rack_flow = d.rack_flow * fr
-    path_cap = d.path_capacity_rate * fr
+    rack_flow = d.rack_flow * fraction
+    path_cap = d.path_capacity_rate * fraction
     r_ji = junction_to_inlet_resistance(p, rack_flow, path_cap)
+    cdu_full = rack_to_cdu(p, d.rack_flow)
+    cdu_flow = rack_to_cdu(p, rack_flow)
+    head_full = d.tcs_pump_heat / cdu_full
+    x = cdu_flow / cdu_full
+    neediest = _segment_max(fraction, p.rack_cdu, p.n_cdus)
+    head = p.tcs_dp_setpoint * neediest**2 + (head_full - p.tcs_dp_setpoint) * x**2
     return d._replace(
         rack_flow=rack_flow,
         gpu_resistance=r_ji,
         plate_resistance=r_ji - p.gpu_resistance_jw,
         path_capacity_rate=path_cap,
-        rack_capacity_rate=d.rack_capacity_rate * fr,
-        cdu_capacity_rate=d.cdu_capacity_rate * fraction,
-        tcs_pump_power=d.tcs_pump_power * fraction**3,
-        tcs_pump_heat=d.tcs_pump_heat * fraction**3,
+        rack_capacity_rate=d.rack_capacity_rate * fraction,
+        cdu_capacity_rate=d.cdu_capacity_rate * x,
+        tcs_pump_power=hydraulics.pump_power(cdu_flow, head, p.tcs_pump_efficiency),
+        tcs_pump_heat=cdu_flow * head,
     )
 
 
@@ -541,7 +552,7 @@ def initial_state(p: FacilityParams, d: Derived) -> State:
         fws_return_tanks=jnp.broadcast_to(fws_sup[:, None], (p.n_buildings, p.n_fws_tanks)) + 0.0,
         fws_flow=0.5 * _segment_sum(d.cdu_cold_capacity_max, p.cdu_building, p.n_buildings),
         tcs_supply_tanks=jnp.broadcast_to(tcs_sup[:, None], (p.n_cdus, p.n_tcs_tanks)) + 0.0,
-        tcs_heat_filtered=p.tcs_design_heat + 0.0,  # the pumps start at full speed
+        rack_heat_filtered=p.rack_design_heat + 0.0,  # the valves start fully open
     )
 
 
@@ -1438,9 +1449,10 @@ def step(
 ):
     """Advance the facility by ``dt`` seconds. ``hour0``: hour of the weather year at t = 0.
 
-    ``d`` is the full-speed operating point of :func:`derive`; the CDU pumps run this step at
-    the flow their controller set from the filtered heat of the steps before
-    (:func:`tcs_flow_fraction`, :func:`at_tcs_flow`), so the GPU constants
+    ``d`` is the full-flow operating point of :func:`derive`; the racks' valves and the CDU
+    pumps run this step at the flows their control set from the filtered heat of the steps
+    before
+    (:func:`rack_flow_fraction`, :func:`at_tcs_flow`), so the GPU constants
     (:func:`gpu_constants`) follow the step's flows. ``n_sub`` sub-steps advance the liquid
     loops (:func:`loop_substep`) within the step, so steps longer than the FWS supply tank's
     explicit limit (:func:`check_step`) stay stable; the GPU nodes are integrated exactly over
@@ -1449,8 +1461,8 @@ def step(
     Returns the new state, the per-site step output, and the per-site ledger increments.
     """
     t0 = s.t
-    d = at_tcs_flow(p, d, tcs_flow_fraction(p, s.tcs_heat_filtered))
-    c = gpu_constants(p, d, dt)
+    d = at_tcs_flow(p, d, rack_flow_fraction(p, s.rack_heat_filtered))
+    c = jax.lax.optimization_barrier(gpu_constants(p, d, dt))
     # ---------------- GPUs and the rest of the racks ----------------
     t_mid = t0 + 0.5 * dt
     diurnal = workload.diurnal_factor(
@@ -1494,23 +1506,22 @@ def step(
         fws_return_tanks=loop1.fws_return_tanks,
         fws_flow=fl.fws_cap,
         tcs_supply_tanks=loop1.tcs_supply_tanks,
-        tcs_heat_filtered=controller_heat(
-            p, s.tcs_heat_filtered, rack_to_cdu(p, rack_liquid) + d.tcs_pump_heat, dt
-        ),
+        rack_heat_filtered=controller_heat(p, s.rack_heat_filtered, rack_liquid, dt),
     )
     return new_state, out, ledger
 
 
-def controller_heat(p: FacilityParams, filtered, cdu_heat, dt):
-    r"""The CDU heat the pump controller acts on [W], (N,): the measured heat through a
+def controller_heat(p: FacilityParams, filtered, rack_heat, dt):
+    r"""The rack heat each flow valve acts on [W], (R,): the measured heat through a
     first-order filter of time constant :math:`\tau` (exact for a step held over ``dt``, so the
     control does not depend on the step):
 
     .. math:: \tilde Q' = \tilde Q + \bigl(1 - e^{-\Delta t/\tau}\bigr)(\dot Q - \tilde Q)
 
-    It keeps the pumps from chasing the 1-2 s swings of synchronous training.
+    It keeps the valves from chasing the 1-2 s swings of synchronous training.
     """
-    return filtered + (1.0 - jnp.exp(-dt / p.tcs_control_time)) * (cdu_heat - filtered)
+    tau = p.tcs_control_time[p.rack_cdu]
+    return filtered + (1.0 - jnp.exp(-dt / tau)) * (rack_heat - filtered)
 
 
 def empty_ledger(n_sites: int) -> Ledger:

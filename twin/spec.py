@@ -237,9 +237,9 @@ class CduTemplate:
     primary_pressure_drop: float  # Pa at design primary flow
     primary_flow_ratio: float  # design FWS / TCS capacity-rate ratio
     supply_volume_fraction: float = 0.5  # share of loop_volume in the supply leg (CDU → racks)
-    pump_control: str = "delta_t"  # "delta_t": flow follows heat; "fixed": constant speed
-    pump_minimum_speed: float = 0.3  # lowest speed of the load-following control [-]
-    control_time_constant: float = 60.0  # s, filter of the heat the controller follows
+    pump_control: str = "differential_pressure"  # rack valves follow heat, pump holds dp; "fixed"
+    minimum_rack_flow: float = 0.3  # a rack valve's minimum flow, fraction of design [-]
+    control_time_constant: float = 60.0  # s, filter of the heat the rack valves follow
 
 
 @dataclass(frozen=True)
@@ -479,11 +479,14 @@ def _cdu(f: Fields, name: str) -> CduTemplate:
         # Supply and return headers run side by side along the row, sized for the same flow,
         # and the rack manifolds have a supply and a return pipe each: half the volume each way.
         supply_volume_fraction=f.fraction("supply_volume_fraction", 0.5, lo=0.05, hi=0.95),
-        # Row CDUs run their pumps on VFDs that follow the load (refs 2: Vertiv reference
-        # design "dual VFD pumps"; refs 8 case 6); 30 % is a common VFD floor for motor
-        # cooling and pump minimum flow (estimate).
-        pump_control=f.string("pump_control", "delta_t", choices=("delta_t", "fixed")),
-        pump_minimum_speed=f.fraction("pump_minimum_speed", 0.3, lo=0.05, hi=1.0),
+        # Row CDUs run their pumps on VFDs (refs 2: Vertiv reference design "dual VFD pumps")
+        # holding a differential pressure while each rack's valve follows its heat (refs 8
+        # case 6); 30 % is the valves' minimum flow (estimate: pump minimum flow and cold
+        # plates kept wetted).
+        pump_control=f.string(
+            "pump_control", "differential_pressure", choices=("differential_pressure", "fixed")
+        ),
+        minimum_rack_flow=f.fraction("minimum_rack_flow", 0.3, lo=0.05, hi=1.0),
         control_time_constant=f.quantity(
             "control_time_constant", "s", "60 s", positive=True, maximum=3600.0
         ),

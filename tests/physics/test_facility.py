@@ -215,7 +215,7 @@ def test_steps_against_fine_reference(dt, tol):
     (single-rack, synchronous training swinging 0.45 <-> 1.0 TDP every 1-2 s)."""
     _, p, d = make(load=LoadMix.parse("training=1"), gpu_spread=0.1, seed=3)
     # pumps at fixed speed: the reference integrates the GPUs at the full-speed flows
-    p = eqx.tree_at(lambda q: q.tcs_pump_speed_min, p, p.tcs_pump_speed)
+    p = eqx.tree_at(lambda q: q.rack_flow_min, p, jnp.ones_like(p.rack_flow_min))
     # Settle the loops for 10 min (the initial state is not the loaded steady state), then
     # compare the next 10 min with the CDU holding its setpoint.
     _, s, _, _ = run(p, d, 60.0, 10)
@@ -353,7 +353,7 @@ def test_supply_leg_delay_is_independent_of_the_step():
     from scipy.stats import gamma
 
     spec, p, d = make(load=LoadMix.parse("constant=0.8"))
-    p = eqx.tree_at(lambda x: x.tcs_pump_speed_min, p, p.tcs_pump_speed)  # flow = d.rack_flow
+    p = eqx.tree_at(lambda x: x.rack_flow_min, p, jnp.ones_like(p.rack_flow_min))  # fixed flow
     warm = run(p, d, 1.0, 300)[1]  # return leg warm, CDU on its setpoint
     rise = 2.0
     cdu = spec.sites[0].building.cdu

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import equinox as eqx
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -69,7 +70,7 @@ def test_pumps_and_branches_meet_the_design_point(superfactory):
         # Balanced at commissioning: the farthest rack of every row has its design pressure
         # drop, the nearer ones more (their balancing valves), and with the pump at full
         # speed every rack gets its design flow (the row solve, not the sizing arithmetic).
-        last = np.asarray(r)[bld.racks_per_row - 1 :: bld.racks_per_row]
+        last = np.arange(p.n_racks)[r][bld.racks_per_row - 1 :: bld.racks_per_row]
         assert_allclose(p.rack_resistance[last] * q_rack**2, rack.pressure_drop, rtol=1e-12)
         assert_allclose(np.asarray(derived.rack_flow)[r], q_rack, rtol=1e-6)
         # The CDU pump gives 1.25 x its design head at shut-off and its design head (the spec's
@@ -127,17 +128,25 @@ def test_cdu_exchanger_reaches_the_approach(superfactory):
 
 
 def test_cold_plate_gives_the_vendor_resistance(superfactory):
-    """Junction-to-mean-fluid resistance R_jw + 1/(eps C) - 1/(2C), eps = 1 - exp(-UA/C), at
-    the design flow of one plate path equals the GPU's resistance_junction_coolant."""
+    """The vendor resistance (refs 1: (T_j - T_coolant)/Q) at the design flow of one plate path:
+    the steady package of the facility model (die and HBM on one plate) at full utilization with
+    its leakage held at the reference value (so it draws exactly TDP) has its die that far above
+    the mean coolant per watt of the whole package."""
     spec, p = superfactory
+    q = eqx.tree_at(lambda x: x.gpu_leakage_coeff, p, p.gpu_leakage_coeff * 0.0)
+    q = eqx.tree_at(lambda x: x.rack_flow_min, q, q.rack_flow_min * 0.0 + 1.0)
+    d = F.derive(q)
     for site, r in zip(spec.sites, per_site(spec, lambda s: s.racks), strict=True):
         rack = site.building.rack
         q_path = rack.flow_per_power * rack.design_power / (rack.trays * rack.paths_per_tray)
         assert_allclose(p.coldplate_flow_ref[r], q_path, rtol=1e-12)
+        assert_allclose(np.asarray(d.rack_flow)[r], q_path * rack.trays * rack.paths_per_tray)
         cdu = int(p.rack_cdu[r][0])
         cap = float(p.tcs_density[cdu] * p.tcs_specific_heat[cdu]) * q_path
-        eps = 1 - np.exp(-np.asarray(p.coldplate_ua_ref[r]) / cap)
-        r_jc = np.asarray(p.gpu_resistance_jw[r]) + 1 / (eps * cap) - 0.5 / cap
+        tdp = rack.gpu.tdp
+        steady = F.package_steady(q, d, 0.0, 1.0)
+        assert_allclose(np.asarray(steady.power)[r], tdp, rtol=1e-12)
+        r_jc = (np.asarray(steady.die)[r] - tdp / (2 * cap)) / tdp
         assert_allclose(r_jc, rack.gpu.resistance_junction_coolant, rtol=1e-9)
 
 

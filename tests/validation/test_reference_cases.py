@@ -713,17 +713,6 @@ def test_case7_tcs_pump_power_fraction(row_full_load):
     assert tcs / it == pytest.approx(0.0083, rel=0.01), tcs / it
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="model sizing, not a limit: the plant pump's internal loss K_int is sized as "
-    "(pump_pressure - primary_pressure_drop)/Q_d² = 150 kPa at design flow "
-    "(twin.model.components.plant_pump_design), but the CDU branch is rated at "
-    "primary_pressure_drop at 1.2x design flow (VALVE_OPEN_FLOW_MARGIN), so it drops 69.4 kPa "
-    "at design flow and the 80 kPa differential-pressure floor binds: the pump head at the "
-    "design flow (33.96 L/s) is 80 + 150 = 230 kPa, not the spec's 250 kPa, and the FWS pump "
-    "draws 8.21 W/kW instead of 8.93",
-)
 def test_case7_fws_pump_power_per_kw(row_full_load):
     """refs 8 case 7: the FWS at 250 kPa with η 0.7 gives 8.9 W/kW (both loops ≈ 1.7 % of IT).
 

@@ -106,6 +106,10 @@ def rack_params(site: Site, design: SiteDesign, first_cdu: int) -> Fields:
         "rack_other_liquid_fraction": np.full(n, rack.other_liquid_fraction),
         "rack_resistance": np.tile(np.asarray(design.rack_resistance), site.cdus),
         "rack_cdu": first_cdu + np.repeat(np.arange(site.cdus), b.racks_per_row),
+        "rack_design_heat": np.full(n, rack.design_power),
+        "rack_flow_min": np.full(
+            n, 1.0 if b.cdu.pump_control == "fixed" else b.cdu.minimum_rack_flow
+        ),
     }
 
 
@@ -148,10 +152,7 @@ def cdu_params(
         "tcs_pump_head_shutoff": design.tcs_pump_head_shutoff,
         "tcs_pump_curve_coeff": design.tcs_pump_curve_coeff,
         "tcs_internal_resistance": design.tcs_internal_resistance,
-        "tcs_pump_speed_min": pump_speed
-        if b.cdu.pump_control == "fixed"
-        else min(b.cdu.pump_minimum_speed, pump_speed),
-        "tcs_design_heat": design.row_heat,
+        "tcs_dp_setpoint": b.rack.pressure_drop,
         "tcs_control_time": b.cdu.control_time_constant,
         "tcs_pump_efficiency": b.cdu.pump_efficiency,
         "tcs_header_resistance": design.header_resistance,
@@ -208,7 +209,10 @@ def plant_pump_design(site: Site, design: SiteDesign) -> tuple[float, float, flo
     q_floor = np.sqrt(np.clip(dp_star + buoy, 0.0, None) / (k_riser * n_eff**2 + k_branch))
     q_total = float(np.sum(n_eff * q_floor))
     q_building = (1.0 + phi) * design.cdus_per_building * q_cdu
-    k_internal = (fw.pump_pressure - b.cdu.primary_pressure_drop) / q_building**2
+    # At design flow the pump's head is pump_pressure: the branches' differential pressure
+    # (a CDU branch at its design flow, not below the DP setpoint floor) + plant and mains.
+    branch_dp = max(fw.minimum_pressure, k_branch * q_cdu**2)
+    k_internal = (fw.pump_pressure - branch_dp) / q_building**2
     return q_total, float(dp_star + k_internal * q_total**2), k_internal
 
 
