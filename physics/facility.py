@@ -226,9 +226,11 @@ class GpuConstants(NamedTuple):
     steady_die: jax.Array  # ∂T_d/∂s_d at steady state, (K⁻¹)₀₀ [K/W]
     steady_hbm: jax.Array  # ∂T_d/∂s_h at steady state, (K⁻¹)₀₁ [K/W]
     rate: tuple  # (λ₁, λ₂) [1/s]
+    inv_rate: tuple  # (1/λ₁, 1/λ₂) [s]
     decay: tuple  # exp(-λᵢ Δt)
     v: tuple  # (V₀₁, V₀₂, V₁₁, V₁₂): modes → (die, HBM)
     w: tuple  # (W₁d, W₁h, W₂d, W₂h): rows of V⁻¹C⁻¹ [K/J]
+    vinv: tuple  # (W₁d C_d, W₁h C_h, W₂d C_d, W₂h C_h): rows of V⁻¹ [-]
     memory_tail: tuple  # per mode, (1 - e_on)/(1 - e_on e_off) (physics.workload)
     memory_on: tuple  # per mode, 1 - e_off × memory_tail
 
@@ -258,9 +260,16 @@ def gpu_constants(p: FacilityParams, d: Derived, dt: float) -> GpuConstants:
         steady_die=k22 / det,
         steady_hbm=g_dh / det,
         rate=(m.rate_fast, m.rate_slow),
+        inv_rate=(1.0 / m.rate_fast, 1.0 / m.rate_slow),
         decay=tuple(decays),
         v=m.v_die + m.v_hbm,
         w=m.w_fast + m.w_slow,
+        vinv=(
+            m.w_fast[0] * p.gpu_capacitance,
+            m.w_fast[1] * p.gpu_hbm_capacitance,
+            m.w_slow[0] * p.gpu_capacitance,
+            m.w_slow[1] * p.gpu_hbm_capacitance,
+        ),
         memory_tail=tuple(tails),
         memory_on=tuple(ons),
     )
@@ -1120,20 +1129,21 @@ def gpu_plate_step(p: FacilityParams, c: GpuConstants, k: int, temp, h_old, inle
     cap_d, cap_h = _at_series(p.gpu_capacitance, k), _at_series(p.gpu_hbm_capacitance, k)
     s_d = pw.die_lo + leak0 + _at_series(c.g_d0, k) * inlet
     s_h = pw.hbm_lo + _at_series(c.g_h0, k) * inlet
-    e_d, e_h = cap_d * temp, cap_h * h_old  # C x
+    vinv = _at(c.vinv, k)
     z_new, z_int = [], []
     for i, (wd, wh) in enumerate(((w1d, w1h), (w2d, w2h))):
         lam, decay = _at_series(c.rate[i], k), _at_series(c.decay[i], k)
+        inv_lam = _at_series(c.inv_rate[i], k)
         w = workload.square_wave_exponential_integral_hoisted(
             lam, wl.period, wl.duty, wl.phase, t0, dt,
             _at_series(c.memory_tail[i], k), _at_series(c.memory_on[i], k), decay,
         )  # fmt: skip
-        z0 = wd * e_d + wh * e_h
+        z0 = vinv[2 * i] * temp + vinv[2 * i + 1] * h_old
         b = wd * s_d + wh * s_h
         amp = wd * pw.die_amp + wh * pw.hbm_amp
-        z1 = decay * z0 + ((1.0 - decay) * b + amp * w) / lam
+        z1 = decay * z0 + ((1.0 - decay) * b + amp * w) * inv_lam
         z_new.append(z1)
-        z_int.append((b * dt + amp * wl.on_time - (z1 - z0)) / lam)
+        z_int.append((b * dt + amp * wl.on_time - (z1 - z0)) * inv_lam)
     die_new = v01 * z_new[0] + v02 * z_new[1]
     h_new = v11 * z_new[0] + v12 * z_new[1]
     leak_energy = leak0 * dt + leak1 * (v01 * z_int[0] + v02 * z_int[1])
@@ -1142,12 +1152,12 @@ def gpu_plate_step(p: FacilityParams, c: GpuConstants, k: int, temp, h_old, inle
     return die_new, h_new, e_k, q_k, leak_energy, pw
 
 
-def work_lost(pw: PackagePower, wl, dt):
-    r"""GPU-seconds of work lost to the caps over the step [s], per GPU: the clock deficit
-    :math:`1 - f/f_0` (:func:`physics.gpu.clock_ratio`) of each phase times its duration."""
-    hi = 1.0 - gpu.clock_ratio(pw.u_hi, wl.u_high)
-    lo = 1.0 - gpu.clock_ratio(pw.u_lo, wl.u_low)
-    return wl.on_time * hi + (dt - wl.on_time) * lo
+def utilization_deficit(pw: PackagePower, wl, dt):
+    r"""GPU-seconds of utilization the caps took over the step, per GPU [s]: each phase's
+    :math:`1 - u/u_{req}` times its duration (linear, so a rack's total is one sum)."""
+    hi = 1.0 - pw.u_hi / jnp.where(wl.u_high > 0, wl.u_high, 1.0)
+    lo = 1.0 - pw.u_lo / jnp.where(wl.u_low > 0, wl.u_low, 1.0)
+    return wl.on_time * hi + (dt - wl.on_time) * jnp.where(wl.u_low > 0, lo, 0.0)
 
 
 def _air_fraction_per_rack(p: FacilityParams) -> bool:
@@ -1221,8 +1231,11 @@ def gpu_step(
     energy = heat = heat_air = leak = 0.0
     gpu_new, hbm_new, powers = [], [], []
     for k in range(n_s):
-        die_new, h_new, e_k, q_k, leak_k, pw = gpu_plate_step(
-            p, c, k, s.gpu_temp[..., k], s.hbm_temp[..., k], inlet, wl, t0, dt
+        # materialized once: the per-rack sums below read these instead of each recomputing
+        # the whole package update inside its own fusion (XLA duplicates producers into
+        # every reduction that consumes them)
+        die_new, h_new, e_k, q_k, leak_k, pw = jax.lax.optimization_barrier(
+            gpu_plate_step(p, c, k, s.gpu_temp[..., k], s.hbm_temp[..., k], inlet, wl, t0, dt)
         )
         energy = energy + e_k
         heat = heat + q_k
@@ -1257,17 +1270,21 @@ def gpu_step(
 
 
 def capped_seconds(p: FacilityParams, powers: list, wl: RackWorkload, dt) -> dict:
-    """Per rack (R,): GPU-seconds of work lost to the caps (:func:`work_lost`) and GPU-seconds
-    in thermal slowdown; computed only in a step where some GPU was capped."""
-    r = p.gpu_shape[0]
-    capped = jnp.any(jnp.stack([jnp.any(pw.u_hi < wl.u_high) for pw in powers]))
+    r"""Per rack (R,): GPU-seconds of work lost to the power and thermal caps, and GPU-seconds
+    in thermal slowdown.
 
-    def count():
-        lost = sum(work_lost(pw, wl, dt) for pw in powers)
-        slow = sum(jnp.where(pw.slowed, dt, 0.0) for pw in powers)
-        return _per_rack_sum(p, lost), _per_rack_sum(p, slow)
-
-    lost, slow = jax.lax.cond(capped, count, lambda: (jnp.zeros(r), jnp.zeros(r)))
+    A rack's GPUs lose the utilization share :math:`\bar x` (:func:`utilization_deficit`,
+    averaged over its GPU-seconds); their clocks fall to :math:`(1-\bar x)^{1/3}`
+    (:func:`physics.gpu.clock_ratio`), so the work lost is
+    :math:`N\Delta t\,(1 - (1-\bar x)^{1/3})`. Exact when a rack's GPUs are capped alike (as a
+    spec builds them); with per-GPU spreads it averages before the cube root.
+    """
+    r, n_t, n_p, n_s = p.gpu_shape
+    gpu_seconds = n_t * n_p * n_s * dt
+    deficit = _per_rack_sum(p, sum(utilization_deficit(pw, wl, dt) for pw in powers))
+    x = jnp.clip(deficit / gpu_seconds, 0.0, 1.0)
+    lost = gpu_seconds * (1.0 - gpu.clock_ratio(1.0 - x, jnp.ones_like(x)))
+    slow = _per_rack_sum(p, sum(jnp.where(pw.slowed, dt, 0.0) for pw in powers))
     return {"rack_work_lost": lost, "rack_slowdown_seconds": slow}
 
 

@@ -60,7 +60,10 @@ def test_annual_pue_band_and_site_order(annual):
     for s in annual:
         wi, ga = s["sites"]["mount_pleasant"], s["sites"]["atlanta"]
         for site in (wi, ga):
-            assert 1.03 < site["pue"] < 1.25
+            # refs 8 case 10: "A model whose result falls outside 1.05-1.25 for these sites is
+            # suspect" (its own estimate, 1.08-1.15, assumes design-load fans, 1.7 % pumps and a
+            # 0.02 chiller term; docs/model.md compares them term by term)
+            assert 1.05 < site["pue"] < 1.25
             assert site["energy_balance_relative_error"] < 1e-9
             assert site["steps"] == 8760
         assert wi["pue"] < ga["pue"]
