@@ -1155,9 +1155,9 @@ def gpu_plate_step(p: FacilityParams, c: GpuConstants, k: int, temp, h_old, inle
 def utilization_deficit(pw: PackagePower, wl, dt):
     r"""GPU-seconds of utilization the caps took over the step, per GPU [s]: each phase's
     :math:`1 - u/u_{req}` times its duration (linear, so a rack's total is one sum)."""
-    hi = 1.0 - pw.u_hi / jnp.where(wl.u_high > 0, wl.u_high, 1.0)
-    lo = 1.0 - pw.u_lo / jnp.where(wl.u_low > 0, wl.u_low, 1.0)
-    return wl.on_time * hi + (dt - wl.on_time) * jnp.where(wl.u_low > 0, lo, 0.0)
+    hi = jnp.where(wl.u_high > 0, 1.0 - pw.u_hi / jnp.where(wl.u_high > 0, wl.u_high, 1.0), 0.0)
+    lo = jnp.where(wl.u_low > 0, 1.0 - pw.u_lo / jnp.where(wl.u_low > 0, wl.u_low, 1.0), 0.0)
+    return wl.on_time * hi + (dt - wl.on_time) * lo
 
 
 def _air_fraction_per_rack(p: FacilityParams) -> bool:

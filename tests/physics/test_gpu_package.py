@@ -121,3 +121,11 @@ def test_gpu_step_gradient_matches_finite_differences():
         e = jnp.zeros(2).at[i].set(h)
         fd = (energy(x + e) - energy(x - e)) / (2 * h)
         assert_allclose(g[i], fd, rtol=1e-5)
+
+
+def test_idle_racks_lose_no_work():
+    """An idle rack (nothing requested) loses no work, whatever its caps say."""
+    _, p, d = make(load=LoadMix.parse("idle=1"))
+    _, _, led, _ = run(p, d, 60.0, 10)
+    assert float(led.work_lost_gpu_seconds[0]) == 0.0
+    assert float(led.gpu_energy[0]) > 0.0
