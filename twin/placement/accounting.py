@@ -267,7 +267,10 @@ def summarize(
         "jobs_waited_for_wake": len(parking.waited_for_wake),
         "mean_gpu_load": busy_gpu_s / (total_gpus * horizon),
         "work_gpu_hours": busy_gpu_s / 3600.0,
-        "kwh_per_gpu_hour": energy["total"] / max(busy_gpu_s / 3600.0, 1e-9),
+        # the facility model's power and thermal caps: GPU-hours at reduced clocks
+        "work_lost_gpu_hours": float(led.work_lost_gpu_seconds.sum()) / 3600.0,
+        "kwh_per_gpu_hour": energy["total"]
+        / max((busy_gpu_s - float(led.work_lost_gpu_seconds.sum())) / 3600.0, 1e-9),
         "placement_seconds": placement_seconds,
         "wall_seconds": wall,
         "sites": _site_summary(led, sched.topo),
