@@ -304,16 +304,20 @@ def _eir_independent(t_chw_c, t_cond_c, plr):
     return power, plr * capft / power
 
 
+#: refs 8.8: DOE-2 Centrifugal/5.50COP full-load COP at (T_chw leaving, T_cond entering) °C.
+CASE_8_8_FULL_LOAD = [
+    (6.67, 24.0, 6.18),
+    (6.67, 29.4, 5.51),
+    (6.67, 35.0, 4.81),
+    (10.0, 24.0, 6.48),
+    (10.0, 29.4, 5.88),
+    (10.0, 35.0, 5.20),
+]
+
+
 @pytest.mark.parametrize(
     ("t_chw", "t_cond", "expected"),
-    [
-        (6.67, 24.0, 6.18),
-        (6.67, 29.4, 5.51),
-        (6.67, 35.0, 4.81),
-        (10.0, 24.0, 6.48),
-        (10.0, 29.4, 5.88),
-        (10.0, 35.0, 5.20),
-    ],
+    CASE_8_8_FULL_LOAD,
 )
 def test_doe2_full_load_cop_refs_case_8_8(t_chw, t_cond, expected):
     """refs 8.8 (printed to 2 decimals, so ±0.005) and an independent computation to 1e-12."""
@@ -438,14 +442,7 @@ def _doe2_capacity(t_chw, t_cond, unit=2e6):
 
 @pytest.mark.parametrize(
     ("t_chw", "t_cond", "expected"),
-    [
-        (6.67, 24.0, 6.18),
-        (6.67, 29.4, 5.51),
-        (6.67, 35.0, 4.81),
-        (10.0, 24.0, 6.48),
-        (10.0, 29.4, 5.88),
-        (10.0, 35.0, 5.20),
-    ],
+    CASE_8_8_FULL_LOAD,
 )
 def test_chiller_plant_doe2_full_load_refs_case_8_8(t_chw, t_cond, expected):
     """refs 8.8 through the plant model: one unit at its available capacity (PLR 1).  The refs
