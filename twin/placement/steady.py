@@ -102,21 +102,26 @@ def steady_state(
     if power is not None:
         p_hot, p = p, with_power_state(p, *power)
     t_in = p.tcs_supply_setpoint[p.rack_cdu]
+    dd = d
     for _ in range(passes):
-        rack_it, liquid, air_heat, hot, hbm = rack_conditions(p, d, t_in, u_mean, u_hot, p_hot)
-        cdu_liquid = F.rack_to_cdu(p, liquid) + d.tcs_pump_heat
-        tcs_cap = d.cdu_capacity_rate
+        # the racks' valves at the flow their heat sets (physics.facility.rack_flow_fraction),
+        # then the racks again at that flow: the same row control the simulation runs
+        liquid = rack_conditions(p, dd, t_in, u_mean, u_hot, p_hot)[1]
+        dd = F.at_tcs_flow(p, d, F.rack_flow_fraction(p, liquid))
+        rack_it, liquid, air_heat, hot, hbm = rack_conditions(p, dd, t_in, u_mean, u_hot, p_hot)
+        cdu_liquid = F.rack_to_cdu(p, liquid) + dd.tcs_pump_heat
+        tcs_cap = dd.cdu_capacity_rate
         mixed = p.tcs_supply_setpoint + cdu_liquid / tcs_cap
         sup = jnp.broadcast_to(p.fws_supply_setpoint[:, None], (b, p.n_fws_tanks))
         tcs_sup = jnp.broadcast_to(p.tcs_supply_setpoint[:, None], (n, p.n_tcs_tanks))
         ls = F.LoopState(jnp.broadcast_to(mixed[:, None], (n, p.n_tcs_tanks)), sup, sup, tcs_sup)
         coil_heat = F.air_coil_heat(p, air_heat)
-        _, fl, _ = F.loop_substep(p, d, ls, cdu_liquid, tcs_cap, coil_heat, STEADY_DT, hours)
+        _, fl, _ = F.loop_substep(p, dd, ls, cdu_liquid, tcs_cap, coil_heat, STEADY_DT, hours)
         t_in = rack_inlet(p, fl.tcs_supply)
 
     it = F.rack_to_site(p, rack_it)
     air = F.rack_to_site(p, air_heat)
-    pumps = F.cdu_to_site(p, d.tcs_pump_power) + F.building_to_site(p, fl.fws_pump_power)
+    pumps = F.cdu_to_site(p, dd.tcs_pump_power) + F.building_to_site(p, fl.fws_pump_power)
     fans = F.building_to_site(p, fl.fan_power) + p.air_fan_power_ratio * air
     chillers = F.building_to_site(p, fl.chiller_power)
     losses = p.electrical_loss_fraction * (it + pumps + fans + chillers)
@@ -160,6 +165,10 @@ def rack_steady(run: Run, hour: float) -> RackSteady:
     u_mean, u_hot = rack_utilization(p, hour)
     steady = steady_state(p, d, jnp.asarray(u_mean), jnp.asarray(u_hot), jnp.asarray(hour))
     t_in = rack_inlet(p, steady.tcs_supply)
+    _it, liquid, _air, _hot, _hbm = rack_conditions(
+        p, d, t_in, jnp.asarray(u_mean), jnp.asarray(u_hot)
+    )
+    d = F.at_tcs_flow(p, d, F.rack_flow_fraction(p, liquid))  # the rack valves' flows
     _it, liquid, _air, _hot, _hbm = rack_conditions(
         p, d, t_in, jnp.asarray(u_mean), jnp.asarray(u_hot)
     )
