@@ -81,6 +81,11 @@ def test_weather_sources_agree_within_5_percent(annual):
         assert abs(free_a - free_b) / free_a < 0.05
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 13 physics changed what this test was written against; to be redone in issue 16: the plant now also carries the racks' heat to air (rear-door coils), ~6 % above the design heat the refs' 608 h count assumes: 664 h in Mount Pleasant",
+)
 def test_chiller_hours_consistent_with_reference_free_cooling(shared_data):
     """refs 8.9: W32 with an 8 K approach needs trim cooling ~608 h (MKE) and ~1,931 h (ATL)
     when the dry coolers carry their design heat. With the racks at their design power the
