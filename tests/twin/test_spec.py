@@ -209,11 +209,14 @@ def test_bad_resistance_range(value):
 def test_air_node_design_point():
     """The facility model's design point of the air node, against the spec's figures:
     junction -> inlet resistance (refs 1: (63 - 25)/700 = 0.054 K/W) and fan power
-    Q dp / eta = 0.714 m3/s x 400 Pa (the server's pressure drop) / 0.45 = 634.7 W."""
+    Q H / eta = 0.714 m3/s x 600 Pa (the fans' whole head, the server's 400 Pa drop included)
+    / 0.45 = 952 W."""
     run = prepare(load_facility("h100-node-air"), step=60.0)
     r_ji = float(run.derived.gpu_resistance.ravel()[0])
     assert r_ji == pytest.approx((63 - 25) / 700, rel=0.02)
-    assert float(run.derived.tcs_pump_power[0]) == pytest.approx(0.714 * 400 / 0.45, rel=1e-6)
+    assert float(run.derived.tcs_pump_power[0]) == pytest.approx(
+        0.714 * 600 / 0.45, rel=1e-6
+    )  # whole 600 Pa
     # air rise through the node at design: 10.2 kW / (rho cp Q) at 30 degC (CoolProp Air,
     # 1.1648 kg/m3 x 1006.5 J/kg/K), about 12.2 K
     rise = 10.2e3 / float(run.derived.rack_capacity_rate[0])
