@@ -115,11 +115,6 @@ def test_liquid_spec_is_contradicted_and_air_spec_is_not(shared_data, capsys):
     assert liquid["holdout_rmse_k"] < 1.0 and air["holdout_rmse_k"] < 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 13 physics changed what this test was written against; to be redone in issue 16: the air node's heat sinks now carry the HBM's heat and the fans follow the load (rack valves), so its steady plateau moved (margin -4.6 / 4.8 K against the test's 7 K)",
-)
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "lo_w"), [(STEADY, 350.0), (STEP, 650.0)])
 def test_facility_model_of_the_air_spec_matches_the_plateau(shared_data, name, lo_w):
@@ -191,19 +186,12 @@ def test_spec_check_needs_readings_at_load():
 
 
 @pytest.mark.slow
-def test_simulate_air_node_fans_and_temperatures(capsys, tmp_path):
-    """``twin simulate --facility <h100-node-air at fixed fan speed> --hours 1 --json``: the
-    fans (the secondary loop's "pump") draw Q H / eta = 0.714 m3/s x 600 Pa (their whole head)
-    / 0.45 = 952 W, 5-15 % of the node; the dies run between the 25 degC inlet and the 87 degC
-    max operating temperature. (Shipped, the fans follow the load and draw less.)"""
-    from twin.spec import FACILITY_DIR
-
-    text = (FACILITY_DIR / "h100-node-air.toml").read_text()
-    spec = tmp_path / "h100-node-air-fixed.toml"
-    spec.write_text(
-        text.replace("[cdu_templates.crah]\n", '[cdu_templates.crah]\npump_control = "fixed"\n')
-    )
-    rc = main(["simulate", "--facility", str(spec), "--hours", "1", "--json"])
+def test_simulate_air_node_fans_and_temperatures(capsys):
+    """``twin simulate --facility h100-node-air --hours 1 --json``: the fans (the secondary
+    loop's "pump", at their design speed) draw Q H / eta = 0.714 m3/s x 600 Pa (their whole
+    head) / 0.45 = 952 W, 5-15 % of the node; the dies run between the 25 degC inlet and the
+    87 degC max operating temperature."""
+    rc = main(["simulate", "--facility", "h100-node-air", "--hours", "1", "--json"])
     assert rc == 0
     s = json.loads(capsys.readouterr().out)
     pump_w = s["pump_energy_kwh"] * 1e3 / s["hours"]  # fans + facility-water pump
