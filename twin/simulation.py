@@ -29,6 +29,7 @@ from physics import workload
 from twin.io.carbon import load_grid_carbon_csv, typical_carbon_profile
 from twin.io.weather import load_climate, load_epw, typical_year
 from twin.model import DEFAULT_PRICE_USD_PER_KWH, Boundary, LoadMix, build_params
+from twin.model.calibrated import Calibration, calibration_counts
 from twin.spec import FacilitySpec
 from twin.units import ZERO_CELSIUS_K, SpecError
 
@@ -104,6 +105,9 @@ class Run:
     hour0: float
     start: pd.Timestamp
     n_sub: int
+    #: where the GPUs' parameters came from (:func:`twin.model.calibrated.calibration_counts`
+    #: and the file), or None: the spec's
+    calibration: dict | None = None
 
 
 def prepare(
@@ -115,9 +119,11 @@ def prepare(
     carbon: dict[str, str] | None = None,
     seed: int = 0,
     gpu_spread: float = 0.0,
+    calibration: Calibration | None = None,
     **overrides,
 ) -> Run:
-    """Build boundary data and parameters for ``spec`` (``weather``/``carbon``: site → path)."""
+    """Build boundary data and parameters for ``spec`` (``weather``/``carbon``: site → path);
+    ``calibration`` (:func:`twin.model.calibrated.load_calibration`) sets the GPUs' parameters."""
     if not (math.isfinite(step) and 0.01 <= step <= 3600):
         raise SpecError("--step", step, "a step between 0.01 s and 3600 s")
     weather = weather or {}
@@ -129,10 +135,17 @@ def prepare(
                 raise SpecError(name, k, f"a site of {spec.name}: {', '.join(sorted(keys))}")
     ts, hour0 = parse_start(start)
     boundary = {s.key: site_boundary(s, weather.get(s.key), carbon.get(s.key)) for s in spec.sites}
-    params = build_params(spec, boundary, load, seed=seed, gpu_spread=gpu_spread, **overrides)
+    params = build_params(
+        spec, boundary, load, seed=seed, gpu_spread=gpu_spread, calibration=calibration,
+        **overrides,
+    )  # fmt: skip
     derived = F.derive(params)
     n_sub = F.substeps(params, derived, step)
-    return Run(spec, params, derived, step, hour0, ts, n_sub)
+    used = None
+    if calibration is not None:
+        used = {"file": calibration.path, "gpu_model": calibration.gpu_model}
+        used |= calibration_counts(spec, calibration)
+    return Run(spec, params, derived, step, hour0, ts, n_sub, used)
 
 
 #: :func:`physics.facility.run_records` compiled once per process and shape; shared by the
@@ -280,6 +293,8 @@ def simulate_run(
     ds = _dataset(run, rec, spr, state.physics)
     gpus = int(np.prod(p.gpu_shape))
     summary = _summary(run, state.ledger, e0, e1, n_steps, wall, gpus * steady_steps / steady)
+    if run.calibration is not None:
+        summary["calibration"] = run.calibration
     ds.attrs["summary_json"] = json.dumps(summary)
     return SimResult(ds, summary, state)
 

@@ -104,9 +104,20 @@ def calibrate(
         hbm_theta=_fit_hbm(grid, tr, pri, cfg),
     )  # fmt: skip
     params = build_dataset(fit, cfg, pri, getattr(spec, "name", ""))
+    params.attrs["gpu_model"] = spec.sites[0].building.rack.gpu.name
+    params.attrs["telemetry_source"] = _source_name(telemetry)
     params.attrs["spec_check"] = json.dumps(spec_check)
     params.attrs["wall_seconds"] = round(time.perf_counter() - t_start, 3)
     return CalibrationResult(params, summarize(params), grid, pred, pred_sd, n_train, theta, cov)
+
+
+def _source_name(telemetry: object) -> str:
+    """Where the telemetry came from, for the calibration file's provenance."""
+    if isinstance(telemetry, (str, Path)):
+        return str(telemetry)
+    if isinstance(telemetry, xr.Dataset):
+        return str(telemetry.attrs.get("source", telemetry.attrs.get("title", "dataset")))
+    return type(telemetry).__name__
 
 
 def _telemetry_grid(telemetry: object, cfg: CalibrationConfig, pri: Priors) -> Grid:

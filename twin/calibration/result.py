@@ -108,6 +108,7 @@ def build_dataset(fit: Fit, cfg: CalibrationConfig, pri: Priors, facility: str) 
         "title": "twin calibration",
         "facility": facility,
         "train_fraction": cfg.train_fraction,
+        "train_start": str(np.datetime64(int(grid.times[0]), "ns")),
         "train_end": str(np.datetime64(int(grid.times[n_train - 1]), "ns")),
         "dt": cfg.dt,
         "p_ref": peers.p_ref,
@@ -122,6 +123,7 @@ def build_dataset(fit: Fit, cfg: CalibrationConfig, pri: Priors, facility: str) 
     coords = {
         "gpu": ("gpu", np.array(grid.gpu)),
         "host": ("gpu", np.array(grid.host)),
+        **_identity_coords(grid),
         "loop": ("loop", np.array(peers.loops)),
         "param": ("param", np.array(PARAMS)),
         "param2": ("param2", np.array(PARAMS)),
@@ -132,6 +134,20 @@ def build_dataset(fit: Fit, cfg: CalibrationConfig, pri: Priors, facility: str) 
         "structure": ("structure", np.array(fit.structures, dtype=str)),
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+#: Identity coordinates of the file: telemetry's name → the file's (``index`` would shadow
+#: xarray's own meaning, ``name`` a Dataset attribute).
+_IDENTITY_NAMES = {"uuid": "uuid", "index": "gpu_index", "name": "gpu_name", "location": "location"}
+
+
+def _identity_coords(grid: Grid) -> dict[str, tuple]:
+    """Each GPU's UUID, index, product name and location label (empty where not given)."""
+    n = len(grid.gpu)
+    return {
+        out: ("gpu", np.array(grid.identity.get(key, [""] * n), dtype=str))
+        for key, out in _IDENTITY_NAMES.items()
+    }
 
 
 def _var(x: Any, units: str, long_name: str, dims: tuple[str, ...] = ("gpu",)) -> tuple:

@@ -13,7 +13,13 @@ import argparse
 import json
 import sys
 
-from twin.cli.options import add_command, add_facility, site_pairs
+from twin.cli.options import (
+    add_calibration,
+    add_command,
+    add_facility,
+    calibration_arg,
+    site_pairs,
+)
 from twin.resources import env_default
 from twin.units import SpecError
 
@@ -113,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--days", nargs="*", default=None, help="sweep start dates")
     p.add_argument("--weather-year", action="append", default=None, help="sweep weather years")
     p.add_argument("--workers", type=int, default=2)
+    add_calibration(p)
     p.set_defaults(func=run)
 
     s = add_command(
@@ -147,6 +154,10 @@ def _jobs(args, spec):
 
 def run(args: argparse.Namespace) -> int:
     if args.sweep:
+        if args.calibration:
+            raise SpecError(
+                "--calibration", args.calibration, "a plain optimize run (sweeps use the spec)"
+            )
         args.policy = [args.policy] if not args.compare else None
         return run_sweep_cli(args)
     from twin.placement import POLICIES, build_topology, check_feasible, parse_caps, replay
@@ -163,7 +174,15 @@ def run(args: argparse.Namespace) -> int:
         args.start,
         weather=site_pairs(args.weather, "--weather"),
         carbon=site_pairs(args.carbon, "--carbon"),
+        calibration=calibration_arg(args),
     )
+    if run_.calibration is not None:
+        c = run_.calibration
+        print(
+            f"twin optimize: calibration {c['file']}: {c['calibrated']:,} GPUs calibrated, "
+            f"{c['fleet_prior']:,} from the fleet prior, {c['spec_default']:,} spec defaults",
+            file=sys.stderr,
+        )
     if args.price is not None:
         import equinox as eqx
         import jax.numpy as jnp
@@ -205,8 +224,9 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             path = args.out if len(policies) == 1 else _suffixed(args.out, pol)
             print(f"wrote {write_netcdf(res.plan, path)}", file=sys.stderr)
+    cal = {"calibration": run_.calibration} if run_.calibration is not None else {}
     out = {
-        pol: {k: r.summary[k] for k in SUMMARY_KEYS} | {"details": r.summary}
+        pol: {k: r.summary[k] for k in SUMMARY_KEYS} | cal | {"details": r.summary}
         for pol, r in results.items()
     }
     if args.json:

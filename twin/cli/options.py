@@ -34,6 +34,36 @@ def add_telemetry(p: argparse.ArgumentParser, default: str | None = None, none: 
     )
 
 
+def add_calibration(p: argparse.ArgumentParser) -> None:
+    """``--calibration params.nc`` and ``--gpu-map map.csv`` (``TWIN_CALIBRATION``)."""
+    p.add_argument(
+        "--calibration",
+        default=env_default("calibration", None),
+        metavar="PARAMS_NC",
+        help="run on the GPUs calibrated by `twin calibrate --out`, placed by their location "
+        "labels; other GPUs of that model draw from the calibrated population "
+        "[TWIN_CALIBRATION; default: the spec's GPUs]",
+    )
+    p.add_argument(
+        "--gpu-map",
+        default=None,
+        metavar="CSV",
+        help="CSV with columns gpu,location (gpu: UUID or telemetry id) that places the "
+        "calibrated GPUs, overriding their recorded labels",
+    )
+
+
+def calibration_arg(args: argparse.Namespace):
+    """The :class:`twin.model.calibrated.Calibration` that ``args`` name, or None."""
+    if not getattr(args, "calibration", None):
+        if getattr(args, "gpu_map", None):
+            raise SpecError("--gpu-map", args.gpu_map, "given together with --calibration")
+        return None
+    from twin.model.calibrated import load_calibration
+
+    return load_calibration(args.calibration, args.gpu_map)
+
+
 def add_command(
     sub: argparse._SubParsersAction, name: str, summary: str, description: str | None = None
 ) -> argparse.ArgumentParser:

@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from twin.cli.options import add_command, add_facility, site_pairs
+from twin.cli.options import (
+    add_calibration,
+    add_command,
+    add_facility,
+    calibration_arg,
+    site_pairs,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub, "simulate", "step a facility and report energy, PUE, temperatures", __doc__
     )
     add_facility(p)
+    add_calibration(p)
     p.add_argument("--hours", type=float, default=1.0, help="simulated hours (fractions allowed)")
     p.add_argument("--step", type=float, default=1.0, help="time step in seconds (0.01-3600)")
     p.add_argument("--start", default=None, help="start time, ISO 8601 UTC (default 2023-01-01)")
@@ -43,11 +50,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from twin.model import LoadMix
-    from twin.simulation import progress_printer, simulate, write_netcdf
+    from twin.simulation import prepare, progress_printer, simulate, write_netcdf
     from twin.spec import load_facility
 
     spec = load_facility(args.facility)
     load = LoadMix.parse(args.load)
+    weather = site_pairs(args.weather, "--weather")
+    carbon = site_pairs(args.carbon, "--carbon")
+    cal = calibration_arg(args)
+    run_ = prepare(spec, args.step, args.start, load, weather, carbon, args.seed, calibration=cal)
+    if run_.calibration is not None:
+        c = run_.calibration
+        print(
+            f"twin simulate: calibration {c['file']}: {c['calibrated']:,} GPUs calibrated, "
+            f"{c['fleet_prior']:,} from the fleet prior, {c['spec_default']:,} spec defaults",
+            file=sys.stderr,
+        )
     print(
         f"twin simulate: {spec.name}, {spec.gpus:,} GPUs, {args.hours} h at {args.step} s steps",
         file=sys.stderr,
@@ -63,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         record_interval=args.record,
         seed=args.seed,
         progress=progress_printer(),
+        run=run_,
     )
     if args.out:
         path = write_netcdf(ds, args.out)

@@ -201,6 +201,9 @@ class Grid:
     utilization: np.ndarray | None
     gap: np.ndarray
     throttled: np.ndarray
+    #: each GPU's identity from the telemetry's coordinates, where given: ``uuid``, ``index``,
+    #: ``name`` (NVML product name), ``location`` (operator's label); lists over ``gpu``
+    identity: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def n_steps(self) -> int:
@@ -248,6 +251,7 @@ class Grid:
             utilization=sub(self.utilization),
             gap=self.gap[idx],
             throttled=self.throttled[idx],
+            identity={k: [v[i] for i in idx] for k, v in self.identity.items()},
         )
 
 
@@ -399,8 +403,22 @@ def to_grid(
         utilization=util,
         gap=gap,
         throttled=throttled,
+        identity=_identity(ds),
     )
     return grid.select(np.flatnonzero(keep)) if not keep.all() else grid
+
+
+#: Per-GPU identity coordinates that a calibration carries into its file.
+IDENTITY_COORDS: tuple[str, ...] = ("uuid", "index", "name", "location")
+
+
+def _identity(ds: xr.Dataset) -> dict[str, list[str]]:
+    """The identity coordinates of ``ds`` that it has (as strings, one per GPU)."""
+    return {
+        k: [str(v) for v in ds[k].values]
+        for k in IDENTITY_COORDS
+        if k in ds.coords and ds[k].dims == ("gpu",)
+    }
 
 
 def fleet_hosts(grid: Grid) -> tuple[list[str], np.ndarray]:

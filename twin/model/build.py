@@ -6,20 +6,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics import coolant
+from physics import coldplate, coolant
 from physics.facility import FacilityParams
 from twin.model.boundary import Boundary, boundary_params
+from twin.model.calibrated import Calibration, calibrated_gpu_fields, calibration_slots
 from twin.model.components import (
     cdu_params,
+    die_share_at_tdp,
     electrical_params,
     facility_water_params,
     gpu_params,
     heat_rejection_params,
+    path_capacity_rate,
     rack_params,
 )
-from twin.model.design import size_site
+from twin.model.design import SiteDesign, size_site
 from twin.model.workload import LoadMix, workload_params
-from twin.spec import FacilitySpec
+from twin.spec import FacilitySpec, Site
 
 #: Integer index fields; every other field is float64.
 _INDEX_FIELDS = frozenset({"rack_cdu", "cdu_building", "cdu_floor", "building_site"})
@@ -35,6 +38,7 @@ def build_params(
     tcs_supply_offset: float = 0.0,
     fws_supply_offset: float = 0.0,
     pump_speed: float = 1.0,
+    calibration: Calibration | None = None,
 ) -> FacilityParams:
     """Lay out every array of :class:`physics.facility.FacilityParams` for ``spec``.
 
@@ -43,18 +47,21 @@ def build_params(
     variation); 0 makes all GPUs of a model identical. ``tcs_supply_offset`` and
     ``fws_supply_offset`` [K] shift every setpoint (what-if studies); ``pump_speed`` sets every
     CDU pump's relative speed. ``hour0_utc`` is accepted for callers' convenience and unused.
+    ``calibration`` puts each calibrated GPU's parameters where its location label says, and
+    draws the rest of its GPU model from the calibrated population (:mod:`twin.model.calibrated`).
     """
     load = load or LoadMix()
     rng = np.random.default_rng(seed)
     tcs_table = coolant.coolant_table(spec.tcs_coolant)
     fws_table = coolant.coolant_table(spec.fws_coolant)
     per_site = []
-    first_cdu = first_building = 0
+    first_cdu = first_building = first_rack = 0
+    slots = calibration_slots(spec, calibration) if calibration is not None else []
     for index, site in enumerate(spec.sites):
         design = size_site(site, tcs_table, fws_table)
         # Random draws happen in the GPU builder, then the workload builder, site by site.
         per_site.append(
-            gpu_params(site, design, rng, gpu_spread)
+            _gpu_fields(site, index, design, rng, gpu_spread, calibration, slots, first_rack, seed)
             | workload_params(
                 load, site.building.rack.gpu, site.racks, rng, site.timezone_offset_hours
             )
@@ -66,6 +73,7 @@ def build_params(
         )
         first_cdu += site.cdus
         first_building += site.building.count
+        first_rack += site.racks
     rack = spec.sites[0].building.rack  # the spec checks that all sites share this geometry
     return FacilityParams(
         **_concatenate_sites(per_site),
@@ -79,6 +87,38 @@ def build_params(
         n_tcs_tanks=spec.tcs_tanks,
         n_fws_tanks=spec.fws_tanks,
     )
+
+
+def _gpu_fields(
+    site: Site,
+    index: int,
+    design: SiteDesign,
+    rng: np.random.Generator,
+    gpu_spread: float,
+    calibration: Calibration | None,
+    slots: list,
+    first_rack: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """The site's GPU fields: the spec's (with ``gpu_spread``), then the calibration's.
+
+    The fleet prior draws from its own generator, so a run with and without the calibration
+    sees the same workload draws.
+    """
+    fields = gpu_params(site, design, rng, gpu_spread)
+    if calibration is None:
+        return fields
+    plate = float(
+        coldplate.junction_to_inlet_resistance(
+            0.0,
+            float(np.asarray(fields["coldplate_ua_ref"]).flat[0]),
+            path_capacity_rate(site, design),
+        )
+    )
+    return calibrated_gpu_fields(
+        fields, site, index, first_rack, plate, die_share_at_tdp(site.building.rack.gpu),
+        slots, calibration, np.random.default_rng((seed, index, 14)),
+    )  # fmt: skip
 
 
 def _concatenate_sites(per_site: list[dict[str, np.ndarray]]) -> dict[str, jax.Array]:

@@ -14,7 +14,7 @@ import numpy as np
 from physics import coldplate, heat_rejection, hydraulics
 from physics.heat_exchangers import ntu_counterflow
 from twin.model.design import PUMP_SHUTOFF_RATIO, VALVE_OPEN_FLOW_MARGIN, SiteDesign
-from twin.spec import Site
+from twin.spec import GpuModel, Site
 from twin.units import SpecError
 
 #: Design air temperature at which the dry coolers are sized [K] (25 °C).
@@ -27,6 +27,18 @@ _CHILLER_CURVE_KIND = {
     "carnot": heat_rejection.CHILLER_CURVE_CARNOT,
     "doe2_centrifugal": heat_rejection.CHILLER_CURVE_DOE2,
 }
+
+
+def path_capacity_rate(site: Site, design: SiteDesign) -> float:
+    """Capacity rate of one cold-plate path at the design rack flow [W/K]."""
+    rack = site.building.rack
+    path_flow = design.rack_flow / (rack.trays * rack.paths_per_tray)
+    return design.tcs_density * design.tcs_specific_heat * path_flow
+
+
+def die_share_at_tdp(g: GpuModel) -> float:
+    """Share of the package's TDP dissipated in the die (the rest in the HBM stacks) [-]."""
+    return 1.0 - (g.hbm_idle_power + g.hbm_power_share * g.power_dynamic) / g.tdp
 
 
 def gpu_params(
@@ -47,8 +59,8 @@ def gpu_params(
     rack = site.building.rack
     g = rack.gpu
     path_flow = design.rack_flow / (rack.trays * rack.paths_per_tray)
-    path_cap = design.tcs_density * design.tcs_specific_heat * path_flow
-    die_share = 1.0 - (g.hbm_idle_power + g.hbm_power_share * g.power_dynamic) / g.tdp
+    path_cap = path_capacity_rate(site, design)
+    die_share = die_share_at_tdp(g)
     ua_ref = float(
         coldplate.ua_for_mean_fluid_resistance(
             g.resistance_junction_coolant, g.resistance_junction_wall * die_share, path_cap
