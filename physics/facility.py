@@ -78,6 +78,9 @@ class FacilityParams(eqx.Module):
     gpu_temp_max_operating: jax.Array  # NVML max operating temperature [K]
     gpu_temp_slowdown: jax.Array  # NVML HW slowdown temperature: clocks drop above it [K]
     gpu_air_fraction: jax.Array  # share of GPU heat that leaves to air [-]
+    gpu_sink_resistance: jax.Array  # package → loop inlet through the sink node [K/W]
+    gpu_sink_time: jax.Array  # the sink node's time constant R_s C_s [s]
+    gpu_conductance_curvature: jax.Array  # conductance growth per K of die rise [1/K]
     coldplate_ua_ref: jax.Array  # plate conductance at coldplate_flow_ref [W/K]
     coldplate_flow_ref: jax.Array  # [m3/s] per plate path
     coldplate_exponent: jax.Array  # UA ∝ flow^n [-]
@@ -173,6 +176,9 @@ class FacilityParams(eqx.Module):
     gpu_layout: tuple = eqx.field(static=True, default=(1, 1, 1, 1))  # (R, T, P, S)
     n_tcs_tanks: int = eqx.field(static=True, default=3)
     n_fws_tanks: int = eqx.field(static=True, default=3)
+    #: the GPUs carry a sink node and curved conductances (a calibration asked for them);
+    #: False: both are skipped (the spec's GPUs, and every run's speed without them)
+    gpu_sink: bool = eqx.field(static=True, default=False)
 
     @property
     def gpu_shape(self) -> tuple[int, int, int, int]:
@@ -233,6 +239,8 @@ class GpuConstants(NamedTuple):
     vinv: tuple  # (W₁d C_d, W₁h C_h, W₂d C_d, W₂h C_h): rows of V⁻¹ [-]
     memory_tail: tuple  # per mode, (1 - e_on)/(1 - e_on e_off) (physics.workload)
     memory_on: tuple  # per mode, 1 - e_off × memory_tail
+    #: resistance multiplier of the step (physics.gpu.conductance_curvature_factor), 1 without
+    curvature: jax.Array | float = 1.0
 
 
 def gpu_constants(p: FacilityParams, d: Derived, dt: float) -> GpuConstants:
@@ -288,6 +296,8 @@ class State(NamedTuple):
     fws_flow: jax.Array  # (B,) capacity rate of the last step [W/K]
     tcs_supply_tanks: jax.Array  # (N, n_tcs_tanks) supply leg, CDU → racks
     rack_heat_filtered: jax.Array  # (R,) rack heat its flow valve acts on (filtered) [W]
+    #: (R,T,P,S) rise of each GPU's sink node over its plate inlet [K]; () zero without sinks
+    gpu_sink_rise: jax.Array = 0.0
 
 
 class Ledger(NamedTuple):
@@ -524,9 +534,23 @@ def package_steady(p: FacilityParams, d: Derived, temp_inlet, utilization) -> Pa
     """Steady die and HBM temperatures and package power at a constant ``utilization`` [-] and
     plate inlet ``temp_inlet`` [K] (both broadcastable to (R, T, P, S)), by
     :func:`physics.gpu.package_steady_temperatures`: the same network :func:`gpu_step`
-    integrates, at its fixed point."""
+    integrates, at its fixed point. With sink nodes (``p.gpu_sink``) the package sits
+    :math:`R_s h P` above the inlet and its resistances are scaled by the curvature factor
+    :math:`h` of its rise: a fixed point, reached by a few substitutions."""
+    st = _package_steady(p, d, temp_inlet, utilization, 1.0)
+    if not p.gpu_sink:
+        return st
+    for _ in range(6):
+        h = gpu.conductance_curvature_factor(st.die - temp_inlet, p.gpu_conductance_curvature)
+        sink = p.gpu_sink_resistance * h * st.power
+        st = _package_steady(p, d, temp_inlet + sink, utilization, h)
+    return st
+
+
+def _package_steady(p: FacilityParams, d: Derived, temp_inlet, utilization, h) -> PackageSteady:
+    """:func:`package_steady` of the package alone, its resistances times ``h``."""
     g_d0, g_h0, g_dh = gpu.package_conductances(
-        p.gpu_resistance_jw, p.gpu_hbm_resistance, d.plate_resistance
+        p.gpu_resistance_jw * h, p.gpu_hbm_resistance * h, d.plate_resistance * h
     )
     leak1 = p.gpu_leakage_coeff * p.gpu_leakage_ref
     leak0 = p.gpu_leakage_ref - leak1 * p.gpu_temp_ref
@@ -549,6 +573,10 @@ def initial_state(p: FacilityParams, d: Derived) -> State:
     shape = p.gpu_shape
     idle = package_steady(p, d, rack_sup, 0.0)
     die0 = jnp.broadcast_to(idle.die, shape)
+    sink0 = jnp.asarray(0.0)
+    if p.gpu_sink:
+        h = gpu.conductance_curvature_factor(idle.die - rack_sup, p.gpu_conductance_curvature)
+        sink0 = jnp.broadcast_to(p.gpu_sink_resistance * h * idle.power, shape) + 0.0
     hbm0 = jnp.broadcast_to(idle.hbm, shape)
     fws_sup = p.fws_supply_setpoint
     return State(
@@ -562,6 +590,7 @@ def initial_state(p: FacilityParams, d: Derived) -> State:
         fws_flow=0.5 * _segment_sum(d.cdu_cold_capacity_max, p.cdu_building, p.n_buildings),
         tcs_supply_tanks=jnp.broadcast_to(tcs_sup[:, None], (p.n_cdus, p.n_tcs_tanks)) + 0.0,
         rack_heat_filtered=p.rack_design_heat + 0.0,  # the valves start fully open
+        gpu_sink_rise=sink0,
     )
 
 
@@ -572,7 +601,10 @@ def stored_heat(p: FacilityParams, d: Derived, s: State, dt: float) -> jax.Array
     del d, dt
     cap = jnp.broadcast_to(p.gpu_capacitance, p.gpu_shape)
     hcap = jnp.broadcast_to(p.gpu_hbm_capacitance, p.gpu_shape)
-    rack = (cap * s.gpu_temp + hcap * s.hbm_temp).reshape(p.n_racks, -1).sum(axis=1)
+    node = cap * s.gpu_temp + hcap * s.hbm_temp
+    if p.gpu_sink:  # the sink node's heat above its inlet, C_s = tau_s / R_s
+        node = node + sink_capacitance(p) * s.gpu_sink_rise
+    rack = node.reshape(p.n_racks, -1).sum(axis=1)
     cdu = _segment_sum(rack, p.rack_cdu, p.n_cdus)
     cdu = cdu + tcs_tank_capacity(p) * s.tcs_tanks.sum(axis=1)
     cdu = cdu + tcs_supply_tank_capacity(p) * s.tcs_supply_tanks.sum(axis=1)
@@ -580,6 +612,12 @@ def stored_heat(p: FacilityParams, d: Derived, s: State, dt: float) -> jax.Array
     bld = bld + fws_tank_capacity(p, p.fws_supply_volume) * s.fws_supply_tanks.sum(axis=1)
     bld = bld + fws_tank_capacity(p, p.fws_return_volume) * s.fws_return_tanks.sum(axis=1)
     return _segment_sum(bld, p.building_site, p.n_sites)
+
+
+def sink_capacitance(p: FacilityParams) -> jax.Array:
+    """Heat capacity of each GPU's sink node [J/K], :math:`C_s = \tau_s/R_s` (0 where no sink)."""
+    r = jnp.broadcast_to(p.gpu_sink_resistance, p.gpu_shape)
+    return jnp.where(r > 0, p.gpu_sink_time / jnp.where(r > 0, r, 1.0), 0.0)
 
 
 def tank_chain_step(temps, temp_in, capacity_rate, tank_capacity, dt):
@@ -980,6 +1018,7 @@ class GpuStep(NamedTuple):
     rack_leakage_energy: jax.Array  # GPU leakage energy over the step [J]
     rack_work_lost: jax.Array  # GPU-seconds of work lost to power and thermal caps [s]
     rack_slowdown_seconds: jax.Array  # GPU-seconds in thermal slowdown [s]
+    sink_rise: jax.Array = 0.0  # (R, T, P, S) sink nodes at the step end [K]; () without
 
 
 class RackWorkload(NamedTuple):
@@ -1229,14 +1268,20 @@ def gpu_step(
     air_per_rack = _air_fraction_per_rack(p)
     inlet = s.tcs_supply[p.rack_cdu][:, None, None]
     energy = heat = heat_air = leak = 0.0
-    gpu_new, hbm_new, powers = [], [], []
+    gpu_new, hbm_new, powers, sink_new = [], [], [], []
     for k in range(n_s):
+        package_inlet = inlet + s.gpu_sink_rise[..., k] if p.gpu_sink else inlet
         # materialized once: the per-rack sums below read these instead of each recomputing
         # the whole package update inside its own fusion (XLA duplicates producers into
         # every reduction that consumes them)
         die_new, h_new, e_k, q_k, leak_k, pw = jax.lax.optimization_barrier(
-            gpu_plate_step(p, c, k, s.gpu_temp[..., k], s.hbm_temp[..., k], inlet, wl, t0, dt)
+            gpu_plate_step(
+                p, c, k, s.gpu_temp[..., k], s.hbm_temp[..., k], package_inlet, wl, t0, dt
+            )
         )
+        if p.gpu_sink:
+            x1, q_k = sink_step(p, c, k, s.gpu_sink_rise[..., k], q_k, dt)
+            sink_new.append(x1)
         energy = energy + e_k
         heat = heat + q_k
         leak = leak + leak_k
@@ -1266,7 +1311,21 @@ def gpu_step(
         rack_throttle_seconds=throttle_seconds(p, gpu_temp, rack_tmax, dt),
         rack_leakage_energy=_per_rack_sum(p, leak),
         **capped_seconds(p, powers, wl, dt),
+        sink_rise=jnp.stack(sink_new, axis=-1) if p.gpu_sink else s.gpu_sink_rise,
     )
+
+
+def sink_step(p: FacilityParams, c: GpuConstants, k: int, rise, heat_dt, dt):
+    r"""Series position ``k``'s sink nodes over the step: the package's heat ``heat_dt`` [J]
+    enters the sink (:func:`physics.gpu.first_order_rise_step`, resistance and time constant
+    times the step's curvature factor), whose stored heat :math:`C_s\Delta x` the coolant does
+    not get yet. Returns the new rise [K] and the heat to the coolant [J]."""
+    h = _at_series(jnp.broadcast_to(c.curvature, p.gpu_shape), k)
+    r_s = _at_series(p.gpu_sink_resistance, k)
+    tau = _at_series(p.gpu_sink_time, k)
+    x1 = gpu.first_order_rise_step(rise, heat_dt / dt, r_s * h, tau * h, dt)
+    c_s = jnp.where(r_s > 0, tau / jnp.where(r_s > 0, r_s, 1.0), 0.0)
+    return x1, heat_dt - c_s * (x1 - rise)
 
 
 def capped_seconds(p: FacilityParams, powers: list, wl: RackWorkload, dt) -> dict:
@@ -1479,7 +1538,7 @@ def step(
     """
     t0 = s.t
     d = at_tcs_flow(p, d, rack_flow_fraction(p, s.rack_heat_filtered))
-    c = jax.lax.optimization_barrier(gpu_constants(p, d, dt))
+    c = jax.lax.optimization_barrier(_step_constants(p, d, s, dt))
     # ---------------- GPUs and the rest of the racks ----------------
     t_mid = t0 + 0.5 * dt
     diurnal = workload.diurnal_factor(
@@ -1524,8 +1583,26 @@ def step(
         fws_flow=fl.fws_cap,
         tcs_supply_tanks=loop1.tcs_supply_tanks,
         rack_heat_filtered=controller_heat(p, s.rack_heat_filtered, rack_liquid, dt),
+        gpu_sink_rise=g.sink_rise,
     )
     return new_state, out, ledger
+
+
+def _step_constants(p: FacilityParams, d: Derived, s: State, dt: float) -> GpuConstants:
+    """:func:`gpu_constants` of the step; with sink nodes, every package resistance times the
+    curvature factor of the die's rise over its rack inlet at the step's start."""
+    if not p.gpu_sink:
+        return gpu_constants(p, d, dt)
+    inlet = s.tcs_supply[p.rack_cdu][:, None, None, None]
+    h = gpu.conductance_curvature_factor(s.gpu_temp - inlet, p.gpu_conductance_curvature)
+    ph = eqx.tree_at(
+        lambda q: (q.gpu_resistance_jw, q.gpu_hbm_resistance),
+        p,
+        (p.gpu_resistance_jw * h, p.gpu_hbm_resistance * h),
+    )
+    return gpu_constants(ph, d._replace(plate_resistance=d.plate_resistance * h), dt)._replace(
+        curvature=h
+    )
 
 
 def controller_heat(p: FacilityParams, filtered, rack_heat, dt):

@@ -337,3 +337,53 @@ def clock_ratio(utilization_delivered, utilization_requested, exponent=3.0):
     safe = jnp.where(utilization_requested > 0, utilization_requested, 1.0)
     ratio = jnp.clip(utilization_delivered / safe, 1e-12, 1.0)
     return jnp.where(utilization_requested > 0, ratio ** (1.0 / exponent), 1.0)
+
+
+def package_temperature_step(temp_die, temp_hbm, steady_die, steady_hbm, modes: PackageModes, dt):
+    r"""Die and HBM temperatures [K] after ``dt`` [s] at constant powers and inlet ([3]_).
+
+    The package ODE :math:`C\dot x = -K x + s` of :func:`package_steady_temperatures` is exact
+    in the modes of :func:`package_modes`:
+
+    .. math:: x(\Delta t) = x_\infty + V\,\mathrm{diag}(e^{-\lambda_i\Delta t})\,V^{-1}
+              (x(0) - x_\infty)
+
+    with :math:`x_\infty` = (``steady_die``, ``steady_hbm``) the steady temperatures at the
+    step's powers and inlet. :func:`physics.facility.gpu_plate_step` is the same update under
+    the facility's square-wave workload; this form takes powers that were measured.
+    """
+    v01, v02 = modes.v_die
+    v11, v12 = modes.v_hbm
+    det_v = v01 * v12 - v02 * v11
+    dd, dh = temp_die - steady_die, temp_hbm - steady_hbm
+    z1 = (v12 * dd - v02 * dh) / det_v * jnp.exp(-modes.rate_fast * dt)
+    z2 = (-v11 * dd + v01 * dh) / det_v * jnp.exp(-modes.rate_slow * dt)
+    return steady_die + v01 * z1 + v02 * z2, steady_hbm + v11 * z1 + v12 * z2
+
+
+def conductance_curvature_factor(rise, curvature):
+    r"""Resistance multiplier of a conductance that grows with the temperature rise [-].
+
+    .. math:: h = \frac{1}{1 + \beta\,\Delta T},\quad R_{eff} = h\,R
+
+    :math:`\beta` [K⁻¹] is the relative conductance growth per kelvin of rise above the inlet:
+    fans and pumps that speed up with temperature, film coefficients that grow as viscosity
+    falls (air-cooled heat sinks under fan control show 0.5–1 %/K). Bounded to
+    :math:`h \le 5` so a negative :math:`\beta` cannot make a resistance blow up. Used by the
+    calibration's model and by the facility model's GPU step alike.
+    """
+    return 1.0 / jnp.maximum(1.0 + curvature * rise, 0.2)
+
+
+def first_order_rise_step(rise, heat, resistance, tau, dt):
+    r"""Exact step of one first-order (Foster) branch [K] for heat held over ``dt`` [s] ([3]_).
+
+    .. math:: x_1 = a\,x_0 + (1 - a)\,R\,Q,\quad a = e^{-\Delta t/\tau}
+
+    ``resistance`` [K/W] and ``tau`` = RC [s] (both already scaled by
+    :func:`conductance_curvature_factor` where the conductance curves). The calibration fits
+    the package as such branches; the facility model's GPU carries the slow one as its sink
+    node (heat sink and local coolant or air between the package and the loop's inlet).
+    """
+    a = jnp.exp(-dt / tau)
+    return a * rise + (1.0 - a) * resistance * heat

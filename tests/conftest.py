@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -23,3 +24,12 @@ def shared_data() -> Path:
             "'shared/' or set TWIN_SHARED_DATA"
         )
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop each test file's compiled XLA programs when it ends: a long session otherwise keeps
+    every executable (and its JIT code memory) alive to the end."""
+    yield
+    jax.clear_caches()
+    gc.collect()

@@ -129,3 +129,61 @@ def test_idle_racks_lose_no_work():
     _, _, led, _ = run(p, d, 60.0, 10)
     assert float(led.work_lost_gpu_seconds[0]) == 0.0
     assert float(led.gpu_energy[0]) > 0.0
+
+
+def test_package_temperature_step_is_the_matrix_exponential():
+    """The modal step equals expm of the 2x2 system (scipy), at any step length."""
+    from scipy.linalg import expm
+
+    r_jw, r_hw, r_pw, c_d, c_h = 0.012, 0.08, 0.016, 250.0, 80.0
+    g_d0, g_h0, g_dh = gpu.package_conductances(r_jw, r_hw, r_pw)
+    modes = gpu.package_modes(c_d, c_h, g_d0, g_h0, g_dh, 0.0)
+    t_in, p_d, p_h = 308.15, 1000.0, 150.0
+    steady = gpu.package_steady_temperatures(t_in, p_d, p_h, g_d0, g_h0, g_dh, 0.0, 0.0)
+    k = np.array([[g_d0 + g_dh, -g_dh], [-g_dh, g_h0 + g_dh]])
+    c_inv = np.diag([1 / c_d, 1 / c_h])
+    x_inf = np.linalg.solve(k, [p_d + g_d0 * t_in, p_h + g_h0 * t_in])
+    np.testing.assert_allclose(np.asarray(steady), x_inf, rtol=1e-12)
+    x0 = np.array([320.0, 315.0])
+    for dt in (0.1, 1.0, 7.0, 60.0):
+        ref = x_inf + expm(-c_inv @ k * dt) @ (x0 - x_inf)
+        got = gpu.package_temperature_step(x0[0], x0[1], *steady, modes, dt)
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=0, atol=1e-9)
+
+
+def _with_sink(p, r_s=0.01, tau=90.0, beta=0.004):
+    """``p`` with every GPU on a sink node (R_s, tau_s) and a curved conductance."""
+    import dataclasses
+
+    shape = p.gpu_resistance_jw.shape
+    p = eqx.tree_at(
+        lambda q: (q.gpu_sink_resistance, q.gpu_sink_time, q.gpu_conductance_curvature),
+        p,
+        (jnp.full(shape, r_s), jnp.full(shape, tau), jnp.full(shape, beta)),
+    )
+    return dataclasses.replace(p, gpu_sink=True)
+
+
+def test_sink_node_conserves_energy_and_settles_at_its_steady_rise():
+    """A calibration's slow branch and curvature in the facility model: the energy balance
+    closes to round-off (the sink stores C_s = tau_s/R_s per kelvin), and under constant load
+    the sink settles at R_s h Q with h = 1/(1 + beta rise) (physics.gpu), the die above it at
+    the package's own steady state."""
+    _, p0, _ = make(load=LoadMix.parse("constant=0.8"))
+    p = _with_sink(p0)
+    d = F.derive(p)
+    s0, s1, led, _ = run(p, d, 10.0, 720)  # two hours
+    e0, e1 = F.stored_heat(p, d, s0, 10.0), F.stored_heat(p, d, s1, 10.0)
+    assert np.all(np.abs((led.heat_in - led.heat_rejected - (e1 - e0)) / led.heat_in) < 1e-10)
+    inlet = np.asarray(s1.tcs_supply)[np.asarray(p.rack_cdu)][:, None, None, None]
+    x_s = np.asarray(s1.gpu_sink_rise)
+    die = np.asarray(s1.gpu_temp)
+    h = 1.0 / (1.0 + 0.004 * (die - inlet))
+    from twin.simulation import rack_utilization
+
+    u = rack_utilization(p, 2.0)[0][:, None, None, None]  # the schedule, diurnal factor in
+    d = F.at_tcs_flow(p, d, F.rack_flow_fraction(p, s1.rack_heat_filtered))  # valves' flow
+    st = F.package_steady(p, d, inlet, u)
+    # heat to the coolant at steady state = package power; sink rise R_s h P
+    assert_allclose(x_s, np.broadcast_to(0.01 * h * np.asarray(st.power), x_s.shape), rtol=2e-3)
+    assert_allclose(die, np.broadcast_to(np.asarray(st.die), die.shape), atol=0.05)

@@ -218,6 +218,35 @@ def test_real_trace_flags_gpu1_only(real, name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", TRACES)
+def test_twin_validate_scores_the_calibrated_facility_model(real, name, shared_data, tmp_path):
+    """``twin validate`` drives the facility model's GPUs (package, sink node, curvature) with
+    the measured power of the 40 % held out and meets ASHRAE Guideline 14's calibration
+    criteria (CV(RMSE) <= 2 %, |NMBE| <= 1 %) inside the trained power envelope, every GPU
+    within 1 K there."""
+    from twin.cli import main
+
+    params = real[name].write(tmp_path / "params.nc")
+    out = tmp_path / "validate.json"
+    argv = ["validate", "--telemetry", str(shared_data / "telemetry" / name)]
+    argv += ["--facility", "h100-node", "--calibration", str(params), "--json"]
+    import contextlib
+    import io
+    import json
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(argv) == 0
+    out = json.loads(buf.getvalue())
+    env = out["envelope"]
+    assert env["readings"] > 1000
+    assert env["cv_rmse"] <= 2.0 and abs(env["nmbe"]) <= 1.0 and env["rmse_k"] <= 1.0
+    assert 0.90 <= env["coverage_95"] <= 0.995
+    assert all(g["rmse_envelope_k"] <= 1.0 for g in out["gpus"]), out["gpus"]
+    assert len(out["gpus"]) == 8 and out["gpus_uncalibrated"] == 0
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("fraction", [0.55, 0.8])
 @pytest.mark.parametrize("name", TRACES)
 def test_real_trace_flags_gpu1_only_at_other_splits(shared_data, name, fraction):

@@ -12,8 +12,9 @@ network driven by the measured package power (which already contains leakage):
 
 for the fast branch (:math:`R_f`, :math:`\tau_f = R_f C`: die, lid, cold-plate base, the water in
 the plate) and the slow branch (:math:`R_s`, :math:`\tau_s`: coolant / sink heating up).  Each
-step is the exact exponential update of ``physics.gpu.die_temperature_step`` for power held at its
-1 s average :math:`P_k` over the step.  :math:`\beta` lets the conductance grow with the
+step is the exact exponential update of ``physics.gpu.first_order_rise_step`` for power held at
+its 1 s average :math:`P_k` over the step, with ``physics.gpu.conductance_curvature_factor``: the
+functions the facility model's GPU step runs (its die node and its sink node).  :math:`\beta` lets the conductance grow with the
 temperature rise (flow or fan control, temperature-dependent film coefficients).  Three nested
 structures are fitted and chosen per GPU by the Bayesian information criterion with an effective
 sample size (residuals are autocorrelated):
@@ -43,6 +44,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from physics import gpu
+
 
 def simulate_rise(theta: jax.Array, power: jax.Array, dt: float) -> jax.Array:
     """Temperature rise above the intercept at each grid time [K] (``power`` (N,) [W])."""
@@ -61,11 +64,9 @@ def simulate_rise(theta: jax.Array, power: jax.Array, dt: float) -> jax.Array:
 
     def step(carry, p):
         xf, xs = carry
-        h = 1.0 / jnp.maximum(1.0 + beta * (xf + xs), 0.2)
-        af = jnp.exp(-dt / (r_f * cap * h))
-        as_ = jnp.exp(-dt / (tau_s * h))
-        xf = af * xf + (1.0 - af) * r_f * h * p
-        xs = as_ * xs + (1.0 - as_) * r_s * h * p
+        h = gpu.conductance_curvature_factor(xf + xs, beta)
+        xf = gpu.first_order_rise_step(xf, p, r_f * h, r_f * cap * h, dt)
+        xs = gpu.first_order_rise_step(xs, p, r_s * h, tau_s * h, dt)
         return (xf, xs), xf + xs
 
     _, rise = jax.lax.scan(step, (xf0, xs0), power[1:])

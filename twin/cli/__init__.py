@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "twin.cli.optimize",
     "twin.cli.dashboard",
     "twin.cli.calibrate",
+    "twin.cli.validate",
     "twin.cli.demo",
 )
 

@@ -86,6 +86,11 @@ def build_params(
         ),
         n_tcs_tanks=spec.tcs_tanks,
         n_fws_tanks=spec.fws_tanks,
+        gpu_sink=any(
+            np.any(site["gpu_sink_resistance"] > 0)
+            or np.any(site["gpu_conductance_curvature"] != 0)
+            for site in per_site
+        ),
     )
 
 
@@ -116,8 +121,9 @@ def _gpu_fields(
         )
     )
     return calibrated_gpu_fields(
-        fields, site, index, first_rack, plate, die_share_at_tdp(site.building.rack.gpu),
-        slots, calibration, np.random.default_rng((seed, index, 14)),
+        fields, site, index, first_rack, plate, path_capacity_rate(site, design),
+        die_share_at_tdp(site.building.rack.gpu), slots, calibration,
+        np.random.default_rng((seed, index, 14)),
     )  # fmt: skip
 
 

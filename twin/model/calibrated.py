@@ -17,19 +17,22 @@ Where a GPU sits
     ``location``) that overrides it.
 
 The resistance on the facility's terms
-    The facility model splits :math:`R_{cal}` as :func:`twin.model.components.gpu_params` does
-    for the vendor figure: at the package's TDP split, :math:`T_d - T_{in} = R_{pw}\,Q +
+    The calibration's fast branch :math:`R_f` is the package; its slow branch (:math:`R_s`,
+    :math:`\tau_s`) becomes the GPU's sink node and its curvature :math:`\beta` the package's
+    conductance curvature (:func:`physics.gpu.first_order_rise_step`,
+    :func:`physics.gpu.conductance_curvature_factor`: the functions both models run). The
+    facility model reads :math:`R_f` as :func:`twin.model.components.gpu_params` reads the
+    vendor figure: at the package's TDP split, :math:`T_d - T_{in} = R_{pw}\,Q +
     R_{jw}\,Q_{die}` with :math:`R_{pw} = 1/(\varepsilon\,\dot m c_p)` the plate's wall-to-inlet
-    resistance at the design path flow (:func:`physics.coldplate.junction_to_inlet_resistance`
-    with :math:`R_{jw}=0`). So :math:`R_{jw} = (R_{cal} - R_{pw})/s_{die}`; a GPU whose
-    :math:`R_{cal}` is below what the plate alone allows keeps 5 % of the spec's :math:`R_{jw}`. The fit's slow branch and conductance curvature enter through
-    :math:`R_{cal}` at the training power (docs/calibration.md); their dynamics are not carried.
+    resistance at the design path flow; :func:`package_split` divides it between plate (a
+    per-GPU plate UA) and junction-wall resistance.
 
 The fleet prior
     GPUs of the calibrated GPU model without a calibration of their own (no label, a label
     elsewhere, a parameter not identified) draw from the calibrated population: log-normal with
     the robust median and spread (1.4826 MAD) of the population's log-parameters, anomalies
-    excluded, so one degraded plate is not copied across the fleet. GPUs of other models keep
+    excluded, so one degraded plate is not copied across the fleet (sink node and curvature: the
+    population's median). GPUs of other models keep
     the spec's values. :func:`calibration_counts` says how many of each.
 """
 
@@ -39,6 +42,7 @@ import csv
 import dataclasses
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -66,6 +70,12 @@ class Calibration:
     capacitance: np.ndarray  # [J/K]
     leakage_coeff: np.ndarray  # [1/K]
     anomaly: np.ndarray  # bool
+    # the fit itself (every GPU, identified or not): fast and slow branch, curvature
+    r_fast: np.ndarray  # [K/W]
+    r_slow: np.ndarray  # [K/W], 0 where the chosen structure has no slow branch
+    tau_slow: np.ndarray  # [s]
+    curvature: np.ndarray  # [1/K]
+    intercept: np.ndarray  # inlet plus sensor offset [degC]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +124,31 @@ def load_calibration(path: str | Path, gpu_map: str | Path | None = None) -> Cal
         capacitance=ds["capacitance"].values.astype(float),
         leakage_coeff=ds["leakage_coeff"].values.astype(float),
         anomaly=ds["anomaly"].values.astype(bool) if "anomaly" in ds else np.zeros(len(gpus), bool),
+        **_fitted(ds, path),
     )
+
+
+def _fitted(ds: xr.Dataset, path: Path) -> dict[str, np.ndarray]:
+    """Branch parameters from the fitted vector ``theta`` (layout of the calibration's PARAMS)."""
+    for need in ("theta", "theta_mask"):
+        if need not in ds:
+            raise SpecError(f"{path}:{need}", "<missing>", "a twin calibration file")
+    names = [str(v) for v in ds["param"].values]
+    th, mask = ds["theta"].values, ds["theta_mask"].values.astype(bool)
+
+    def col(name: str) -> int:
+        if name not in names:
+            raise SpecError(f"{path}:param", name, f"a parameter vector with {name}")
+        return names.index(name)
+
+    slow = mask[:, col("log_resistance_slow")]
+    return {
+        "r_fast": np.exp(th[:, col("log_resistance")]),
+        "r_slow": np.where(slow, np.exp(th[:, col("log_resistance_slow")]), 0.0),
+        "tau_slow": np.where(slow, np.exp(th[:, col("log_tau_slow")]), 60.0),
+        "curvature": np.where(mask[:, col("beta")], th[:, col("beta")], 0.0),
+        "intercept": th[:, col("temp_intercept")],
+    }
 
 
 def read_gpu_map(path: str | Path) -> dict[str, str]:
@@ -222,30 +256,88 @@ def calibrated_gpu_fields(
     site_index: int,
     first_rack: int,
     plate_resistance: float,
+    path_capacity: float,
     die_share: float,
     slots: list[Slot | None],
     cal: Calibration,
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """``fields`` of one site with per-GPU resistance, capacity and leakage from ``cal``."""
+    """``fields`` of one site with each GPU's package, sink node and curvature from ``cal``."""
     if site.building.rack.gpu.name != cal.gpu_model:
         return fields
     r = site.building.rack
     shape = (site.racks, r.trays, r.paths_per_tray, r.plates_in_series)
-    floor = _RJW_FLOOR * float(np.asarray(fields["gpu_resistance_jw"]).flat[0])
-    r_jw_cal = np.maximum((cal.resistance - plate_resistance) / die_share, floor)
+    ok = np.isfinite(cal.resistance)
+    split = package_split(
+        cal.r_fast, cal.r_slow, plate_resistance,
+        float(np.asarray(fields["gpu_resistance_jw"]).flat[0]), die_share, path_capacity,
+    )  # fmt: skip
+    ua = plate_conductance(split.r_pw, path_capacity)
+    r_jw = np.where(ok, split.r_jw, np.nan)
     out = dict(fields)
-    for name, own in (
-        ("gpu_resistance_jw", r_jw_cal),
-        ("gpu_capacitance", cal.capacitance),
-        ("gpu_leakage_coeff", cal.leakage_coeff),
+    # (field, the calibrated GPUs' values, drawn log-normal (else the population median))
+    for name, own, drawn in (
+        ("gpu_resistance_jw", r_jw, True),
+        ("gpu_capacitance", cal.capacitance, True),
+        ("gpu_leakage_coeff", cal.leakage_coeff, True),
+        ("coldplate_ua_ref", np.where(ok, ua, np.nan), True),
+        ("gpu_sink_resistance", np.where(ok, split.r_slow, np.nan), False),
+        ("gpu_sink_time", np.where(ok, cal.tau_slow, np.nan), False),
+        ("gpu_conductance_curvature", np.where(ok, cal.curvature, np.nan), False),
     ):
-        arr = _prior_draw(np.broadcast_to(fields[name], shape), own, cal.anomaly, rng)
-        for slot, value in zip(slots, own, strict=True):
-            if slot is not None and slot.site == site_index and np.isfinite(value) and value > 0:
+        base = np.broadcast_to(fields[name], shape)
+        if drawn:
+            arr = _prior_draw(base, own, cal.anomaly, rng)
+            usable = np.isfinite(own) & (own > 0)
+        else:
+            usable = np.isfinite(own)
+            typical = own[usable & ~cal.anomaly]
+            arr = np.full(shape, np.median(typical) if typical.size else base.flat[0])
+        for slot, value, use in zip(slots, own, usable, strict=True):
+            if slot is not None and slot.site == site_index and use:
                 arr[slot.rack - first_rack, slot.tray, slot.path, slot.series] = value
         out[name] = arr
     return out
+
+
+class PackageSplit(NamedTuple):
+    """A calibrated GPU on the facility's terms (arrays over GPUs)."""
+
+    r_pw: np.ndarray  # plate wall → inlet, 1/(ε ṁ c_p) [K/W]
+    r_jw: np.ndarray  # junction → plate wall [K/W]
+    r_slow: np.ndarray  # the sink node [K/W]
+    clamped: np.ndarray  # bool: the fast branch is below what the plate can reach
+
+
+#: Highest plate effectiveness a calibrated plate is given [-].
+_EPS_MAX = 0.99
+
+
+def package_split(r_fast, r_slow, r_pw_spec, r_jw_spec, die_share, path_capacity) -> PackageSplit:
+    r"""Split a calibrated fast branch :math:`R_f` into plate and junction-wall resistance.
+
+    Both keep the spec's proportion (a degraded interface and a fouled plate look alike in a
+    die temperature): :math:`k = R_f / (R_{pw} + s_{die} R_{jw})`, :math:`R_{pw}' = k R_{pw}`,
+    :math:`R_{jw}' = k R_{jw}`. The plate cannot beat its coolant: :math:`R_{pw}' \ge
+    1/(arepsilon_{max}\dot m c_p)`, :math:`R_{jw}' \ge 5\,\%` of the spec's; what a GPU's
+    :math:`R_f` falls short of that floor is taken from its slow branch (the local coolant
+    rise that the fit put there), so its steady rise is kept.
+    """
+    r_fast = np.asarray(r_fast, float)
+    k = r_fast / (r_pw_spec + die_share * r_jw_spec)
+    r_pw = np.maximum(k * r_pw_spec, 1.0 / (_EPS_MAX * path_capacity))
+    r_jw = np.maximum((r_fast - r_pw) / die_share, _RJW_FLOOR * r_jw_spec)
+    excess = r_pw + die_share * r_jw - r_fast
+    return PackageSplit(
+        r_pw, r_jw, np.maximum(np.asarray(r_slow, float) - excess, 0.0), excess > 1e-12
+    )
+
+
+def plate_conductance(r_pw, path_capacity):
+    r"""Plate UA [W/K] with wall-to-inlet resistance :math:`R_{pw} = 1/(arepsilon C)`:
+    :math:`UA = -C\ln(1-arepsilon)` (:mod:`physics.coldplate`)."""
+    eps = np.clip(1.0 / (np.asarray(r_pw) * path_capacity), 1e-9, _EPS_MAX)
+    return -path_capacity * np.log1p(-eps)
 
 
 def _prior_draw(

@@ -103,6 +103,11 @@ def gpu_params(
         "coldplate_ua_ref": ua_ref,
         "coldplate_flow_ref": path_flow,
         "coldplate_exponent": rack.coldplate_flow_exponent,
+        # no sink node and straight conductances unless a calibration finds them
+        # (twin.model.calibrated); the time constant only matters where R_s > 0
+        "gpu_sink_resistance": 0.0,
+        "gpu_sink_time": 60.0,
+        "gpu_conductance_curvature": 0.0,
     }
     return fields | {name: np.full(per_rack, value) for name, value in shared.items()}
 
