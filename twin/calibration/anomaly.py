@@ -92,7 +92,7 @@ class PeerAnomalies:
     its robust z-score; ``power`` the GPU's power compared at [W] (``rise``: its highest);
     ``windows`` the windows compared (0 for ``rise``).  NaN where no comparison was made.
     ``test`` is each GPU's decisive comparison (the flagged one with the largest ``z``, else the
-    largest ``|z|``; "" if none).
+    operating point with the largest ``|z|``, else the rise; "" if none).
     """
 
     gpu: list[str]
@@ -404,7 +404,11 @@ def _flag(
     anomaly = hit.any(1)
     test, reason = [], []
     for i in range(len(gpu)):
-        rank = np.where(hit[i], 1e9, 0.0) + np.nan_to_num(np.abs(z[i]), nan=-1.0)
+        # a flagged comparison first, then the levels (K at equal power), the rise last
+        level = np.arange(len(TESTS)) < r
+        rank = np.where(hit[i], 1e9, np.where(level, 1e6, 0.0)) + np.nan_to_num(
+            np.abs(z[i]), nan=-2e9
+        )
         k = int(np.argmax(rank)) if np.isfinite(z[i]).any() else -1
         test.append(TESTS[k] if k >= 0 else "")
         reason.append(_reason(excess[i], z[i], power[i], k) if anomaly[i] else "")
