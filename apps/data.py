@@ -532,6 +532,22 @@ def gpu_fit(source: str, facility: str, seconds: float = 900.0, seed: int = 0) -
     return GpuFit(ds, result, label, forecast, flags)
 
 
+#: Columns of :func:`gpu_anomalies`.
+ANOMALY_COLUMNS = ("gpu", "excess_k", "z", "at_w", "test", "reason")
+
+
+def gpu_anomalies(fit: GpuFit) -> pd.DataFrame:
+    """GPUs that read hotter than their peers at equal power, indexed by GPU (excess_k, z,
+    at_w, test, reason): :func:`twin.calibration.detect_anomalies` on the page's telemetry, the
+    detector and the data of ``twin calibrate`` (``params.anomaly``) and of the live filter."""
+    from twin.calibration import detect_anomalies
+
+    res = fit.result
+    found = detect_anomalies(res.grid, float(res.params.attrs["anomaly_resistance_k_per_w"]))
+    rows = [{k: r[k] for k in ANOMALY_COLUMNS} for r in found.records()]
+    return pd.DataFrame(rows, columns=list(ANOMALY_COLUMNS)).set_index("gpu")
+
+
 #: Calibrated parameters shown with their standard error: variable, label, unit, scale.
 GPU_PARAMETERS = (
     ("resistance", "resistance_se", "junction → coolant resistance", "K/W", 1.0),

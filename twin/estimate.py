@@ -30,10 +30,13 @@ Anomalies (raised when a condition holds for ``hold_s`` seconds):
   :math:`m_b = 0` where the calibration identified the resistance; elsewhere the filter first
   learns it and :math:`m_b` is :math:`\hat m` after ``learn_s`` of tracking inside the calibrated
   power range, before which the alarm is not armed;
-* ``resistance_peer``: :math:`\hat R = R_f e^{\hat m} + R_s` departs from its loop's median by
-  more than ``peer_threshold`` (relative) and 4 robust standard deviations (GPUs whose
-  resistance the calibration identified only);
 * ``approach_drift``: :math:`|\hat d_\ell| \ge` ``approach_threshold_k`` at ``z_threshold``.
+
+A GPU that reads hotter than its peers at equal power (kind ``peer_excess``) is found by the one
+detector of :mod:`twin.calibration.anomaly`, on the readings the filter tracks
+(:func:`peer_anomalies`) and, as ``twin calibrate`` found it, on the calibration window
+(:func:`calibration_anomalies`): the CLI, the filter and the dashboard flag the same GPUs on the
+same data.
 
 :func:`forecast` propagates the state (and its covariance) ``horizon_s`` ahead;
 :func:`rolling_forecast` runs the filter over a calibrated record, forecasting as it goes.
@@ -51,6 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from twin.calibration.anomaly import PeerAnomalies, detect_anomalies
+from twin.calibration.config import CalibrationConfig
 from twin.io.telemetry import Grid, fleet_hosts
 from twin.units import SpecError
 
@@ -69,13 +74,14 @@ class FilterConfig:
     model_sd: float = 0.1  # model error added to the reading noise [K]
     drift_threshold: float = 0.10  # relative resistance rise that is an anomaly
     z_threshold: float = 5.0
-    peer_threshold: float = 0.4
     approach_threshold_k: float = 2.0
     hold_s: float = 60.0  # a condition must hold this long
     warmup_s: float = 120.0  # drifts are not updated nor alarmed on before this [s]
     # a GPU whose resistance the calibration did not identify first learns it: its drift is
     # measured from the value m has after this much tracking inside the calibrated power range
     learn_s: float = 1800.0
+    # the live peer comparison (peer_anomalies) looks at this much of the latest readings [s]
+    peer_history_s: float = 1800.0
 
 
 class FilterModel(NamedTuple):
@@ -170,36 +176,42 @@ def model_from_calibration(params: xr.Dataset, gpus: list[str] | None = None) ->
 def calibration_anomalies(params: xr.Dataset, gpus: list[str] | None = None) -> list[dict]:
     """The calibration's peer anomalies (``params.anomaly``) as records of kind ``peer_excess``.
 
-    A GPU that ran hot against its peers already in the calibration window is reported when
-    tracking starts; the live filter then watches for drift from that state.
+    A GPU that ran hot against its peers in the calibration's record is reported when tracking
+    starts (``since``: that record's start, ``calibration_end``: its training end); the live
+    filter then watches for drift from that state.
     """
-    names = [str(g) for g in params["gpu"].values]
-    keep = set(gpus) if gpus is not None else set(names)
-    # it ran hot through the calibration window: "since" is that window's start
     t0 = params.attrs.get("t0_ns")
     since = str(np.datetime64(int(t0), "ns")) if t0 is not None else ""
     until = str(params.attrs.get("train_end", ""))
-    out = []
-    for i in np.flatnonzero(params["anomaly"].values.astype(bool)):
-        if names[i] not in keep:
-            continue
-        ex = params["peer_excess"].values[i]
-        j = int(np.nanargmax(np.abs(ex)))  # the flag needs one finite comparison
-        r = float(params["resistance"].values[i])
-        out.append(
-            {
-                "kind": "peer_excess",
-                "gpu": names[i],
-                "since": since,
-                "calibration_end": until,
-                "excess_k": float(ex[j]),
-                "at": str(params["ref"].values[j]),
-                "resistance_k_per_w": r if math.isfinite(r) else None,
-                "apparent_resistance_k_per_w": float(params["apparent_resistance"].values[i]),
-                "reason": str(params["anomaly_reason"].values[i]),
-            }
+    found = PeerAnomalies.from_dataset(params)
+    keep = set(gpus) if gpus is not None else None
+    return [{**r, "calibration_end": until} for r in found.records(since, keep)]
+
+
+def peer_anomalies(
+    grid: Grid, resistance_k_per_w: float, config: CalibrationConfig | None = None
+) -> list[dict]:
+    """GPUs of ``grid`` (the readings being tracked) that read hotter than their peers at equal
+    power: :func:`twin.calibration.anomaly.detect_anomalies`, as records of kind
+    ``peer_excess`` (``since``: the start of ``grid``).
+
+    ``resistance_k_per_w`` is the nominal junction-to-coolant resistance the calibration used
+    (its params attribute ``anomaly_resistance_k_per_w``, the spec's); ``config`` a
+    :class:`twin.calibration.CalibrationConfig` (its defaults where None).
+    """
+    found = detect_anomalies(grid, resistance_k_per_w, config)
+    return found.records(str(np.datetime64(int(grid.t0_ns), "ns")))
+
+
+def anomaly_resistance(params: xr.Dataset, default: float | None = None) -> float:
+    """The nominal resistance [K/W] ``twin calibrate`` compared peers along (params attribute
+    ``anomaly_resistance_k_per_w``), else ``default``; :class:`SpecError` if neither."""
+    r = params.attrs.get("anomaly_resistance_k_per_w", default)
+    if r is None:
+        raise SpecError(
+            "params:anomaly_resistance_k_per_w", "<missing>", "a calibration of this version"
         )
-    return out
+    return float(r)
 
 
 def _gpu_step(x, p, r_f, cap, r_s, tau_s, beta, dt):
@@ -476,8 +488,8 @@ def anomalies(
     cfg: FilterConfig | None = None,
     t0_ns: int = 0,
 ) -> list[dict]:
-    """Current anomalies as records (``kind``, ``gpu``/``loop``, values, time)."""
-    cfg = cfg or FilterConfig()
+    """Current drift anomalies as records (``kind``, ``gpu``/``loop``, values, time); GPUs hot
+    against their peers: :func:`peer_anomalies`."""
     r_hat = resistance_estimate(model, state)
     ok = np.ones(len(gpus), bool) if model.r_ok is None else np.asarray(model.r_ok, bool)
 
@@ -487,7 +499,6 @@ def anomalies(
 
     return [
         *_drift_records(model, state, gpus, r_hat, ok, record),
-        *_peer_records(model, state, gpus, r_hat, ok, cfg, record),
         *(
             record("approach_drift", ("loop", loops[j]), float(t), inlet_drift_k=float(d))
             for j, (t, d) in enumerate(
@@ -518,34 +529,6 @@ def _drift_records(model, state, gpus, r_hat, ok, record) -> list[dict]:
         )
         for i in np.flatnonzero(np.isfinite(first))
     ]
-
-
-def _peer_records(model, state, gpus, r_hat, ok, cfg, record) -> list[dict]:
-    """GPUs whose resistance stands out from their loop's peers (robust, 4 MAD and a margin)."""
-    out = []
-    loop_of = np.asarray(model.loop)
-    for j in range(model.n_loops):
-        members = np.flatnonzero(loop_of == j)
-        members = members[ok[members]]  # an unidentified resistance is not compared
-        if members.size < 4:
-            continue
-        med = float(np.median(r_hat[members]))
-        mad = 1.4826 * float(np.median(np.abs(r_hat[members] - med)))
-        scale = max(mad, 0.02 * med)
-        for i in members:
-            rel = r_hat[i] / med - 1
-            if abs(rel) > cfg.peer_threshold and abs(r_hat[i] - med) / scale > 4.0:
-                out.append(
-                    record(
-                        "resistance_peer",
-                        ("gpu", gpus[i]),
-                        float(state.t),
-                        resistance_k_per_w=float(r_hat[i]),
-                        peer_median_k_per_w=med,
-                        change=float(rel),
-                    )
-                )
-    return out
 
 
 def forecast(
@@ -594,7 +577,7 @@ class RollingForecast(NamedTuple):
     gpu: list[str]  # (G,) GPU names
     temp: np.ndarray  # (K, G) forecast die temperature [degC]
     sd: np.ndarray  # (K, G) its standard deviation [K]
-    flags: list[dict]  # :func:`anomalies` at the end of the record
+    flags: list[dict]  # :func:`anomalies` at the end of the record, and :func:`peer_anomalies`
 
 
 def rolling_forecast(
@@ -605,7 +588,8 @@ def rolling_forecast(
     The training part of ``result.grid`` is assimilated; then every ``every_s`` of the held-out
     part a ``horizon_s``-ahead :func:`forecast` is made from the measured power before the
     readings up to the next origin are assimilated; the rest is assimilated at the end, and the
-    anomalies of the final state are returned with the forecasts.
+    anomalies of the final state, with the peer anomalies of the whole record, are returned with
+    the forecasts.
     """
     grid = result.grid
     dt = grid.dt
@@ -630,6 +614,7 @@ def rolling_forecast(
         state, _ = assimilate(model, state, power[k:], temp[k:], dt, record_every=n - k)
     loops, _ = fleet_hosts(grid)
     flags = anomalies(model, state, list(grid.gpu), loops, t0_ns=grid.t0_ns)
+    flags += peer_anomalies(grid, anomaly_resistance(result.params))
     g = len(grid.gpu)
     return RollingForecast(
         np.array(times, dtype=np.int64),

@@ -57,20 +57,19 @@ def render(ctx) -> None:
         f"first {100 * summary['train_fraction']:.0f} % of the record is fitted, the rest "
         "predicted from the measured power alone."
     )
+    flagged = data.gpu_anomalies(fit)  # the one detector: as twin calibrate and twin watch
     m = st.columns(4)
     m[0].metric("GPUs", f"{summary['n_gpus']}")
     m[1].metric("Held-out RMSE", f"{summary['holdout_rmse_k']:.3f} K")
     m[2].metric("CV(RMSE)", f"{summary['cv_rmse']:.4f}")
-    m[3].metric("Anomalies", f"{len(summary['anomalies'])}")
-    flagged = params[["host", "anomaly", "anomaly_reason"]].to_dataframe()
-    flagged = flagged[flagged.anomaly]
+    m[3].metric("Anomalies", f"{len(flagged)}")
     if len(flagged):
         for gpu, row in flagged.iterrows():
-            st.error(f"Anomaly — {gpu}: {row.anomaly_reason}")
+            st.error(f"Anomaly — {gpu}: {row.reason}")
     else:
-        st.success("No GPU departs from its peers.")
+        st.success("No GPU reads hotter than its peers at equal power.")
     gpus = [str(g) for g in params.gpu.values]
-    default = gpus.index(summary["anomalies"][0]) if summary["anomalies"] else 0
+    default = gpus.index(flagged.index[0]) if len(flagged) else 0
     gpu = st.selectbox("GPU", gpus, index=default, key="gpu_pick")
     series = data.gpu_series(fit, gpu)
     fc = fit.forecast[fit.forecast.gpu == gpu]
@@ -97,7 +96,7 @@ def render(ctx) -> None:
         p = params.sel(gpu=gpu)
         st.metric("Model structure", str(p["model"].values))
         st.metric("Held-out RMSE of this GPU", f"{float(p['holdout_rmse']):.3f} K")
-        st.metric("Anomaly", "yes" if bool(p["anomaly"]) else "no")
+        st.metric("Anomaly", "yes" if gpu in flagged.index else "no")
     st.subheader("All GPUs")
     table = params[
         [

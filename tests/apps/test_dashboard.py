@@ -157,7 +157,7 @@ def test_gpu_page_shows_the_calibration_of_the_synthetic_fleet(app):
     assert any(flagged in e.value for e in app.error)  # the anomaly flag
     assert app.selectbox(key="gpu_pick").value == flagged
     live_flags = app.dataframe[0].value  # twin.estimate flags of the selected GPU
-    assert "resistance_peer" in set(live_flags.kind)  # GPU 5's cold plate is 1.8 x worse
+    assert "peer_excess" in set(live_flags.kind)  # GPU 5's cold plate is 1.8 x worse
     params = app.dataframe[1].value
     ref = res.params.sel(gpu=flagged)
     assert float(tiles["Held-out RMSE of this GPU"].split()[0]) == pytest.approx(

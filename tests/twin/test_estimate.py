@@ -58,19 +58,25 @@ def test_no_false_alarm_in_a_day_of_normal_data(day_with_failure):
     assert trace["r_mult"][before].max() < 1.1  # the failing GPU too, before its failure
 
 
-@pytest.mark.slow
-def test_peer_comparison_skips_unidentified_resistances(day_with_failure):
-    g, model, rest, state, trace, step_at = day_with_failure
-    loops = sorted(set(g.host))
-    odd = model._replace(r_f=model.r_f.at[2].multiply(3.0), r_ok=None)
-    peer = [
-        r["gpu"] for r in E.anomalies(odd, state, g.gpu, loops) if r["kind"] == "resistance_peer"
-    ]
-    assert peer == [g.gpu[2]]  # three times its peers' resistance: flagged ...
-    ok = np.ones(len(g.gpu), bool)
-    ok[2] = False  # ... unless the calibration could not identify it
-    recs = E.anomalies(odd._replace(r_ok=ok), state, g.gpu, loops)
-    assert [r for r in recs if r["kind"] == "resistance_peer"] == []
+def test_live_peer_anomalies_are_the_calibrations_detector():
+    """The dashboard's synthetic fleet (GPU 5's cold plate 1.8 x worse from the start): the
+    filter's peer records (twin.calibration.anomaly on the tracked readings) and the
+    calibration's records (the same detector on its window, read back from params) flag it
+    alone, with the same figures."""
+    from twin.calibration import detect_anomalies
+
+    ds, _ = simulate_fleet(8, 900.0, seed=0, resistance_step=(5, 0, 1.8))
+    g = to_grid(ds)
+    cal = calibrate(g, "h100-node")
+    r0 = E.anomaly_resistance(cal.params)
+    live = E.peer_anomalies(g, r0)
+    assert [r["gpu"] for r in live] == [g.gpu[5]] == cal.summary["anomalies"]
+    from_params = E.calibration_anomalies(cal.params)
+    direct = detect_anomalies(g, r0).records()
+    for a, b, c in zip(live, from_params, direct, strict=True):
+        for key in ("gpu", "excess_k", "z", "at_w", "test", "reason"):
+            assert a[key] == b[key] == c[key]
+    assert live[0]["excess_k"] >= 5.0 and "failing interface" in live[0]["reason"]
 
 
 @pytest.mark.slow

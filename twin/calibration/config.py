@@ -59,6 +59,17 @@ class CalibrationConfig:
     # Iglewicz & Hoaglin (1993), docs/calibration.md [8]
     peer_z_threshold: float = 3.5
     peer_scale_floor_k: float = 1.0  # robust scale floor: the 1 degC readout
+    # peer anomalies (twin.calibration.anomaly): a peer group needs this many others (fewer on
+    # a loop: the fleet); the median of 3 already outvotes one odd peer
+    min_peers: int = 3
+    # window of the peer comparison [s]: three die time constants (R C ~ 0.03 K/W x 300 J/K),
+    # and its mean of ~30 dithered 1 degC readings resolves the level to a fraction of a step
+    anomaly_window_s: float = 30.0
+    # ... and near steady state: the mean readings of its two halves differ by less than one
+    # readout step [K] (a window with a power step or a slow warm-up in it is left out)
+    anomaly_steady_k: float = 1.0
+    # a GPU is compared once it has this many windows (their median tolerates two spoiled ones)
+    anomaly_min_windows: int = 5
     min_train_obs: int = 30
     envelope_window_s: float = 30.0  # operating point: power averaged over this window [s]
     envelope_margin_w: float = 20.0  # trained power envelope: p0.5-p99.5 widened by this ...

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from twin.calibration.anomaly import TESTS, PeerAnomalies, detect_anomalies
 from twin.calibration.config import PARAMS, CalibrationConfig, Priors
 from twin.calibration.identify import (
     Identifiability,
@@ -96,12 +97,15 @@ def build_dataset(fit: Fit, cfg: CalibrationConfig, pri: Priors, facility: str) 
     grid, n_train = fit.grid, fit.n_train
     phys = physical_parameters(fit.theta, fit.mask, fit.cov)
     ident = identifiability(grid, n_train, fit.w_train, phys, cfg)
-    peers = compare_peers(grid, n_train, fit.theta[:, 2], phys, ident, fit.w_train.sum(1), cfg)
+    peers = compare_peers(grid, n_train, fit.theta[:, 2], phys)
+    # anomalies from the readings of the whole record, not from the fit (anomaly.py)
+    anomalies = detect_anomalies(grid, pri.resistance, cfg)
     val = validate(
         grid, n_train, fit.prediction, fit.prediction_sd, fit.valid, fit.w_train,
         int(fit.mask.sum()), cfg,
     )  # fmt: skip
     data = _gpu_variables(fit, phys, ident, peers, val, pri)
+    data.update(_anomaly_variables(anomalies))
     data.update(_fleet_variables(fit, val))
     hold = val.pooled[POOLS.index("holdout")]
     attrs = {
@@ -112,6 +116,7 @@ def build_dataset(fit: Fit, cfg: CalibrationConfig, pri: Priors, facility: str) 
         "train_end": str(np.datetime64(int(grid.times[n_train - 1]), "ns")),
         "dt": cfg.dt,
         "p_ref": peers.p_ref,
+        "anomaly_resistance_k_per_w": pri.resistance,
         "holdout_rmse_k": _round_or_nan(hold["rmse_k"]),
         "cv_rmse": _round_or_nan(hold["cv_rmse"]),
         "nmbe": _round_or_nan(hold["nmbe"]),
@@ -127,7 +132,7 @@ def build_dataset(fit: Fit, cfg: CalibrationConfig, pri: Priors, facility: str) 
         "loop": ("loop", np.array(peers.loops)),
         "param": ("param", np.array(PARAMS)),
         "param2": ("param2", np.array(PARAMS)),
-        "ref": ("ref", np.array(["0 W", "p_ref"])),
+        "comparison": ("comparison", np.array(TESTS)),
         "bound": ("bound", np.array(["low", "high"])),
         "lag": ("lag", np.array([1, 10, 60]) * cfg.dt, {"units": "s"}),
         "pool": ("pool", np.array(POOLS)),
@@ -201,12 +206,6 @@ def _parameter_variables(
         "apparent_resistance": _var(
             peers.r_app, "K/W", "rise above the loop inlet per watt at p_ref"
         ),
-        "peer_excess": _var(
-            peers.excess,
-            "K",
-            "steady temperature minus peers' median at 0 W and p_ref",
-            ("gpu", "ref"),
-        ),
         "flow_share": _var(
             flow_share(peers, phys), "1", "flow share within the loop, from the slow branch"
         ),
@@ -254,8 +253,6 @@ def _diagnostic_variables(fit: Fit, ident: Identifiability, peers: Peers) -> dic
         "covariance_inflation": _var(
             fit.inflation, "1", "sandwich / Gauss-Newton variance of ln R_f"
         ),
-        "anomaly": _var(peers.anomaly, "", "departs from its peers"),
-        "anomaly_reason": _var(np.array(peers.reason, dtype=object).astype(str), "", "why"),
         "identifiable_resistance": _var(ident.resistance, "", ""),
         "identifiable_capacitance": _var(ident.capacitance, "", ""),
         "unidentifiable_reason": _var(
@@ -283,6 +280,24 @@ def _diagnostic_variables(fit: Fit, ident: Identifiability, peers: Peers) -> dic
         data["hbm_tau"] = _var(np.exp(th_h[:, 0] + th_h[:, 1]), "s", "HBM time constant")
         data["hbm_intercept"] = _var(th_h[:, 2], "degC", "HBM inlet plus offset")
     return data
+
+
+def _anomaly_variables(a: PeerAnomalies) -> dict[str, tuple]:
+    """The peer comparison of :func:`twin.calibration.anomaly.detect_anomalies`."""
+    excess, z, power = a.decisive()
+    by = ("gpu", "comparison")
+    return {
+        "anomaly": _var(a.anomaly, "", "reads hotter than its peers at equal power"),
+        "anomaly_reason": _var(np.array(a.reason, dtype=object).astype(str), "", "why"),
+        "peer_excess": _var(excess, "K", "excess over the peers at equal power (decisive test)"),
+        "peer_z": _var(z, "1", "robust z-score of that excess"),
+        "peer_power": _var(power, "W", "power compared at"),
+        "peer_test": _var(np.array(a.test, dtype=object).astype(str), "", "decisive test"),
+        "peer_comparison_excess": _var(a.excess, "K", "excess over peers, each test", by),
+        "peer_comparison_z": _var(a.z, "1", "robust z-score, each test", by),
+        "peer_comparison_power": _var(a.power, "W", "power compared at, each test", by),
+        "peer_comparison_windows": _var(a.windows, "1", "windows compared, each test", by),
+    }
 
 
 def _fleet_variables(fit: Fit, val: Validation) -> dict[str, tuple]:
@@ -345,6 +360,10 @@ GPU_SUMMARY: tuple[tuple[str, str, int | None], ...] = (
     ("throttled_seconds", "throttled_seconds", None),
     ("anomaly", "anomaly", None),
     ("anomaly_reason", "anomaly_reason", None),
+    ("peer_excess_k", "peer_excess", 2),
+    ("peer_z", "peer_z", 2),
+    ("peer_power_w", "peer_power", 1),
+    ("peer_test", "peer_test", None),
     ("unidentifiable", "unidentifiable_reason", None),
     ("leakage_unidentifiable", "leakage_reason", None),
 )

@@ -202,7 +202,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import numpy as np
 
     from twin import estimate as E
-    from twin.calibration import load_params
+    from twin.calibration import Priors, load_params
     from twin.io.telemetry import open_telemetry, to_grid
     from twin.spec import load_spec
 
@@ -216,9 +216,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
     model = E.model_from_calibration(params, grid.gpu)
     loops = sorted(set(grid.host))
     cfg = E.FilterConfig()
+    r_peer = E.anomaly_resistance(params, Priors.from_spec(spec).resistance)
     seen: set = set()
     _emit(E.calibration_anomalies(params, grid.gpu), args, seen)
-    _warn_unidentified(model, grid, loops, cfg)
+    _warn_unidentified(model, cfg)
     state = None
     t_end_ns = grid.t0_ns + int(grid.n_steps * grid.dt * 1e9)
     polls = 0
@@ -235,6 +236,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
             for a in range(0, P.shape[0], batch):
                 state, _ = E.assimilate(model, state, P[a : a + batch], T[a : a + batch], grid.dt, cfg, record_every=max(1, min(batch, P.shape[0] - a)))  # fmt: skip
                 _emit(E.anomalies(model, state, grid.gpu, loops, cfg, t0_ns), args, seen)
+            # GPUs hot against their peers at equal power, in the latest readings
+            recent = _recent_readings(telemetry, rest, args.follow, cfg.peer_history_s)
+            _emit(E.peer_anomalies(recent, r_peer), args, seen)
             if args.forecast:
                 _print_forecast(args, model, state, P[-1], grid)
         polls += 1
@@ -285,8 +289,8 @@ def _calibrate_start(args: argparse.Namespace, grid: Grid, spec: object) -> tupl
     return res.params, n_cal
 
 
-def _warn_unidentified(model: FilterModel, grid: Grid, loops: list[str], cfg: FilterConfig) -> None:
-    """Say which GPUs' resistance the filter must learn, and which loops lose peer comparison."""
+def _warn_unidentified(model: FilterModel, cfg: FilterConfig) -> None:
+    """Say which GPUs' resistance the filter must learn before their drift alarms arm."""
     import numpy as np
 
     if model.r_ok is None or np.asarray(model.r_ok).all():
@@ -296,18 +300,24 @@ def _warn_unidentified(model: FilterModel, grid: Grid, loops: list[str], cfg: Fi
         f"the calibration did not identify the resistance of {int((~r_ok).sum())} of "
         f"{r_ok.size} GPUs (see twin calibrate): the filter learns it over their first "
         f"{cfg.learn_s / 60:g} min inside the calibrated power range, and their drift "
-        "alarms arm after that; peer comparisons leave them out",
+        "alarms arm after that (the peer comparison, from the readings, does not wait)",
         file=sys.stderr,
     )
-    for loop in loops:
-        members = [i for i, h in enumerate(grid.host) if h == loop]
-        n_ok = int(r_ok[members].sum())
-        if n_ok < 4:
-            print(
-                f"live peer comparison off for {loop}: the calibration identified the "
-                f"resistance of {n_ok} of its {len(members)} GPUs (needs 4)",
-                file=sys.stderr,
-            )
+
+
+def _recent_readings(telemetry: str, rest: Grid, follow: bool, seconds: float) -> Grid:
+    """The readings the live peer comparison looks at: the tracked part of a recorded source,
+    or the last ``seconds`` of a followed one (re-read: each poll brings only new samples)."""
+    import numpy as np
+
+    from twin.io.telemetry import open_telemetry, to_grid
+
+    if not follow:
+        return rest
+    end_ns = rest.t0_ns + int(rest.n_steps * rest.dt * 1e9)
+    start = np.datetime64(int(end_ns - seconds * 1e9), "ns")
+    recent = to_grid(open_telemetry(telemetry, start=str(start)))
+    return recent.select(np.array([recent.gpu.index(g) for g in rest.gpu if g in recent.gpu]))
 
 
 def _print_forecast(
