@@ -47,6 +47,7 @@ def command_line() -> argparse.Namespace:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--facility", default=env_default("facility", "superfactory"))
     p.add_argument("--telemetry", default=env_default("telemetry", ""))
+    p.add_argument("--calibration", default=env_default("calibration", ""))
     args, _unknown = p.parse_known_args(sys.argv[1:])
     return args
 
@@ -78,13 +79,20 @@ def sidebar(args: argparse.Namespace) -> tuple[str, Context | None]:
             0.01,
             key="gpu_spread",
         )
+        calibration = st.text_input(
+            "Calibration (params.nc of twin calibrate; empty: the spec's GPUs)",
+            args.calibration,
+            key="calibration",
+        )
         telemetry = st.text_input(
             "Telemetry source (store, file or http:// Prometheus; empty: simulated fleet)",
             args.telemetry,
             key="telemetry",
         )
     try:
-        settings = data.parse_settings(facility, hours, step, record, start, load, spread)
+        settings = data.parse_settings(
+            facility, hours, step, record, start, load, spread, calibration=calibration
+        )
     except InputError as exc:
         st.error(f"Twin inputs: {exc}")
         return page, None

@@ -67,6 +67,7 @@ class SimSettings:
     load: str
     gpu_spread: float = 0.0
     seed: int = 0
+    calibration: str = ""  # params.nc of twin calibrate; "" the spec's GPUs
 
 
 def parse_settings(
@@ -78,6 +79,7 @@ def parse_settings(
     load: str,
     gpu_spread: float = 0.0,
     seed: int = 0,
+    calibration: str = "",
 ) -> SimSettings:
     """Check the sidebar inputs (quantities with units); raise :class:`SpecError` on bad ones."""
     from twin.model import LoadMix
@@ -95,9 +97,20 @@ def parse_settings(
     LoadMix.parse(load or None)
     if not (math.isfinite(gpu_spread) and 0.0 <= gpu_spread <= 0.5):
         raise SpecError("GPU spread", gpu_spread, "a relative standard deviation from 0 to 0.5")
+    if calibration.strip():
+        calibration_file(calibration.strip())  # a bad file is reported here, naming the input
     return SimSettings(
-        facility.strip(), float(hours), step_s, record_s, start, load, float(gpu_spread), int(seed)
-    )
+        facility.strip(), float(hours), step_s, record_s, start, load, float(gpu_spread),
+        int(seed), calibration.strip(),
+    )  # fmt: skip
+
+
+@cache_resource(show_spinner="Reading the calibration ...")
+def calibration_file(path: str):
+    """:func:`twin.model.calibrated.load_calibration` of ``path`` (its errors name the input)."""
+    from twin.model.calibrated import load_calibration
+
+    return load_calibration(path)
 
 
 # ------------------------------------------------------------------------------ fleet
@@ -124,7 +137,13 @@ def load_spec(facility: str):
 
 @cache_resource(show_spinner="Preparing the twin (boundary data, hydraulics) ...")
 def prepared(
-    facility: str, step_s: float, start: str, load: str, seed: int, gpu_spread: float = 0.0
+    facility: str,
+    step_s: float,
+    start: str,
+    load: str,
+    seed: int,
+    gpu_spread: float = 0.0,
+    calibration: str = "",
 ):
     """:func:`twin.simulation.prepare` for these inputs."""
     from twin.model import LoadMix
@@ -137,6 +156,7 @@ def prepared(
         LoadMix.parse(load or None),
         seed=seed,
         gpu_spread=gpu_spread,
+        calibration=calibration_file(calibration) if calibration else None,
     )
 
 
@@ -146,7 +166,7 @@ def fleet_run(s: SimSettings) -> FleetRun:
     (host copy) and the rack table."""
     from twin.simulation import simulate_run
 
-    run = prepared(s.facility, s.step_s, s.start, s.load, s.seed, s.gpu_spread)
+    run = prepared(s.facility, s.step_s, s.start, s.load, s.seed, s.gpu_spread, s.calibration)
     ds, summary, final = simulate_run(run, s.hours, record_interval=s.record_s)
     state = final.numpy().physics
     racks = rack_table(run, state, s.hours)

@@ -59,8 +59,6 @@ def package_parameters(spec: FacilitySpec, cal: Calibration, rows: np.ndarray) -
     fields = gpu_params(site, design, np.random.default_rng(0), 0.0)
     ua = float(np.asarray(fields["coldplate_ua_ref"]).flat[0])
     r_pw = float(coldplate.junction_to_inlet_resistance(0.0, ua, path_capacity_rate(site, design)))
-    cap = cal.capacitance[rows]
-    c_fit = np.where(np.isfinite(cap) & (cap > 0), cap, g.heat_capacity)
     split = package_split(
         cal.r_fast[rows], cal.r_slow[rows], r_pw, g.resistance_junction_wall,
         die_share_at_tdp(g), path_capacity_rate(site, design),
@@ -68,7 +66,7 @@ def package_parameters(spec: FacilitySpec, cal: Calibration, rows: np.ndarray) -
     return {
         "r_jw": split.r_jw,
         "r_pw": split.r_pw,
-        "c_d": c_fit,
+        "c_d": cal.c_fast[rows],
         "r_hw": g.hbm_resistance,
         "c_h": g.hbm_heat_capacity,
         "r_s": split.r_slow,
@@ -137,9 +135,8 @@ def backtest(
 ) -> dict:
     """Score the calibrated facility model against ``telemetry`` (see the module docstring)."""
     spec = load_spec(facility)
-    cal_file = xr.load_dataset(Path(calibration)) if Path(calibration).is_file() else None
     cal = load_calibration(calibration)  # checks the file, its units
-    assert cal_file is not None
+    cal_file = xr.load_dataset(Path(calibration))
     if cal.gpu_model != spec.sites[0].building.rack.gpu.name:
         raise SpecError(
             "--calibration", cal.path,

@@ -313,6 +313,19 @@ def test_cli_dashboard_command_line():
     cmd = streamlit_command(args)
     assert cmd[cmd.index("--telemetry") + 1] == "x.db"
     assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
+    assert "--calibration" not in cmd
+    args = build_parser().parse_args(["dashboard", "--calibration", "params.nc"])
+    cmd = streamlit_command(args)
+    assert cmd[cmd.index("--calibration") + 1] == "params.nc"
+
+
+def test_a_bad_calibration_file_is_a_message(app, tmp_path):
+    """The sidebar's calibration input: a file that is not a calibration names the input."""
+    bad = tmp_path / "params.nc"
+    bad.write_text("not netCDF")
+    app.run()
+    app.text_input(key="calibration").set_value(str(bad)).run()
+    assert any("netCDF" in e.value and "--calibration" in e.value for e in app.error)
 
 
 def test_record_interval_shorter_than_step_is_a_message(app):

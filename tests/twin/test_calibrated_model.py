@@ -167,3 +167,19 @@ def test_location_labels_and_their_errors(spec, tmp_path, calibrated):
     not_nc.write_text("not a netCDF file")
     with pytest.raises(SpecError, match="netCDF"):
         load_calibration(not_nc)
+
+
+def test_validate_refuses_what_it_cannot_score(calibrated, tmp_path):
+    """A calibration of another GPU model, telemetry of none of its GPUs, an empty window."""
+    from twin.validate import backtest
+
+    path, _ = calibrated
+    ds, _ = simulate_fleet(4, 120, seed=9, gpus_per_host=4, tdp=1200.0)
+    with pytest.raises(SpecError, match="GPU model"):
+        backtest(ds, "h100-node", path)
+    with pytest.raises(SpecError, match="GPUs that the calibration file holds"):
+        backtest(ds.assign_coords(gpu=[f"other:{i}" for i in range(4)]), "mini-superfactory", path)
+    with pytest.raises(SpecError, match="a window with telemetry"):
+        backtest(ds, "mini-superfactory", path, start="2031-01-01T00:00")
+    with pytest.raises(SpecError, match="--calibration"):
+        backtest(ds, "mini-superfactory", tmp_path / "none.nc")

@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_telemetry(p, default="", none="none: the simulated fleet")
     add_facility(p)
     p.add_argument(
+        "--calibration",
+        default=env_default("calibration", ""),
+        metavar="PARAMS_NC",
+        help="show the GPUs calibrated by `twin calibrate --out` [TWIN_CALIBRATION; the spec's]",
+    )
+    p.add_argument(
         "--port",
         type=int,
         default=env_default("dashboard_port", str(DEFAULT_PORT)),
@@ -81,6 +87,8 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
     ]
     if args.telemetry:
         cmd += ["--telemetry", args.telemetry]
+    if args.calibration:
+        cmd += ["--calibration", args.calibration]
     return cmd
 
 
@@ -95,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     cmd = streamlit_command(args)
     print(f"twin dashboard: http://{args.address}:{args.port}/", file=sys.stderr)
-    env = dict(os.environ, TWIN_FACILITY=args.facility, TWIN_TELEMETRY=args.telemetry)
+    env = dict(
+        os.environ,
+        TWIN_FACILITY=args.facility,
+        TWIN_TELEMETRY=args.telemetry,
+        TWIN_CALIBRATION=args.calibration,
+    )
     sys.stderr.flush()
     # Replace this process with streamlit (no child left behind): SIGTERM/SIGINT sent to
     # `twin dashboard` reach the server itself, so service managers and tests stop it cleanly.

@@ -72,6 +72,7 @@ class Calibration:
     anomaly: np.ndarray  # bool
     # the fit itself (every GPU, identified or not): fast and slow branch, curvature
     r_fast: np.ndarray  # [K/W]
+    c_fast: np.ndarray  # [J/K] the fast branch's heat capacity
     r_slow: np.ndarray  # [K/W], 0 where the chosen structure has no slow branch
     tau_slow: np.ndarray  # [s]
     curvature: np.ndarray  # [1/K]
@@ -144,6 +145,7 @@ def _fitted(ds: xr.Dataset, path: Path) -> dict[str, np.ndarray]:
     slow = mask[:, col("log_resistance_slow")]
     return {
         "r_fast": np.exp(th[:, col("log_resistance")]),
+        "c_fast": np.exp(th[:, col("log_capacitance")]),
         "r_slow": np.where(slow, np.exp(th[:, col("log_resistance_slow")]), 0.0),
         "tau_slow": np.where(slow, np.exp(th[:, col("log_tau_slow")]), 60.0),
         "curvature": np.where(mask[:, col("beta")], th[:, col("beta")], 0.0),
