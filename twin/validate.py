@@ -16,8 +16,8 @@ temperature; where it is missing, none is invented.
 Scores (ASHRAE Guideline 14 [1]_, :func:`twin.calibration.metrics.ashrae_metrics`): per GPU
 RMSE and bias [K], pooled RMSE, CV(RMSE) and NMBE [%], inside and outside the power envelope the
 calibration was trained on, and the share of readings inside the 95 % prediction interval. The
-interval's s.d. combines the calibration's training residual and the resistance's standard
-error times the predicted rise. By default only readings after the calibration's training
+interval's s.d. combines the calibration's training residual (reading noise and quantization
+included) and the resistance's standard error times the predicted rise. By default only readings after the calibration's training
 window are scored.
 
 References
@@ -37,7 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from physics import coldplate, coolant, gpu
-from twin.calibration.config import QUANT_VAR, Z95
+from twin.calibration.config import Z95
 from twin.calibration.metrics import ashrae_metrics
 from twin.io.telemetry import Grid, open_telemetry, to_grid
 from twin.model.calibrated import Calibration, load_calibration, package_split
@@ -184,9 +184,9 @@ def _scores(grid, cal, ci, pred, rise, scored) -> dict:
     inside = (grid.power >= env[:, :1]) & (grid.power <= env[:, 1:])
     r = cal["resistance"].values[ci]
     rel_se = np.where(r > 0, cal["resistance_se"].values[ci] / r, 0.0)
+    # the training residual already holds the reading noise and its 1 degC quantization
     sd = np.sqrt(
         np.nan_to_num(cal["train_rmse"].values[ci])[:, None] ** 2
-        + QUANT_VAR
         + (np.nan_to_num(rel_se)[:, None] * rise) ** 2
     )
     err = grid.temp - pred
