@@ -18,6 +18,7 @@ from twin.cli.options import (
     add_command,
     add_facility,
     calibration_arg,
+    say_calibration,
     site_pairs,
 )
 from twin.resources import env_default
@@ -176,13 +177,7 @@ def run(args: argparse.Namespace) -> int:
         carbon=site_pairs(args.carbon, "--carbon"),
         calibration=calibration_arg(args),
     )
-    if run_.calibration is not None:
-        c = run_.calibration
-        print(
-            f"twin optimize: calibration {c['file']}: {c['calibrated']:,} GPUs calibrated, "
-            f"{c['fleet_prior']:,} from the fleet prior, {c['spec_default']:,} spec defaults",
-            file=sys.stderr,
-        )
+    say_calibration("optimize", run_)
     if args.price is not None:
         import equinox as eqx
         import jax.numpy as jnp

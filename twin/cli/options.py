@@ -7,6 +7,7 @@ Each reads its ``TWIN_*`` environment default through :func:`twin.resources.env_
 from __future__ import annotations
 
 import argparse
+import sys
 
 from twin.resources import env_default
 from twin.units import SpecError
@@ -62,6 +63,18 @@ def calibration_arg(args: argparse.Namespace):
     from twin.model.calibrated import load_calibration
 
     return load_calibration(args.calibration, args.gpu_map)
+
+
+def say_calibration(command: str, run) -> None:
+    """One line on stderr: how many GPUs of ``run`` are calibrated, drawn or the spec's."""
+    c = run.calibration
+    if c is None:
+        return
+    print(
+        f"twin {command}: calibration {c['file']}: {c['calibrated']:,} GPUs calibrated, "
+        f"{c['fleet_prior']:,} from the fleet prior, {c['spec_default']:,} spec defaults",
+        file=sys.stderr,
+    )
 
 
 def add_command(

@@ -11,6 +11,7 @@ from twin.cli.options import (
     add_command,
     add_facility,
     calibration_arg,
+    say_calibration,
     site_pairs,
 )
 
@@ -59,13 +60,7 @@ def run(args: argparse.Namespace) -> int:
     carbon = site_pairs(args.carbon, "--carbon")
     cal = calibration_arg(args)
     run_ = prepare(spec, args.step, args.start, load, weather, carbon, args.seed, calibration=cal)
-    if run_.calibration is not None:
-        c = run_.calibration
-        print(
-            f"twin simulate: calibration {c['file']}: {c['calibrated']:,} GPUs calibrated, "
-            f"{c['fleet_prior']:,} from the fleet prior, {c['spec_default']:,} spec defaults",
-            file=sys.stderr,
-        )
+    say_calibration("simulate", run_)
     print(
         f"twin simulate: {spec.name}, {spec.gpus:,} GPUs, {args.hours} h at {args.step} s steps",
         file=sys.stderr,
