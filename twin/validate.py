@@ -17,7 +17,8 @@ Scores (ASHRAE Guideline 14 [1]_, :func:`twin.calibration.metrics.ashrae_metrics
 RMSE and bias [K], pooled RMSE, CV(RMSE) and NMBE [%], inside and outside the power envelope the
 calibration was trained on, and the share of readings inside the 95 % prediction interval. The
 interval's s.d. combines the calibration's training residual (reading noise and quantization
-included) and the resistance's standard error times the predicted rise. By default only readings after the calibration's training
+included) and the parameters' uncertainty propagated to each reading (the fit's sandwich
+covariance by the delta method, :func:`twin.calibration.uncertainty.prediction_sd`). By default only readings after the calibration's training
 window are scored.
 
 References
@@ -39,6 +40,7 @@ import xarray as xr
 from physics import coldplate, coolant, gpu
 from twin.calibration.config import Z95
 from twin.calibration.metrics import ashrae_metrics
+from twin.calibration.uncertainty import prediction_sd
 from twin.io.telemetry import Grid, open_telemetry, to_grid
 from twin.model.calibrated import Calibration, load_calibration, package_split
 from twin.model.components import die_share_at_tdp, gpu_params, path_capacity_rate
@@ -158,7 +160,10 @@ def backtest(
     icpt = cal.intercept[ci]
     pred = icpt[:, None] + (1.0 - grid.frac) * prev + grid.frac * rise
     scored = _scored(grid, cal_file, start, end)
-    return _scores(grid, cal_file, ci, pred, rise, scored) | {
+    param_sd = prediction_sd(
+        cal_file["theta"].values[ci], cal_file["theta_cov"].values[ci], power, grid.frac, grid.dt
+    )
+    return _scores(grid, cal_file, ci, pred, np.nan_to_num(param_sd), scored) | {
         "facility": spec.name,
         "calibration": cal.path,
         "gpus_uncalibrated": len(set(ds["gpu"].values.astype(str)) - set(cal.gpu)),
@@ -178,17 +183,12 @@ def _scored(grid: Grid, cal: xr.Dataset, start: str | None, end: str | None) -> 
     return np.isfinite(grid.temp) & ~grid.gap & ~grid.throttled & ok[None, :]
 
 
-def _scores(grid, cal, ci, pred, rise, scored) -> dict:
+def _scores(grid, cal, ci, pred, param_sd, scored) -> dict:
     """Per-GPU and pooled scores, inside and outside the trained power envelope."""
     env = cal["power_envelope"].values[ci]
     inside = (grid.power >= env[:, :1]) & (grid.power <= env[:, 1:])
-    r = cal["resistance"].values[ci]
-    rel_se = np.where(r > 0, cal["resistance_se"].values[ci] / r, 0.0)
     # the training residual already holds the reading noise and its 1 degC quantization
-    sd = np.sqrt(
-        np.nan_to_num(cal["train_rmse"].values[ci])[:, None] ** 2
-        + (np.nan_to_num(rel_se)[:, None] * rise) ** 2
-    )
+    sd = np.sqrt(np.nan_to_num(cal["train_rmse"].values[ci])[:, None] ** 2 + param_sd**2)
     err = grid.temp - pred
     gpus = []
     for i, name in enumerate(grid.gpu):
