@@ -56,6 +56,12 @@ class TrueParameters:
     hbm_capacitance: np.ndarray  # [J/K]
     temp_coolant: np.ndarray  # cold-plate inlet [K]
 
+    def subset(self, idx: slice | np.ndarray) -> TrueParameters:
+        """These parameters for the GPUs ``idx`` (a slice or an index array)."""
+        return TrueParameters(
+            **{f.name: np.asarray(getattr(self, f.name))[idx] for f in dataclasses.fields(self)}
+        )
+
 
 def draw_parameters(n: int, rng: np.random.Generator, tdp: float = 700.0) -> TrueParameters:
     resistance = rng.uniform(0.018, 0.030, n)
@@ -138,7 +144,11 @@ _KERNEL = None
 
 
 class SimulatedSource(AbstractSource):
-    """``n_gpus`` simulated GPUs on one host; ``clock`` gives Unix seconds (injectable)."""
+    """``n_gpus`` simulated GPUs on one host; ``clock`` gives Unix seconds (injectable).
+
+    ``parameters`` sets the hidden truth (:class:`TrueParameters` over the ``n_gpus``) instead
+    of :func:`draw_parameters`: a fleet of hosts drawn as one, e.g. with one degraded plate in all.
+    """
 
     name = "sim"
 
@@ -151,6 +161,8 @@ class SimulatedSource(AbstractSource):
         clock: Clock = time.time,
         tdp: float = 700.0,
         location: str = "",
+        parameters: TrueParameters | None = None,
+        gpu_name: str = "Simulated H100 SXM 80GB",
     ) -> None:
         global _KERNEL
         if _KERNEL is None:
@@ -161,7 +173,13 @@ class SimulatedSource(AbstractSource):
         self.host = host or hostname()
         self._clock = clock
         self._rng = np.random.default_rng(seed)
-        self.true_parameters = draw_parameters(self.n, self._rng, tdp)
+        if parameters is None:
+            parameters = draw_parameters(self.n, self._rng, tdp)
+        elif len(parameters.resistance) != self.n:
+            raise ValueError(
+                f"parameters: {len(parameters.resistance)} GPUs given, expected n_gpus={self.n}"
+            )
+        self.true_parameters = parameters
         p = self.true_parameters
         self._p = {k: np.asarray(v, np.float64) for k, v in dataclasses.asdict(p).items()}
         self._p.pop("tdp")
@@ -192,9 +210,9 @@ class SimulatedSource(AbstractSource):
                 index=i,
                 host=self.host,
                 uuid=uuids[i],
-                name="Simulated H100 SXM 80GB",
+                name=gpu_name,
                 pci_bus_id=f"00000000:{0x18 + 0x10 * i:02X}:00.0",
-                power_limit=float(tdp),
+                power_limit=float(parameters.tdp[i]),
                 temp_slowdown=87.0,
                 temp_shutdown=92.0,
                 location=location,

@@ -69,3 +69,17 @@ def test_steady_state_follows_physics():
     expect = p.temp_coolant + p.resistance * level - 273.15
     assert b.values["temp_gpu"] == pytest.approx(expect, abs=1.5)
     assert b.values["power_average"] == pytest.approx(level, rel=0.01)
+
+
+def test_given_parameters_are_the_hidden_truth():
+    """A fleet drawn as one and split over hosts: each host runs exactly its slice."""
+    from sensors.simulated import draw_parameters
+
+    fleet = draw_parameters(8, np.random.default_rng(0), tdp=1200.0)
+    part = fleet.subset(slice(4, 8))
+    np.testing.assert_array_equal(part.resistance, fleet.resistance[4:])
+    src = SimulatedSource(4, 0, host="h", parameters=part, gpu_name="Simulated B200")
+    assert src.true_parameters is part
+    assert {(d.name, d.power_limit) for d in src.devices()} == {("Simulated B200", 1200.0)}
+    with pytest.raises(ValueError, match="n_gpus=3"):
+        SimulatedSource(3, 0, host="h", parameters=part)
