@@ -31,7 +31,8 @@ The fleet prior
     GPUs of the calibrated GPU model without a calibration of their own (no label, a label
     elsewhere, a parameter not identified) draw from the calibrated population: log-normal with
     the robust median and spread (1.4826 MAD) of the population's log-parameters, anomalies
-    excluded, so one degraded plate is not copied across the fleet (sink node and curvature: the
+    excluded, so one degraded plate is not copied across the fleet, and truncated to the range
+    the population showed (sink node and curvature: the
     population's median). GPUs of other models keep
     the spec's values. :func:`calibration_counts` says how many of each.
 """
@@ -350,7 +351,10 @@ def _prior_draw(
     if prior is None:
         return np.array(base, dtype=float)
     med, sd = prior
-    return np.exp(rng.normal(med, sd, base.shape))
+    seen = own[np.isfinite(own) & (own > 0) & ~anomaly]
+    # within what the fleet showed: a log-normal tail over 300k draws would invent GPUs worse
+    # than any measured one (and put them in every rack)
+    return np.clip(np.exp(rng.normal(med, sd, base.shape)), seen.min(), seen.max())
 
 
 __all__ = [

@@ -175,7 +175,8 @@ def optimize_setpoints(
 
 def _repair(p, topo: Topology, setpoints, u_mean, u_hot, h, weight, power):
     """Lower the TCS supply of every CDU whose hottest GPU (or HBM) is within REPAIR_BUFFER_K of
-    its limit by the excess (and its building's FWS supply with it), at most 8 times; returns
+    its limit by the excess (and its building's FWS supply with it), never below the setpoint
+    bounds, at most 8 times; returns
     the setpoints, the steady state, the objective and its gradient there."""
     fws_k, tcs_k, pump = setpoints
     n_cdu = p.n_cdus
@@ -190,10 +191,16 @@ def _repair(p, topo: Topology, setpoints, u_mean, u_hot, h, weight, power):
         # keep REPAIR_BUFFER_K below the limit so placements at the optimum stay admissible
         if (cdu_excess <= -REPAIR_BUFFER_K).all():
             break
-        tcs_k = jnp.asarray(
-            np.asarray(tcs_k) - np.where(cdu_excess > -REPAIR_BUFFER_K, cdu_excess + 0.3, 0.0)
-        )
+        # never below the bounds (the dew-point floors): a CDU at its floor that still runs
+        # too hot is left to the placement's admission check
+        old_tcs = np.asarray(tcs_k)
+        lowered = old_tcs - np.where(cdu_excess > -REPAIR_BUFFER_K, cdu_excess + 0.3, 0.0)
+        new_tcs = np.maximum(lowered, np.minimum(old_tcs, TCS_BOUNDS_C[0] + ZERO_CELSIUS_K))
+        if np.array_equal(new_tcs, old_tcs):
+            break
+        tcs_k = jnp.asarray(new_tcs)
         low_fws = np.full(p.n_buildings, np.inf)
-        np.minimum.at(low_fws, topo.cdu_building, np.asarray(tcs_k) - CDU_APPROACH_MIN_K)
+        np.minimum.at(low_fws, topo.cdu_building, new_tcs - CDU_APPROACH_MIN_K)
+        low_fws = np.maximum(low_fws, FWS_BOUNDS_C[0] + ZERO_CELSIUS_K)
         fws_k = jnp.minimum(fws_k, jnp.asarray(low_fws))
     return (fws_k, tcs_k, pump), s, val, grad_u
