@@ -37,13 +37,18 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from physics import coldplate, coolant, gpu
+from physics import coolant, gpu
 from twin.calibration.config import Z95
 from twin.calibration.metrics import ashrae_metrics
 from twin.calibration.uncertainty import prediction_sd
 from twin.io.telemetry import Grid, open_telemetry, to_grid
 from twin.model.calibrated import Calibration, load_calibration, package_split
-from twin.model.components import die_share_at_tdp, gpu_params, path_capacity_rate
+from twin.model.components import (
+    die_share_at_tdp,
+    gpu_params,
+    path_capacity_rate,
+    plate_wall_resistance,
+)
 from twin.model.design import size_site
 from twin.spec import FacilitySpec, load_spec
 from twin.units import SpecError
@@ -59,8 +64,7 @@ def package_parameters(spec: FacilitySpec, cal: Calibration, rows: np.ndarray) -
         site, coolant.coolant_table(spec.tcs_coolant), coolant.coolant_table(spec.fws_coolant)
     )
     fields = gpu_params(site, design, np.random.default_rng(0), 0.0)
-    ua = float(np.asarray(fields["coldplate_ua_ref"]).flat[0])
-    r_pw = float(coldplate.junction_to_inlet_resistance(0.0, ua, path_capacity_rate(site, design)))
+    r_pw = plate_wall_resistance(site, design, fields)
     split = package_split(
         cal.r_fast[rows], cal.r_slow[rows], r_pw, g.resistance_junction_wall,
         die_share_at_tdp(g), path_capacity_rate(site, design),

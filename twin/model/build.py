@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physics import coldplate, coolant
+from physics import coolant
 from physics.facility import FacilityParams
 from twin.model.boundary import Boundary, boundary_params
 from twin.model.calibrated import Calibration, calibrated_gpu_fields, calibration_slots
@@ -18,6 +18,7 @@ from twin.model.components import (
     gpu_params,
     heat_rejection_params,
     path_capacity_rate,
+    plate_wall_resistance,
     rack_params,
 )
 from twin.model.design import SiteDesign, size_site
@@ -113,15 +114,8 @@ def _gpu_fields(
     fields = gpu_params(site, design, rng, gpu_spread)
     if calibration is None:
         return fields
-    plate = float(
-        coldplate.junction_to_inlet_resistance(
-            0.0,
-            float(np.asarray(fields["coldplate_ua_ref"]).flat[0]),
-            path_capacity_rate(site, design),
-        )
-    )
     return calibrated_gpu_fields(
-        fields, site, index, first_rack, plate, path_capacity_rate(site, design),
+        fields, site, index, first_rack, plate_wall_resistance(site, design, fields), path_capacity_rate(site, design),
         die_share_at_tdp(site.building.rack.gpu), slots, calibration,
         np.random.default_rng((seed, index, 14)),
     )  # fmt: skip

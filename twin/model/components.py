@@ -36,6 +36,13 @@ def path_capacity_rate(site: Site, design: SiteDesign) -> float:
     return design.tcs_density * design.tcs_specific_heat * path_flow
 
 
+def plate_wall_resistance(site: Site, design: SiteDesign, fields: Fields) -> float:
+    """The plate's wall-to-inlet resistance 1/(ε ṁ c_p) at the design path flow [K/W], from the
+    ``coldplate_ua_ref`` of :func:`gpu_params`' ``fields``."""
+    ua = float(np.asarray(fields["coldplate_ua_ref"]).flat[0])
+    return float(coldplate.junction_to_inlet_resistance(0.0, ua, path_capacity_rate(site, design)))
+
+
 def die_share_at_tdp(g: GpuModel) -> float:
     """Share of the package's TDP dissipated in the die (the rest in the HBM stacks) [-]."""
     return 1.0 - (g.hbm_idle_power + g.hbm_power_share * g.power_dynamic) / g.tdp
