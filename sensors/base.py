@@ -34,20 +34,28 @@ FIELDS: dict[str, tuple[str, str]] = {
 }
 FIELD_NAMES: tuple[str, ...] = tuple(FIELDS)
 
-#: Quarantine reasons, in the order they are checked.
+#: Quarantine reasons, in the order they are checked.  ``unknown_unit``: a value whose unit is
+#: not a unit, or not of its field's dimension; ``time_implausible``: a time before the GPU era,
+#: past the reader's clock plus the allowed skew, or far outside the file's own span.
 REASONS: tuple[str, ...] = (
     "malformed_line",
     "truncated_line",
     "unknown_column",
     "unknown_metric",
+    "unknown_unit",
     "nan",
     "power_negative",
     "power_absurd",
     "temperature_out_of_range",
     "utilization_out_of_range",
+    "time_implausible",
     "time_backwards",
     "duplicate_timestamp",
 )
+
+#: Reasons about a whole column, not a row: the rows are stored without it, so these records are
+#: counted apart from the row-level quarantine (``samples + quarantined == rows`` holds).
+COLUMN_REASONS: frozenset[str] = frozenset({"unknown_column"})
 
 
 @dataclasses.dataclass(frozen=True)

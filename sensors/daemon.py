@@ -46,6 +46,8 @@ class DaemonConfig:
     retention_days: float = 0.0  # 0 = keep everything
     max_buffer_samples: int = 1_000_000
     synchronous: str = "FULL"
+    power_unit: str = ""  # replay: unit of power columns whose header has none (W, kW, mW)
+    temperature_unit: str = ""  # replay: unit of temperature columns whose header has none
 
     @classmethod
     def env_name(cls, field: str) -> str:
@@ -120,7 +122,8 @@ def make_source(cfg: DaemonConfig, stop: threading.Event | None = None) -> Abstr
         from sensors.replay import ReplaySource, parse_speed
 
         wait = stop.wait if stop is not None else time.sleep
-        return ReplaySource(spec[len("replay:") :], parse_speed(cfg.speed), sleep=wait)
+        units = {"power": cfg.power_unit, "temperature": cfg.temperature_unit}
+        return ReplaySource(spec[len("replay:") :], parse_speed(cfg.speed), sleep=wait, units=units)
     raise InputError("--source", spec, "nvml, sim or replay:PATH")
 
 

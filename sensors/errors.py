@@ -14,6 +14,8 @@ class InputError(ValueError):
     """
 
     def __init__(self, path: str, value: object, expected: str):
+        if type(value).__module__ == "numpy" and hasattr(value, "item"):
+            value = value.item()  # np.int64(-5) -> -5: messages show plain numbers
         self.path = path
         self.value = value
         self.expected = expected

@@ -12,26 +12,43 @@ Formats (detected from the first line):
 * dcgm-exporter's Prometheus text exposition (concatenated scrapes).  Lines without a timestamp
   belong to scrape ``k`` (a new scrape starts when a series repeats), at ``start + k * step``.
 
+Units are read, never assumed (:mod:`sensors.units`, pint): from the header (``power.draw
+[kW]``, ``power_W``, ``temperature_F``), else from ``units`` (``--power-unit``,
+``--temperature-unit``), else, for ``temperature.gpu``/``temperature.memory`` only, nvidia-smi's
+documented degC; a cell's own suffix (``0.39 kW``, ``107 F``) wins for that cell. A header unit
+that is not a unit of its field refuses the file; a cell's is quarantined as ``unknown_unit``.
+
+Times are checked against :class:`sensors.validate.Limits` (not before the GPU era, not past the
+reader's clock plus a skew) and against the file's own robust span (1st to 99th percentile of its
+plausible times, widened by that span or ``span_margin_s``, whichever is larger), found by a
+first pass over the time column: rows outside are ``time_implausible`` and never advance a GPU's
+clock.  nvidia-smi files need a GPU column (``index``, ``uuid`` or ``pci.bus_id``); without one
+the rows of different GPUs would collapse onto one.
+
 Every data row ends up either in a batch or as a :class:`QuarantineRecord`; ``Batch.rows``
-counts them.  ``[N/A]``/``[Not Supported]``/empty cells are *not available* (NaN), a literal
+counts them (column-level records such as ``unknown_column`` are not rows).  ``[N/A]``/``[Not Supported]``/empty cells are *not available* (NaN), a literal
 ``nan`` is quarantined.  Replay runs at the recorded pace times ``speed`` (``inf`` = as fast as
 possible); :meth:`ReplaySource.read` returns ``None`` at end of input.
 """
 
 from __future__ import annotations
 
+import array
 import csv
+import dataclasses
 import datetime as dt
 import math
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from sensors.base import (
+    COLUMN_REASONS,
+    FIELDS,
     AbstractSource,
     Batch,
     Clock,
@@ -42,24 +59,48 @@ from sensors.base import (
 )
 from sensors.errors import InputError
 from sensors.metrics import gpu_metrics
+from sensors.units import Converter, UnitProblem, converter
+from sensors.validate import Limits, iso_time
 
-#: nvidia-smi query names (and the nanoGPT logger's names) -> store field.
+#: nvidia-smi query names -> store field.
 SMI_COLUMNS: dict[str, str] = {
     "power.draw": "power_average",
     "power.draw.average": "power_average",
-    "power_w": "power_average",
     "power.draw.instant": "power_instant",
     "temperature.gpu": "temp_gpu",
-    "temperature_c": "temp_gpu",
     "temperature.memory": "temp_memory",
     "utilization.gpu": "utilization_gpu",
-    "utilization_gpu_percent": "utilization_gpu",
     "clocks.sm": "clock_sm",
     "clocks.current.sm": "clock_sm",
     "clocks.mem": "clock_memory",
     "clocks.current.memory": "clock_memory",
     "clocks_event_reasons.active": "clocks_event_reasons",
     "clocks_throttle_reasons.active": "clocks_event_reasons",
+}
+#: Loggers that rename columns put the unit last (``power_W``, ``temperature_C``,
+#: ``utilization_gpu_percent``): name without the unit -> store field.
+SUFFIXED_COLUMNS: dict[str, str] = {
+    "power": "power_average",
+    "power_draw": "power_average",
+    "temperature": "temp_gpu",
+    "temperature_gpu": "temp_gpu",
+    "temp": "temp_gpu",
+    "temperature_memory": "temp_memory",
+    "utilization_gpu": "utilization_gpu",
+    "utilization": "utilization_gpu",
+}
+#: Units nvidia-smi documents but does not print in its header (``nvidia-smi
+#: --help-query-gpu``: "temperature.gpu: Core GPU temperature. in degrees C.").
+SMI_DEFAULT_UNITS: dict[str, str] = {
+    "temperature.gpu": "degC",
+    "temperature.memory": "degC",
+    "clocks_event_reasons.active": "dimensionless",
+    "clocks_throttle_reasons.active": "dimensionless",
+}
+#: ``units`` keys (``--power-unit``, ``--temperature-unit``) -> the store fields they cover.
+UNIT_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "power": ("power_average", "power_instant", "power_limit"),
+    "temperature": ("temp_gpu", "temp_memory"),
 }
 SMI_TIME = ("timestamp",)
 SMI_INDEX = ("index", "gpu_index")
@@ -132,22 +173,63 @@ class _Bad(ValueError):
         self.reason = reason
 
 
-def _num(text: str, col: str) -> float:
+@dataclasses.dataclass(frozen=True)
+class _Col:
+    """One value column: its header text, the store field (or identity attribute), the unit the
+    store wants and the converter from the column's declared unit (None: only cells say)."""
+
+    name: str
+    field: str
+    target: str
+    unit: str | None
+    conv: Converter | None
+
+    def cell_converter(self, suffix: str, text: str) -> Converter:
+        if not suffix:
+            if self.conv is None:
+                override = next((k for k, v in UNIT_OVERRIDES.items() if self.field in v), "")
+                hint = f" or --{override}-unit" if override else ""
+                raise InputError(
+                    f"replay input column {self.name!r}",
+                    text,
+                    f"a unit in the header (e.g. '{self.name} [{self.target}]'), on the value "
+                    f"(e.g. '{text.strip()} {self.target}'){hint}",
+                )
+            return self.conv
+        if suffix == self.unit and self.conv is not None:
+            return self.conv
+        try:
+            return converter(suffix, self.target)
+        except UnitProblem as exc:
+            raise _Bad("unknown_unit", f"{self.name}={text.strip()!r}: {exc}") from None
+
+
+def _num(text: str, col: str | _Col) -> float:
+    """The value of one cell, converted to its field's unit where ``col`` is a :class:`_Col`."""
     s = text.strip()
     low = s.lower()
     if low in NOT_AVAILABLE:
         return math.nan
+    name = col.name if isinstance(col, _Col) else col
     if low in ("nan", "-nan", "+nan"):
-        raise _Bad("nan", f"{col}={s!r}")
-    s = s.split(" ", 1)[0] if " " in s else s  # "395.12 W", "1980 MHz", "100 %"
+        raise _Bad("nan", f"{name}={s!r}")
+    num, _, suffix = s.partition(" ")  # "395.12 W", "1980 MHz", "100 %", "0.39 kW"
     try:
-        return float(int(s, 16)) if s.lower().startswith("0x") else float(s)
+        x = float(int(num, 16)) if num.lower().startswith("0x") else float(num)
     except ValueError:
-        raise _Bad("malformed_line", f"{col}={text.strip()!r} is not a number") from None
+        raise _Bad("malformed_line", f"{name}={s!r} is not a number") from None
+    if not isinstance(col, _Col):
+        return x
+    return col.cell_converter(suffix.strip(), s)(x)
 
 
 class ReplaySource(AbstractSource):
-    """Replay ``path`` (format auto-detected) at ``speed`` x recorded pace."""
+    """Replay ``path`` (format auto-detected) at ``speed`` x recorded pace.
+
+    ``units`` overrides the unit of columns whose header has none (``{"power": "mW",
+    "temperature": "degF"}``); ``limits`` holds the time bounds (GPU era, reader's clock and
+    skew); ``span_margin_s`` is the least widening of the file's robust time span.
+    """
 
     name = "replay"
 
@@ -161,7 +243,16 @@ class ReplaySource(AbstractSource):
         step: float = 1.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
+        units: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
+        span_margin_s: float = 86_400.0,
     ) -> None:
+        self.units = {k: v for k, v in (units or {}).items() if v}
+        for k in self.units:
+            if k not in UNIT_OVERRIDES:
+                raise InputError("replay units", k, f"one of {sorted(UNIT_OVERRIDES)}")
+        self.limits = limits if limits is not None else Limits()
+        self.span_margin_s = float(span_margin_s)
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"replay input {self.path} does not exist")
@@ -243,11 +334,15 @@ class ReplaySource(AbstractSource):
             out[m.field] = FieldProvenance(f"{origin} dcgm {m.name}", kind, _unit(m.field))
         return out
 
-    def _device(self, index: int, uuid: str = "", **kw: object) -> int:
-        key = uuid or f"{self.host}:{index}"
+    def _device(self, index: int | None, uuid: str = "", **kw: object) -> int:
+        if index is None:  # no index column: the GPU is its UUID or PCI bus id
+            key = uuid or f"{self.host}:{kw.get('pci_bus_id', '')}"
+        else:
+            key = uuid or f"{self.host}:{index}"
         pos = self._dev_pos.get(key)
         if pos is None:
             pos = len(self._devices)
+            index = pos if index is None else index
             self._dev_pos[key] = pos
             self._devices.append(GpuInfo(key=key, index=index, host=self.host, uuid=uuid, **kw))
         return pos
@@ -257,21 +352,80 @@ class ReplaySource(AbstractSource):
             if line.strip():
                 yield lineno, line
 
+    def _column(self, i: int, text: str) -> tuple[str, _Col] | None:
+        """(kind, column) for a value or identity column; ``None`` for anything else."""
+        base, _, rest = text.partition(" [")
+        name = base.strip().lower()
+        unit = rest.rstrip("]").strip() if rest else None
+        field = SMI_COLUMNS.get(name)
+        kind = "field"
+        if field is None and name in SMI_IDENTITY:
+            kind, field = "ident", SMI_IDENTITY[name]
+            if field != "power_limit":
+                return kind, _Col(text, field, "", None, None)
+        if field is None and unit is None and "_" in name:
+            stem, _, suffix = base.strip().rpartition("_")
+            field = SUFFIXED_COLUMNS.get(stem.lower())
+            unit = suffix if field else None
+        if field is None:
+            return None
+        target = "W" if field == "power_limit" else FIELDS[field][0]
+        override = next(
+            (self.units[k] for k, v in UNIT_OVERRIDES.items() if field in v and k in self.units),
+            None,
+        )
+        if (
+            unit is not None
+            and override is not None
+            and converter(override, target) != converter(unit, target)
+        ):
+            raise InputError(
+                f"replay input column {text!r}",
+                override,
+                f"no unit override: the header says {unit!r}",
+            )
+        unit = unit if unit is not None else override or SMI_DEFAULT_UNITS.get(name)
+        try:
+            conv = converter(unit, target) if unit is not None else None
+        except UnitProblem as exc:
+            raise InputError(
+                f"replay input column {text!r}", unit, f"a unit of {target} ({exc})"
+            ) from None
+        return kind, _Col(text, field, target, unit, conv)
+
+    def _smi_header(self, cols: list[str]) -> tuple[dict[int, _Col], dict[int, _Col], list[str]]:
+        """Value columns, identity columns and the names of columns not understood."""
+        fields: dict[int, _Col] = {}
+        ident: dict[int, _Col] = {}
+        unknown = []
+        for i, c in enumerate(cols):
+            name = c.split(" [")[0].strip().lower()
+            if name in SMI_TIME or name in SMI_INDEX:
+                continue
+            got = self._column(i, c)
+            if got is None:
+                unknown.append(c)
+            else:
+                (fields if got[0] == "field" else ident)[i] = got[1]
+        return fields, ident, unknown
+
     def _smi(self, header: str) -> Iterator[_Row]:
         cols = [c.strip() for c in next(csv.reader([header]))]
         names = [c.split(" [")[0].strip().lower() for c in cols]
         i_time = next((i for i, c in enumerate(names) if c in SMI_TIME), None)
         i_idx = next((i for i, c in enumerate(names) if c in SMI_INDEX), None)
-        fields = {i: SMI_COLUMNS[c] for i, c in enumerate(names) if c in SMI_COLUMNS}
-        ident = {i: SMI_IDENTITY[c] for i, c in enumerate(names) if c in SMI_IDENTITY}
-        unknown = [
-            cols[i]
-            for i, c in enumerate(names)
-            if i not in fields and i not in ident and i not in (i_time, i_idx)
-        ]
+        fields, ident, unknown = self._smi_header(cols)
+        if i_idx is None and not {"uuid", "pci_bus_id"} & {c.field for c in ident.values()}:
+            raise InputError(
+                "replay input header",
+                header.strip()[:160],
+                "a GPU column: 'index' (or 'gpu_index'), 'uuid' or 'pci.bus_id' (nvidia-smi "
+                "--query-gpu=timestamp,index,...); without one every GPU's rows collapse onto one",
+            )
         ncol = len(cols)
         unknown_counts = 0
         cache: dict[str, int] = {}
+        ok_time = self._time_check(lambda p: _parse_time(p[i_time], cache), ncol)
         for lineno, line in self._lines():
             self.rows_read += 1
             complete = line.endswith("\n")
@@ -284,18 +438,21 @@ class ReplaySource(AbstractSource):
                 continue
             try:
                 t = _parse_time(parts[i_time], cache)
-                idx = int(parts[i_idx]) if i_idx is not None else 0
-                vals = {}
-                for i, f in fields.items():
-                    vals[f] = _num(parts[i], cols[i])
-                kw = {}
-                for i, attr in ident.items():
-                    v = parts[i].strip()
-                    kw[attr] = _num(v, cols[i]) if attr == "power_limit" else v
+                why = ok_time(t)
+                if why:
+                    raise _Bad("time_implausible", f"time {why}")
+                idx = int(parts[i_idx]) if i_idx is not None else None
+                vals = {c.field: _num(parts[i], c) for i, c in fields.items()}
+                kw = {
+                    c.field: _num(parts[i], c) if c.field == "power_limit" else parts[i].strip()
+                    for i, c in ident.items()
+                }
             except _Bad as exc:
                 yield QuarantineRecord(exc.reason, f"line {lineno}: {exc}: {line.strip()[:160]}")
                 continue
             except (ValueError, TypeError) as exc:
+                if isinstance(exc, InputError):
+                    raise
                 yield QuarantineRecord(
                     "malformed_line", f"line {lineno}: {exc}: {line.strip()[:160]}"
                 )
@@ -311,9 +468,41 @@ class ReplaySource(AbstractSource):
                 f"columns {unknown} not understood; ignored in {unknown_counts} rows",
             )
 
+    def _time_check(self, get: Callable[[list[str]], int], ncol: int) -> Callable[[int], str]:
+        """A first pass over the file's times; returns ``t -> why it is implausible`` ("" if
+        not): before the GPU era, past the reader's clock plus skew, or outside the file's
+        robust span (see the module docstring)."""
+        lo, hi = self.limits.time_bounds()
+        sample = _TimeSample()
+        with self.path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            fh.readline()
+            for line in fh:
+                parts = line.rstrip("\r\n").split(",")
+                if len(parts) != ncol:
+                    continue
+                try:
+                    t = get(parts)
+                except (ValueError, TypeError, OverflowError):
+                    continue
+                if lo <= t <= hi:
+                    sample.add(t)
+        span = sample.robust_span(self.span_margin_s)
+
+        def why(t: int) -> str:
+            problem = self.limits.time_problem(t)
+            if problem or span is None or span[0] <= t <= span[1]:
+                return problem
+            return (
+                f"{iso_time(t)} is far outside this file's span ({iso_time(span[0])} to {iso_time(span[1])}, "
+                "its 1st-99th percentile widened by that span or the margin)"
+            )
+
+        return why
+
     def _nvprof(self, header: str) -> Iterator[_Row]:
         t0 = int(round(self.start * 1e9))
         pos = self._device(0)
+        ok_time = self._time_check(lambda p: t0 + int(round(float(p[0]) * 1e9)), 4)
         for lineno, line in self._lines():
             self.rows_read += 1
             parts = line.rstrip("\r\n").split(",")
@@ -328,6 +517,9 @@ class ReplaySource(AbstractSource):
                 continue
             try:
                 t = t0 + int(round(float(t_s) * 1e9))
+                why = ok_time(t)
+                if why:
+                    raise _Bad("time_implausible", f"time {why}")
                 vals = {spec[0]: _num(v1, metric)}
                 if spec[1] == "power_limit":
                     limit = _num(v2, metric)
@@ -340,7 +532,7 @@ class ReplaySource(AbstractSource):
             except _Bad as exc:
                 yield QuarantineRecord(exc.reason, f"line {lineno}: {exc}")
                 continue
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:
                 yield QuarantineRecord("malformed_line", f"line {lineno}: {exc}")
                 continue
             yield (t, pos, vals)
@@ -459,10 +651,37 @@ class ReplaySource(AbstractSource):
             np.array(gpus, np.int64),
             {f: np.array(x) for f, x in vals.items()},
             quarantine,
+            rows=n + sum(r.reason not in COLUMN_REASONS for r in quarantine),
         )
 
     def close(self) -> None:
         self._fh.close()
+
+
+class _TimeSample:
+    """A bounded, evenly thinned sample of a file's times (every ``stride``-th kept; the stride
+    doubles when full), for robust quantiles in memory independent of the file's length."""
+
+    def __init__(self, capacity: int = 1 << 18) -> None:
+        self.capacity, self.stride, self.seen = capacity, 1, 0
+        self.times = array.array("q")
+
+    def add(self, t: int) -> None:
+        if self.seen % self.stride == 0:
+            self.times.append(t)
+            if len(self.times) >= self.capacity:
+                self.times = self.times[::2]
+                self.stride *= 2
+        self.seen += 1
+
+    def robust_span(self, margin_s: float) -> tuple[int, int] | None:
+        """[q01 - w, q99 + w] with w = max(q99 - q01, margin); None below 20 times."""
+        if len(self.times) < 20:
+            return None
+        t = np.frombuffer(self.times, dtype=np.int64)
+        q01, q99 = (int(x) for x in np.quantile(t, [0.01, 0.99], method="inverted_cdf"))
+        w = max(q99 - q01, int(margin_s * 1e9))
+        return q01 - w, q99 + w
 
 
 def _flush_pending(pending: dict[tuple[int, int], dict[str, float]]) -> Iterator[_Row]:

@@ -39,6 +39,7 @@ import pandas as pd
 import xarray as xr
 
 from sensors.base import (
+    COLUMN_REASONS,
     FIELD_NAMES,
     FIELDS,
     Batch,
@@ -507,7 +508,7 @@ class Store:
         q = list(batch.quarantine) + records
         self._pending_q.extend(q)
         for r in q:
-            self.stats[f"quarantined:{r.reason}"] += 1
+            self.stats[_counter(r.reason)] += 1
         n_ok = int(accepted.sum())
         if n_ok:
             if n_ok == accepted.size:
@@ -569,7 +570,7 @@ class Store:
                 "INSERT INTO quarantine(reason,time_ns,gpu,detail) VALUES(?,?,?,?)",
                 [(r.reason, r.time_ns, r.gpu, r.detail) for r in self._pending_q],
             )
-            inc = [(f"quarantined:{k}", v) for k, v in qcounts.items()]
+            inc = [(_counter(k), v) for k, v in qcounts.items()]
             inc += [("samples", n), ("rows", self._pending_rows)]
             if self._pending_dropped:
                 inc.append(("dropped", self._pending_dropped))
@@ -654,6 +655,9 @@ class Store:
             "last": iso(row[2]),
             "quarantined": {
                 k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("quarantined:")
+            },
+            "ignored_columns": {
+                k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("ignored:")
             },
             "dropped": int(c.get("dropped", 0)),
             "rows": int(c.get("rows", 0)),
@@ -1047,6 +1051,12 @@ def _chunk_row(c: _Chunk) -> tuple:
         c.source,
         json.dumps({"f": specs}, separators=(",", ":")),
     )
+
+
+def _counter(reason: str) -> str:
+    """Counter of a quarantine reason: column-level records (an ignored column) are not rows,
+    so they are counted apart and ``samples + quarantined == rows`` holds."""
+    return f"ignored:{reason}" if reason in COLUMN_REASONS else f"quarantined:{reason}"
 
 
 def _nan_none(x: float) -> float | None:

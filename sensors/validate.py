@@ -9,12 +9,23 @@ per-GPU clock; then, per GPU in arrival order, a row earlier than the latest acc
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 
-from sensors.base import REASONS, Batch, QuarantineRecord
+from sensors.base import REASONS, Batch, Clock, QuarantineRecord
 
 _NO_TIME = np.iinfo(np.int64).min
+#: Per-sample reason codes: positions in the per-sample tail of :data:`REASONS`.
+_NAMES = REASONS[REASONS.index("nan") :]
+_IMPLAUSIBLE = _NAMES.index("time_implausible")
+_BACKWARDS = _NAMES.index("time_backwards")
+_DUPLICATE = _NAMES.index("duplicate_timestamp")
+#: 2007-01-01T00:00Z.  No GPU telemetry can be older than CUDA: its first public release (the
+#: CUDA SDK 1.0 beta) came out in February 2007 and CUDA Toolkit 1.0 in June 2007 (NVIDIA, CUDA
+#: Toolkit Archive, https://developer.nvidia.com/cuda-toolkit-archive); nvidia-smi's
+#: ``--query-gpu`` and NVML came later still.  A time before it is a clock or parsing fault.
+GPU_ERA_START_NS = 1_167_609_600 * 1_000_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +39,39 @@ class Limits:
     power_max: float = 5000.0  # [W]
     temp_min: float = -40.0  # [degC]
     temp_max: float = 150.0  # [degC]
+    #: earliest plausible sample time [ns since the epoch]: the start of the GPU era
+    time_min_ns: int = GPU_ERA_START_NS
+    #: how far past the reader's clock a sample may lie [s] (clock skew between hosts)
+    future_skew_s: float = 86_400.0
+    #: the reader's clock (Unix seconds); injectable for tests
+    clock: Clock = time.time
+
+    def time_bounds(self) -> tuple[int, int]:
+        """(earliest, latest) plausible sample time [ns] as of now."""
+        return self.time_min_ns, int((self.clock() + self.future_skew_s) * 1e9)
+
+    def time_problem(self, t_ns: int) -> str:
+        """Why ``t_ns`` is implausible (``""`` if it is not), with the bound it breaks."""
+        lo, hi = self.time_bounds()
+        if t_ns < lo:
+            return f"{iso_time(t_ns)} is before {iso_time(lo)} (the GPU era: CUDA's first release)"
+        if t_ns > hi:
+            return (
+                f"{iso_time(t_ns)} is more than {self.future_skew_s:g} s past this reader's "
+                f"clock ({iso_time(int(self.clock() * 1e9))})"
+            )
+        return ""
+
+
+def iso_time(t_ns: int) -> str:
+    """``t_ns`` as ISO-8601 UTC (to the second), or the raw number where out of range."""
+    import datetime as dt
+
+    try:
+        d = dt.datetime.fromtimestamp(t_ns // 1_000_000_000, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"t_ns={t_ns}"
+    return d.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _fmt_row(batch: Batch, i: int, keys: list[str]) -> str:
@@ -96,8 +140,7 @@ def validate(
     limits = limits if limits is not None else Limits()
     n = len(batch)
     reason = np.full(n, -1, dtype=np.int64)
-    # Per-sample codes 0..6 index the per-sample tail of the canonical REASONS order.
-    names = REASONS[REASONS.index("nan") :]
+    names = _NAMES
 
     def mark(mask: np.ndarray, code: int) -> None:
         reason[(reason < 0) & mask] = code
@@ -126,6 +169,13 @@ def validate(
                 mark(v < 0, 1)
 
     if n:
+        # an implausible time never advances the per-GPU clock (a stray 2099 row would make
+        # every later row of its GPU "time_backwards")
+        lo, hi = limits.time_bounds()
+        bad_t = (batch.time_ns < lo) | (batch.time_ns > hi)
+        if bad_t.any():
+            reason[(reason < 0) & bad_t] = _IMPLAUSIBLE
+            fast = False
         ok = np.arange(n) if fast else np.flatnonzero(reason < 0)
         if ok.size:
             _check_order(batch, keys, last_time, ok, reason)
@@ -136,13 +186,20 @@ def validate(
     records = [
         QuarantineRecord(
             names[reason[i]],
-            _fmt_row(batch, i, keys),
+            _detail(batch, i, keys, int(reason[i]), limits),
             int(batch.time_ns[i]),
             keys[batch.gpu[i]],
         )
         for i in np.flatnonzero(~accepted)
     ]
     return accepted, records
+
+
+def _detail(batch: Batch, i: int, keys: list[str], code: int, limits: Limits) -> str:
+    row = _fmt_row(batch, i, keys)
+    if code == _IMPLAUSIBLE:
+        return f"time {limits.time_problem(int(batch.time_ns[i]))}: {row}"[:320]
+    return row
 
 
 def _check_order(
@@ -159,7 +216,7 @@ def _check_order(
             for j, k in enumerate(ks):
                 last = last_time.get(k)
                 if last is not None and t0 <= last:
-                    reason[ok[j]] = 5 if t0 < last else 6
+                    reason[ok[j]] = _BACKWARDS if t0 < last else _DUPLICATE
                 else:
                     last_time[k] = t0
             return
@@ -184,8 +241,8 @@ def _check_order(
     back = (key < prev) & (has_last | ~start)
     dup = (key == prev) & (has_last | ~start)
     idx = ok[order]
-    reason[idx[back]] = 5
-    reason[idx[dup]] = 6
+    reason[idx[back]] = _BACKWARDS
+    reason[idx[dup]] = _DUPLICATE
     good = ~(back | dup)
     if good.any():
         # latest accepted time per GPU

@@ -1,4 +1,4 @@
-"""The one pint UnitRegistry of the project and helpers that convert boundary quantities to SI.
+"""The project's pint UnitRegistry (defined in sensors.units) and helpers that convert boundary quantities to SI.
 
 Physics code is SI only (K, Pa, kg, s, W, m); pint appears only at the boundaries (TOML specs,
 files, CLI, UI).  Temperatures inside ``physics`` are absolute, in kelvin.
@@ -13,8 +13,8 @@ from sensors.errors import InputError
 
 __all__ = ["ZERO_CELSIUS_K", "InputError", "SpecError", "Q_", "ureg", "parse_quantity"]
 
-ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
-ureg.define("percent = 0.01 = pct")
+from sensors.units import ureg  # the registry lives in sensors so that readers use it too
+
 Q_ = ureg.Quantity
 
 

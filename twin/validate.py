@@ -154,7 +154,12 @@ def backtest(
     known = {g: i for i, g in enumerate(cal.gpu)}
     rows = [i for i, g in enumerate(grid.gpu) if g in known]
     if not rows:
-        raise SpecError("--telemetry", str(telemetry), "GPUs that the calibration file holds")
+        where = (
+            ds.attrs.get("source", "the telemetry")
+            if isinstance(telemetry, xr.Dataset)
+            else telemetry
+        )
+        raise SpecError("--telemetry", str(where), "GPUs that the calibration file holds")
     grid = grid.select(np.array(rows))
     ci = np.array([known[g] for g in grid.gpu])
     power = pd.DataFrame(grid.power.T).ffill().bfill().to_numpy().T

@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twin.cli.options import add_command, add_facility, add_telemetry
+from twin.cli.options import (
+    add_command,
+    add_facility,
+    add_telemetry,
+    add_units,
+    print_ingest,
+    telemetry_units,
+)
 from twin.resources import env_default
 from twin.units import SpecError
 
@@ -53,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--out", default=env_default("calibration_out"), help="write parameters (.nc)")
     c.add_argument("--plot", default=None, help="PNG of measured vs predicted, best/worst GPU")
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_units(c)
     c.set_defaults(func=cmd_calibrate)
 
     w = _telemetry_command(
@@ -113,9 +121,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise SpecError("--train-fraction", args.train_fraction, "a fraction between 0.05 and 1")
     t0 = time.perf_counter()
     spec = load_spec(facility)
-    ds = open_telemetry(telemetry, start=args.start, end=args.end)
+    ds = open_telemetry(telemetry, start=args.start, end=args.end, units=telemetry_units(args))
+    ingest = print_ingest(ds, "twin calibrate")
     result = calibrate(ds, spec, CalibrationConfig(train_fraction=args.train_fraction))
     result.summary["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    result.summary["ingest"] = ingest
     _warn_spec_check(result.summary)
     if args.out:
         result.write(args.out)

@@ -35,6 +35,44 @@ def add_telemetry(p: argparse.ArgumentParser, default: str | None = None, none: 
     )
 
 
+def add_units(p: argparse.ArgumentParser) -> None:
+    """``--power-unit``/``--temperature-unit``: units of recorded-file columns whose header
+    carries none (a unit in the header or on a value always wins; a conflict is an error)."""
+    p.add_argument(
+        "--power-unit",
+        default=env_default("power_unit", None),
+        metavar="UNIT",
+        help="unit of power columns without one in their header, e.g. W, kW, mW [TWIN_POWER_UNIT]",
+    )
+    p.add_argument(
+        "--temperature-unit",
+        default=env_default("temperature_unit", None),
+        metavar="UNIT",
+        help="unit of temperature columns without one in their header, e.g. C, F, K "
+        "[TWIN_TEMPERATURE_UNIT; nvidia-smi's temperature.gpu: C]",
+    )
+
+
+def telemetry_units(args: argparse.Namespace) -> dict[str, str]:
+    """The unit overrides ``args`` give (see :func:`add_units`)."""
+    out = {
+        "power": getattr(args, "power_unit", None),
+        "temperature": getattr(args, "temperature_unit", None),
+    }
+    return {k: v for k, v in out.items() if v}
+
+
+def print_ingest(ds, command: str) -> dict:
+    """Say on stderr what reading the telemetry cost (rows, samples, quarantined by reason);
+    returns the report for the command's JSON."""
+    from twin.io.telemetry import format_ingest, ingest_report
+
+    report = ingest_report(ds)
+    if report:
+        print(f"{command}: telemetry: {format_ingest(report)}", file=sys.stderr)
+    return report
+
+
 def add_calibration(p: argparse.ArgumentParser) -> None:
     """``--calibration params.nc`` and ``--gpu-map map.csv`` (``TWIN_CALIBRATION``)."""
     p.add_argument(

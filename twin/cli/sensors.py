@@ -54,6 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help=f"memory buffer while the store is not writable [{env('max_buffer_samples')}]",
     )
+    p.add_argument(
+        "--power-unit",
+        help=f"replay: unit of power columns whose header has none (W, kW, mW) "
+        f"[{env('power_unit')}]",
+    )
+    p.add_argument(
+        "--temperature-unit",
+        help=f"replay: unit of temperature columns whose header has none (C, F, K) "
+        f"[{env('temperature_unit')}; nvidia-smi's temperature.gpu: C]",
+    )
     p.set_defaults(func=cmd_sensord)
 
     t = subparsers.add_parser("telemetry", help="inspect and export a telemetry store")
@@ -93,6 +103,8 @@ def cmd_sensord(args: argparse.Namespace) -> int:
         "location",
         "retention_days",
         "max_buffer_samples",
+        "power_unit",
+        "temperature_unit",
     ]
     cfg = DaemonConfig.from_env(**{k: getattr(args, k, None) for k in keys})
     try:

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from twin.cli.options import add_command, add_facility, add_telemetry
+from twin.cli.options import add_command, add_facility, add_telemetry, add_units, telemetry_units
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", default=None, help="score from this time (ISO 8601)")
     p.add_argument("--end", default=None, help="score up to this time (ISO 8601)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_units(p)
     p.set_defaults(func=run)
 
 
@@ -43,7 +44,13 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("--telemetry", None, "a telemetry source (or TWIN_TELEMETRY)")
     if not args.facility:
         raise SpecError("--facility", None, "the facility spec the calibration was fitted to")
-    out = backtest(args.telemetry, args.facility, args.calibration, args.start, args.end)
+    from twin.cli.options import print_ingest
+    from twin.io.telemetry import open_telemetry
+
+    ds = open_telemetry(args.telemetry, units=telemetry_units(args))
+    ingest = print_ingest(ds, "twin validate")
+    out = backtest(ds, args.facility, args.calibration, args.start, args.end)
+    out["ingest"] = ingest
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")

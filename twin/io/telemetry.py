@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import tempfile
@@ -42,6 +43,14 @@ import xarray as xr
 # re-exported as is: apps reach the synthetic fleet only through twin
 from sensors.synthetic import simulate_fleet as synthetic_fleet  # noqa: F401
 from twin.units import SpecError
+
+#: A grid never holds more cells (GPUs x steps) than this many per reading present, nor more
+#: than GRID_MIN_CELLS when that is larger: memory follows the samples, not the time span (one
+#: stray 2099 time in a 2025 log once asked for a 17 GiB grid of 2.3e9 steps).
+GRID_CELLS_PER_SAMPLE = 64
+GRID_MIN_CELLS = 4_000_000
+#: bytes per grid cell at the peak of :func:`to_grid` (its arrays and temporaries), for messages
+GRID_BYTES_PER_CELL = 200
 
 #: clocks-event reason bits that mean thermal throttling (NVML ``nvmlClocksEventReason*``):
 #: HW slowdown 0x8, SW thermal slowdown 0x20, HW thermal slowdown 0x40, HW power brake 0x80.
@@ -94,11 +103,14 @@ def open_telemetry(
     start: object = None,
     end: object = None,
     prometheus_step: float = 1.0,
+    units: dict[str, str] | None = None,
 ) -> xr.Dataset:
     """Read ``source`` (store, recorded file, or Prometheus URL) into a ``time x gpu`` Dataset.
 
-    Raises :class:`SpecError` naming ``--telemetry`` when the source does not exist, cannot be
-    parsed, is unreachable or holds no sample.
+    ``units`` overrides the units of recorded-file columns whose header has none (``{"power":
+    "mW"}``, see :class:`sensors.replay.ReplaySource`).  What was read and quarantined is in
+    :func:`ingest_report` of the result.  Raises :class:`SpecError` naming ``--telemetry`` when
+    the source does not exist, cannot be parsed, is unreachable or holds no sample.
     """
     text = str(source)
     if text.startswith(("http://", "https://")):
@@ -128,43 +140,85 @@ def open_telemetry(
             try:
                 with contextlib.closing(Store(path, readonly=True)) as st:
                     ds = st.read(start, end)
+                    _set_ingest(ds, st.info(), "store")
             except StoreError as exc:
                 raise SpecError("--telemetry", text, f"a twin telemetry store ({exc})") from exc
         else:
-            ds = _read_replay(path, start, end)
+            ds = _read_replay(path, start, end, units)
     return check_telemetry(ds, text)
 
 
-def _read_replay(path: Path, start: object, end: object) -> xr.Dataset:
+def _read_replay(
+    path: Path, start: object, end: object, units: dict[str, str] | None = None
+) -> xr.Dataset:
     """Replay ``path`` as fast as possible through a temporary store (validation included)."""
+    from sensors.errors import InputError
     from sensors.replay import ReplaySource
     from sensors.store import Store
 
-    src = ReplaySource(path, speed=math.inf)
-    with tempfile.TemporaryDirectory(prefix="twin-cal-") as tmp:
-        store_path = Path(tmp) / "replay.db"
-        with Store(store_path, synchronous="OFF") as st:
-            st.record_provenance(src.name, dict(src.provenance()))
-            while (batch := src.read()) is not None:
-                if len(batch) or batch.quarantine:
-                    st.append(batch, src.devices(), source=src.name)
-            st.flush()
-            ds = st.read(start, end)
-            ds.attrs["quarantined"] = str(st.info()["quarantined"])
-        src.close()
+    try:
+        src = ReplaySource(path, speed=math.inf, units=units)
+        with tempfile.TemporaryDirectory(prefix="twin-cal-") as tmp:
+            with Store(Path(tmp) / "replay.db", synchronous="OFF") as st:
+                st.record_provenance(src.name, dict(src.provenance()))
+                while (batch := src.read()) is not None:
+                    if len(batch) or batch.quarantine:
+                        st.append(batch, src.devices(), source=src.name)
+                st.flush()
+                ds = st.read(start, end)
+                _set_ingest(ds, st.info(), "file")
+            src.close()
+    except InputError as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError(f"--telemetry {exc.path}", exc.value, exc.expected) from exc
     ds = ds.load()
     ds.attrs["source"] = str(path)
     return ds
+
+
+def _set_ingest(ds: xr.Dataset, info: dict, scope: str) -> None:
+    """Keep what reading cost in ``ds.attrs["ingest"]`` (JSON text: netCDF attributes are
+    strings): rows, samples, quarantined rows by reason, ignored columns."""
+    report = {
+        "scope": scope,  # "file": this read; "store": the store's whole history
+        "rows": int(info.get("rows", 0)),
+        "samples": int(info.get("samples", 0)),
+        "quarantined": {k: int(v) for k, v in dict(info.get("quarantined", {})).items()},
+        "ignored_columns": {k: int(v) for k, v in dict(info.get("ignored_columns", {})).items()},
+    }
+    ds.attrs["ingest"] = json.dumps(report)
+
+
+def ingest_report(ds: xr.Dataset) -> dict:
+    """What reading ``ds`` cost: ``rows``, ``samples``, ``quarantined`` {reason: rows},
+    ``ignored_columns``; ``{}`` where the source does not say (Prometheus, a Dataset)."""
+    text = ds.attrs.get("ingest")
+    return json.loads(text) if text else {}
+
+
+def format_ingest(report: dict) -> str:
+    """One line for people: ``2,001 rows: 2,000 samples, 1 quarantined (time_implausible 1)``."""
+    if not report:
+        return ""
+    q = report.get("quarantined", {})
+    why = ", ".join(f"{k} {v:,}" for k, v in sorted(q.items()))
+    where = "rows in the store" if report.get("scope") == "store" else "rows read"
+    line = f"{report['rows']:,} {where}: {report['samples']:,} samples, {sum(q.values()):,} quarantined"
+    line += f" ({why})" if why else ""
+    cols = report.get("ignored_columns") or {}
+    return line + (f"; ignored columns: {sum(cols.values())}" if cols else "")
 
 
 def check_telemetry(ds: xr.Dataset, source: str = "") -> xr.Dataset:
     """Make sure ``ds`` has GPUs, times, die temperature and power; raise :class:`SpecError`."""
     label = "--telemetry"
     if ds.sizes.get("time", 0) < 2 or ds.sizes.get("gpu", 0) < 1:
+        lost = format_ingest(ingest_report(ds))
         raise SpecError(
             label,
             f"{source or 'Dataset'} with {ds.sizes.get('time', 0)} times x "
-            f"{ds.sizes.get('gpu', 0)} GPUs",
+            f"{ds.sizes.get('gpu', 0)} GPUs" + (f" ({lost})" if lost else ""),
             "telemetry with at least 2 samples of one GPU",
         )
     for need in ("temp_gpu", "power_average"):
@@ -342,9 +396,9 @@ def to_grid(
     tns = ds["time"].values.astype("datetime64[ns]").astype(np.int64)
     t0 = int(tns.min())
     ts = (tns - t0) / 1e9
-    n = int(math.floor(ts.max() / dt)) + 1
-    grid_t = np.arange(n) * dt
     g_n = ds.sizes["gpu"]
+    n = _grid_steps(ds, ts, dt, g_n)
+    grid_t = np.arange(n) * dt
     power = np.full((g_n, n), np.nan)
     temp = np.full((g_n, n), np.nan)
     frac = np.zeros((g_n, n))
@@ -406,6 +460,28 @@ def to_grid(
         identity=_identity(ds),
     )
     return grid.select(np.flatnonzero(keep)) if not keep.all() else grid
+
+
+def _grid_steps(ds: xr.Dataset, ts: np.ndarray, dt: float, g_n: int) -> int:
+    """Steps of the grid, checked against the readings present before anything is allocated."""
+    span = float(ts.max())
+    steps = math.floor(span / dt) + 1
+    readings = int(
+        np.isfinite(ds["temp_gpu"].values).sum() + np.isfinite(ds["power_average"].values).sum()
+    )
+    limit = max(GRID_CELLS_PER_SAMPLE * readings, GRID_MIN_CELLS)
+    if steps * g_n > limit:
+        first = np.datetime_as_string(ds["time"].values.min(), unit="s")
+        last = np.datetime_as_string(ds["time"].values.max(), unit="s")
+        need = steps * g_n * GRID_BYTES_PER_CELL / 2**30
+        raise SpecError(
+            "--telemetry",
+            f"{g_n} GPUs x {steps:,} steps of {dt:g} s ({first} to {last}, {span / 86400:,.1f} "
+            f"days; ~{need:,.1f} GiB) for {readings:,} readings",
+            f"a time span in proportion to the readings (at most {limit:,} GPU-steps): choose "
+            "--start/--end, or remove stray times from the file",
+        )
+    return steps
 
 
 #: Per-GPU identity coordinates that a calibration carries into its file.
