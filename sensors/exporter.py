@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from sensors.base import REASONS, Batch, GpuInfo
+from sensors.base import COLUMN_REASONS, REASONS, Batch, GpuInfo
 from sensors.errors import InputError
 from sensors.metrics import gpu_metrics, health_metrics
 
@@ -66,7 +66,7 @@ class Exporter:
         self._latest: dict[str, tuple[GpuInfo, dict[str, float]]] = {}
         self._lost: dict[str, GpuInfo] = {}
         self.health: dict[str, float] = {}
-        self.quarantined: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self.quarantined: dict[str, int] = {r: 0 for r in REASONS if r not in COLUMN_REASONS}
         self.collector_success = 1.0
         self._queue: list[tuple[Batch, Sequence[GpuInfo], np.ndarray | None]] = []
         self.max_queue = 256  # batches queued between scrapes before they are folded anyway

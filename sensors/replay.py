@@ -261,6 +261,7 @@ class ReplaySource(AbstractSource):
         self.start = self.path.stat().st_mtime if start is None else float(start)
         self.step = step
         self._clock, self._sleep = clock, sleep
+        self.rows_read = 0
         self._devices: list[GpuInfo] = []
         self._dev_pos: dict[str, int] = {}
         self._fh = self.path.open(newline="", encoding="utf-8", errors="replace")
@@ -269,11 +270,12 @@ class ReplaySource(AbstractSource):
         self._prov = self._provenance()
         gens = {"smi": self._smi, "nvprof": self._nvprof, "prom": self._prom}
         self._rows: Iterator[_Row] = gens[self.format](first)
-        self._peek: _Row | None = None
+        # the first row now: a header that cannot be read (a unit that is not one, no GPU
+        # column) refuses the file here, before anything is stored
+        self._peek: _Row | None = next(self._rows, None)
         self._t0: int | None = None
         self._wall0: float | None = None
         self._done = False
-        self.rows_read = 0
 
     # ------------------------------------------------------------------ formats
     @staticmethod
