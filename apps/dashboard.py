@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class Context:
 
     settings: data.SimSettings
     telemetry: str
+    access: data.Access  # what the server may read and fetch for the page (--data-dir ...)
 
 
 def command_line() -> argparse.Namespace:
@@ -48,8 +50,20 @@ def command_line() -> argparse.Namespace:
     p.add_argument("--facility", default=env_default("facility", "superfactory"))
     p.add_argument("--telemetry", default=env_default("telemetry", ""))
     p.add_argument("--calibration", default=env_default("calibration", ""))
+    p.add_argument("--data-dir", action="append", default=None)
+    p.add_argument("--allow-url", action="append", default=None)
     args, _unknown = p.parse_known_args(sys.argv[1:])
+    if args.data_dir is None:  # TWIN_DATA_DIR: directories separated by os.pathsep
+        args.data_dir = (env_default("data_dir") or "").split(os.pathsep)
+    if args.allow_url is None:  # TWIN_ALLOW_URL: prefixes separated by spaces
+        args.allow_url = (env_default("allow_url") or "").split()
     return args
+
+
+def access(args: argparse.Namespace) -> data.Access:
+    """The operator's read/fetch policy (:class:`apps.access.Access`) of the command line."""
+    named = (args.telemetry, args.calibration, args.facility)
+    return data.Access.from_options(args.data_dir, args.allow_url, named)
 
 
 def sidebar(args: argparse.Namespace) -> tuple[str, Context | None]:
@@ -90,13 +104,15 @@ def sidebar(args: argparse.Namespace) -> tuple[str, Context | None]:
             key="telemetry",
         )
     try:
+        policy = access(args)
+        policy.check_sources(facility, calibration, telemetry)
         settings = data.parse_settings(
             facility, hours, step, record, start, load, spread, calibration=calibration
         )
     except InputError as exc:
         st.error(f"Twin inputs: {exc}")
         return page, None
-    return page, Context(settings, telemetry.strip())
+    return page, Context(settings, telemetry.strip(), policy)
 
 
 def main() -> None:

@@ -38,7 +38,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-# InputError, SpecError and parse_quantity are also the views' (they import only apps.data)
+# Access, InputError, SpecError and parse_quantity are also the views' (they import only
+# apps.data)
+from apps.access import Access
 from twin.units import ZERO_CELSIUS_K, InputError, SpecError, parse_quantity
 
 try:  # the pages run under Streamlit; the benchmark and tests may import without a session
@@ -110,7 +112,10 @@ def calibration_file(path: str):
     """:func:`twin.model.calibrated.load_calibration` of ``path`` (its errors name the input)."""
     from twin.model.calibrated import load_calibration
 
-    return load_calibration(path)
+    try:
+        return load_calibration(path)
+    except InputError as exc:
+        raise Access.hide_contents(exc, path) from None
 
 
 # ------------------------------------------------------------------------------ fleet
@@ -132,7 +137,10 @@ def load_spec(facility: str):
     :class:`SpecError` naming the facility input)."""
     from twin.spec import load_spec as twin_load_spec
 
-    return twin_load_spec(facility, field="facility")
+    try:
+        return twin_load_spec(facility, field="facility")
+    except InputError as exc:
+        raise Access.hide_contents(exc, facility) from None
 
 
 @cache_resource(show_spinner="Preparing the twin (boundary data, hydraulics) ...")
@@ -314,7 +322,10 @@ def jobs_from_path(path: str, facility_gpus: int, hours: float):
 
     from twin.io.jobs import load_jobs
 
-    jobs = load_jobs(path, facility_gpus=facility_gpus, hours=hours)
+    try:
+        jobs = load_jobs(path, facility_gpus=facility_gpus, hours=hours)
+    except InputError as exc:
+        raise Access.hide_contents(exc, path) from None
     with open(path, "rb") as fh:
         digest = hashlib.sha1(fh.read()).hexdigest()
     return jobs, digest
@@ -417,7 +428,10 @@ def read_telemetry(source: str) -> xr.Dataset:
     raises :class:`SpecError` saying what is wrong (missing, empty, unreachable)."""
     from twin.io.telemetry import open_telemetry
 
-    return open_telemetry(source)
+    try:
+        return open_telemetry(source)
+    except InputError as exc:  # a file that is not telemetry: its first line is not shown
+        raise Access.hide_contents(exc, source) from None
 
 
 class SimulatedFleet:
@@ -474,7 +488,15 @@ def parse_power(text: str) -> float:
 
 def read_live(source: str, window_s: float) -> xr.Dataset:
     """The last ``window_s`` seconds of a live source (store being written, Prometheus URL) or a
-    recorded file; raises :class:`SpecError` for a missing, empty, foreign or unreachable one."""
+    recorded file; raises :class:`SpecError` for a missing, empty, foreign or unreachable one
+    (never quoting the file)."""
+    try:
+        return _read_live(source, window_s)
+    except InputError as exc:
+        raise Access.hide_contents(exc, source) from None
+
+
+def _read_live(source: str, window_s: float) -> xr.Dataset:
     from twin.io.telemetry import is_store, open_telemetry, store_info
 
     if source.startswith(("http://", "https://")):

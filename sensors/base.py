@@ -149,6 +149,21 @@ def hostname() -> str:
     return socket.gethostname()
 
 
+#: Control characters shown as escapes (newline is left to the format that shows the text).
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c != 0x0A} | {0x0D: "\\r"}
+
+
+def printable(s: str) -> str:
+    """``s`` as text that any consumer can show: bytes that were not UTF-8 (surrogate escapes,
+    as ``os.fsdecode`` and ``surrogateescape`` decoding leave them) become ``\\xff``, control
+    characters ``\\r`` and ``\\x00`` (the backslash is literal text); ``\\n`` is kept."""
+    try:
+        raw = s.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no undecodable byte left
+        raw = s.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
+
+
 class AbstractSource(abc.ABC):
     """A source of GPU samples.  ``read()`` returns the next batch, or ``None`` at end of input.
 

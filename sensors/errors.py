@@ -14,8 +14,12 @@ class InputError(ValueError):
     """
 
     def __init__(self, path: str, value: object, expected: str):
-        if type(value).__module__ == "numpy" and hasattr(value, "item"):
-            value = value.item()  # np.int64(-5) -> -5: messages show plain numbers
+        if (
+            type(value).__module__ == "numpy"
+            and hasattr(value, "item")
+            and not getattr(value, "shape", ())
+        ):  # a NumPy scalar: shown as the plain number, not np.int64(-5)
+            value = value.item()
         self.path = path
         self.value = value
         self.expected = expected

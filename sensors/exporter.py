@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from sensors.base import COLUMN_REASONS, REASONS, Batch, GpuInfo
+from sensors.base import COLUMN_REASONS, REASONS, Batch, GpuInfo, printable
 from sensors.errors import InputError
 from sensors.metrics import gpu_metrics, health_metrics
 
@@ -37,6 +37,9 @@ def _fmt(v: float) -> str:
 
 
 def _esc(s: str) -> str:
+    """A label value of the text exposition: :func:`printable`, then the format's escapes of
+    backslash, newline and double quote (the only escapes Prometheus' parsers accept)."""
+    s = printable(s)
     return s.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 

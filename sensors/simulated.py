@@ -321,4 +321,5 @@ class SimulatedSource(AbstractSource):
 def _hash(s: str) -> str:
     import zlib
 
-    return f"{zlib.crc32(s.encode()) & 0xFFFFFFFF:08x}"
+    # surrogateescape: a host name with bytes that are not UTF-8 hashes by its bytes
+    return f"{zlib.crc32(s.encode('utf-8', 'surrogateescape')) & 0xFFFFFFFF:08x}"

@@ -53,8 +53,9 @@ def power_trend(results: dict) -> alt.Chart:
     )
 
 
-def _jobs(source: str, spec, hours: float):
-    """The chosen job set and a key that identifies it (cache key of the replay)."""
+def _jobs(source: str, spec, hours: float, access):
+    """The chosen job set and a key that identifies it (cache key of the replay); a path is read
+    only if ``access`` (the operator's policy) allows it."""
     if source == SOURCES[0]:
         c1, c2 = st.columns(2)
         load = c1.slider(
@@ -77,6 +78,7 @@ def _jobs(source: str, spec, hours: float):
     if not path:
         st.info("Give the path of a job file on the dashboard's machine.")
         return None, ""
+    path = str(access.path(path, "job file path"))  # only under the operator's --data-dir
     jobs, digest = data.jobs_from_path(path, spec.gpus, hours)
     return jobs, f"path:{path}:{digest}"
 
@@ -153,7 +155,7 @@ def render(ctx) -> None:
     )
     source = st.radio("Job set", SOURCES, horizontal=True, key="pl_source")
     hours, epoch_s, objective, policies, caps_text = _settings(s)
-    jobs, key = _jobs(source, spec, hours)
+    jobs, key = _jobs(source, spec, hours, ctx.access)
     if jobs is None:
         return
     st.caption(

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from dashboard_testlib import APP, FACILITY, GPU_SPREAD, HOURS, RECORD_S, START, STEP_S
+from dashboard_testlib import APP, FACILITY, GPU_SPREAD, HOURS, RECORD_S, ROOT, START, STEP_S
 
 
 @pytest.fixture
-def app(monkeypatch):
-    """A fresh AppTest of the dashboard on the mini facility, no telemetry source."""
+def app(monkeypatch, tmp_path):
+    """A fresh AppTest of the dashboard on the mini facility, no telemetry source; the page may
+    read files of the project and of the test's ``tmp_path`` (its --data-dir), fetch no URL."""
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("TWIN_FACILITY", str(FACILITY))
     monkeypatch.delenv("TWIN_TELEMETRY", raising=False)
+    monkeypatch.delenv("TWIN_CALIBRATION", raising=False)
+    monkeypatch.delenv("TWIN_ALLOW_URL", raising=False)
+    monkeypatch.setenv("TWIN_DATA_DIR", os.pathsep.join((str(ROOT), str(tmp_path))))
     return AppTest.from_file(str(APP), default_timeout=600)
 
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sensors_testlib import free_port, http_get, info, sensord_argv, wait_until
 
 from sensors.base import Batch, GpuInfo
 from sensors.exporter import Exporter, parse_addr
 from sensors.metrics import catalogue
+from sensors.store import Store
 
 GOLDEN = Path(__file__).with_name("fixtures") / "golden_exposition.txt"
 
@@ -103,3 +105,53 @@ def test_metrics_addr_defaults_to_loopback():
     assert parse_addr("0.0.0.0:9400") == ("0.0.0.0", 9400)
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_addr("9400")
+
+
+def test_non_utf8_names_and_control_characters_are_escaped_not_fatal():
+    """A hostname or GPU name holding bytes that are not UTF-8 (``--hostname $'\\xff'`` reaches
+    Python as the surrogate escape U+DCFF) renders as the text ``\\xff``; CR and NUL in a label
+    value are escaped too, so the body encodes and Prometheus' parser reads every label back."""
+    gpu = GpuInfo(
+        key="GPU-x",
+        index=0,
+        host="",
+        uuid="GPU-x\r\nfake_metric 1",
+        name="H100\x00\udcfe",
+        pci_bus_id='00000000:18:00.0"\\',
+    )
+    exp = Exporter("node-\udcff", "sim")
+    exp.update(Batch([1], [0], {"temp_gpu": [40.0]}), [gpu])
+    body = exp.render().encode("utf-8")  # raised UnicodeEncodeError before
+    text = body.decode("utf-8")
+    assert "\r" not in text and "\x00" not in text
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    (sample,) = fams["DCGM_FI_DEV_GPU_TEMP"].samples
+    assert sample.labels["Hostname"] == "node-\\xff"
+    assert sample.labels["modelName"] == "H100\\x00\\xfe"
+    assert sample.labels["UUID"] == "GPU-x\\r\nfake_metric 1"
+    assert sample.labels["pci_bus_id"] == '00000000:18:00.0"\\'
+    assert "fake_metric" not in fams
+
+
+def test_sensord_starts_with_a_hostname_that_is_not_utf8(spawn, tmp_path):
+    """``twin sensord --hostname $'\\xff'`` raised UnicodeEncodeError before the first poll; the
+    label is kept as its escaped text ``\\xff`` where it is stored and shown in /metrics."""
+    port, store = free_port(), tmp_path / "s.db"
+    argv = sensord_argv(
+        "--hostname", "node-\udcff", store=store, interval=0.1, sim_gpus=2, metrics_addr=f":{port}"
+    )
+    d = spawn(argv, "sensord")
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def scraped() -> str | None:
+        if d.p.poll() is not None:  # exited (the old code: a traceback at start)
+            pytest.fail(d.log.read_text()[-2000:])
+        text = http_get(url)
+        return text if text and "DCGM_FI_DEV_GPU_TEMP{" in text else None
+
+    text = wait_until(scraped, 60, "the GPU metrics")
+    assert 'Hostname="node-\\\\xff"' in text
+    wait_until(lambda: info(store)["samples"] > 0, 30, "a flush")
+    assert d.stop() == 0, d.log.read_text()[-2000:]
+    with Store(store, readonly=True) as st:
+        assert set(st.read().host.values.tolist()) == {"node-\\xff"}

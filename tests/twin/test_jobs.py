@@ -88,7 +88,7 @@ def test_minimal_csv_gets_class_profiles(tmp_path):
     [
         ("", "<empty file>", "at least one job"),
         ("id,arrival,duration,gpus,workload\n", "<no jobs>", "at least one job"),
-        ("id,arrival,duration,gpus,workload\na,0,10,0,training\n", "field gpus", "integer >= 1"),
+        ("id,arrival,duration,gpus,workload\na,0,10,0,training\n", "field gpus", "integer from 1"),
         ("id,arrival,duration,gpus,workload\na,0,10,2,render\n", "field workload", "training"),
         ("id,arrival,duration,gpus,workload\na,0,-5,2,batch\n", "field duration", "> 0"),
         ("id,arrival,gpus,workload\na,0,2,batch\n", "column duration", "job columns"),
@@ -110,3 +110,44 @@ def test_bad_json_and_load_target(tmp_path):
         load_jobs(path)
     with pytest.raises(SpecError, match="target load between 0.05 and 1"):
         generate_jobs(1000, load=1.7)
+
+
+HEADER = b"id,arrival,duration,gpus,workload\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "where", "value", "expected"),
+    [  # each gave a traceback (UnicodeDecodeError, IntCastingNaNError, ParserError) or no error
+        (b"\xff\xfe\x00\x01\x89PNG", "bin.csv", "line 1, column 1", "'byte 0xff'", "UTF-8 text"),
+        (HEADER + b"a,0,60,2,tr\xe9ining\n", "l1.csv", "line 2, column 12", "'byte 0xe9'", "UTF-8"),
+        (HEADER + b"a,0,60,2,training\x00\n", "nul.csv", "line 2", "'byte 0x00'", "UTF-8 text"),
+        (HEADER + b"a,0,60,1e400,training\n", "big.csv", "row 1 (a) field gpus", "'1e400'", "1 to"),
+        (HEADER + b"a,0,60,2,training,9\n", "wide.csv", "line 2", "'6 cells'", "5 cells"),
+        (b'[{"id":"a","arrival":0,"duration":60,"gpus":-5,"workload":"batch"}]', "neg.json",
+         "row 1 (a) field gpus", "-5", "an integer from 1"),
+        (HEADER.replace(b"\n", b",power_lo\n") + b"a,0,60,2,training,0.5\n", "typo.csv",
+         "header", "'power_lo'", "only the job columns"),
+        (HEADER.replace(b"\n", b",period\n") + b"a,0,60,2,training,abc\n", "opt.csv",
+         "row 1 (a) field period", "'abc'", "a finite number, or empty"),
+    ],
+)  # fmt: skip
+def test_hostile_job_files_are_clear_errors(tmp_path, data, name, where, value, expected):
+    """Bytes that are not UTF-8, a binary file, an overflowing GPU count, a malformed CSV row, an
+    unknown (misspelt) column, a non-numeric optional field: a SpecError naming the file, the
+    place, the value as written (``-5``, never ``np.int64(-5)``) and what was expected."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(SpecError) as exc:
+        load_jobs(path)
+    msg = str(exc.value)
+    assert msg.startswith(str(path)) and where in msg, msg
+    assert f"got {value}" in msg and expected in msg and "np." not in msg, msg
+
+
+def test_empty_optional_cells_take_the_class_default(tmp_path):
+    path = tmp_path / "j.csv"
+    path.write_text(
+        "id,arrival,duration,gpus,workload,deferral\na,0,60,2,batch,\nb,0,60,2,batch,5\n"
+    )
+    t = load_jobs(path).table.set_index("id")
+    assert t.deferral.to_dict() == {"a": 4 * 3600.0, "b": 5.0}

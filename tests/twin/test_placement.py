@@ -294,6 +294,7 @@ def test_cli_optimize_json_and_plan(tmp_path, capsys):
     jobs = tmp_path / "jobs.csv"
     jobs.write_text(
         "id,arrival,duration,gpus,workload\na,0,7200,144,training\nb,600,1800,30,inference\nc,900,3000,60,batch\n"
+        "late,3600,600,8,batch\n"  # arrives at the end of the 1-h replay: counted, said, not run
     )
     out = tmp_path / "plan.nc"
     rc = twin_main(
@@ -315,14 +316,17 @@ def test_cli_optimize_json_and_plan(tmp_path, capsys):
         ]
     )
     assert rc == 0
-    doc = json.loads(capsys.readouterr().out)
+    said = capsys.readouterr()
+    doc = json.loads(said.out)
     documented = "energy_kwh carbon_kg cost pue max_gpu_temperature_c throttle_minutes violations"
     assert set(doc) >= {*documented.split(), "deferred_jobs", "wall_seconds"}
+    assert (doc["jobs"], doc["jobs_after_horizon"]) == (3, 1)
+    assert "1 of 4 jobs arrive after the 1 h horizon and are not replayed" in said.err
     assert set(doc["energy_kwh"]) >= {"it", "pumps", "fans", "chillers", "total"}
     e = doc["energy_kwh"]
     assert e["total"] > e["it"] > 0
     plan = xr.open_dataset(out)
-    assert list(plan.job.values) == ["a", "b", "c"]
+    assert list(plan.job.values)[:3] == ["a", "b", "c"]
     racks = [s.split(";") for s in plan.job_racks.values]
     assert len(racks[0]) == 2 and all(
         x.endswith(":72") for x in racks[0]

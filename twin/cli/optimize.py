@@ -33,6 +33,8 @@ SUMMARY_KEYS = (
     "throttle_minutes",
     "violations",
     "deferred_jobs",
+    "jobs",
+    "jobs_after_horizon",
     "wall_seconds",
 )
 
@@ -219,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             path = args.out if len(policies) == 1 else _suffixed(args.out, pol)
             print(f"wrote {write_netcdf(res.plan, path)}", file=sys.stderr)
+    _say_after_horizon(results, len(jobs))
     cal = {"calibration": run_.calibration} if run_.calibration is not None else {}
     out = {
         pol: {k: r.summary[k] for k in SUMMARY_KEYS} | cal | {"details": r.summary}
@@ -230,6 +233,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         _table({p: r.summary for p, r in results.items()})
     return 0
+
+
+def _say_after_horizon(results: dict, n_jobs: int) -> None:
+    """Jobs that arrive after the replay's end are not replayed: say how many (stderr; the
+    JSON has ``jobs_after_horizon``)."""
+    s = next(iter(results.values())).summary
+    if s["jobs_after_horizon"]:
+        print(
+            f"twin optimize: {s['jobs_after_horizon']:,} of {n_jobs:,} jobs arrive after the "
+            f"{s['hours']:g} h horizon and are not replayed (longer --hours replays them)",
+            file=sys.stderr,
+        )
 
 
 def _suffixed(path: str, policy: str) -> str:
@@ -250,6 +265,7 @@ def _table(summaries: dict) -> None:
         ("max GPU degC", lambda s: s["max_gpu_temperature_c"], "{:.1f}"),
         ("violations", lambda s: s["violations"], "{:d}"),
         ("deferred jobs", lambda s: s["deferred_jobs"], "{:d}"),
+        ("after horizon", lambda s: s["jobs_after_horizon"], "{:d}"),
         ("work GPU-h", lambda s: s["work_gpu_hours"], "{:,.0f}"),
         ("parked rack-h", lambda s: s["parked_rack_hours"], "{:,.0f}"),
         ("mean wait s", lambda s: s["mean_wait_seconds"], "{:,.0f}"),

@@ -84,7 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_sensord(args: argparse.Namespace) -> int:
-    from sensors.base import FIELDS  # noqa: F401 - fail early on a broken install
+    from sensors.base import (
+        FIELDS,  # noqa: F401 - fail early on a broken install
+        printable,
+    )
     from sensors.daemon import Daemon, setup_json_logging
     from sensors.nvml import NvmlUnavailable
     from sensors.store import StoreError
@@ -107,6 +110,8 @@ def cmd_sensord(args: argparse.Namespace) -> int:
         "temperature_unit",
     ]
     cfg = DaemonConfig.from_env(**{k: getattr(args, k, None) for k in keys})
+    # labels that are not UTF-8 (--hostname $'\xff') are kept as their escaped text
+    cfg.hostname, cfg.location = printable(cfg.hostname), printable(cfg.location)
     try:
         daemon = Daemon(cfg)
     except (NvmlUnavailable, StoreError, OSError) as exc:

@@ -32,6 +32,8 @@ statistics, kept as cited figures in ``data/jobs/alibaba_openb.toml``.  See ``do
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import tomllib
@@ -49,6 +51,8 @@ JOBS_DIR = data_dir("jobs")
 COLUMNS = ("id", "arrival", "duration", "gpus", "workload")
 OPTIONAL = ("power_low", "power_high", "period", "deferral")
 ALIBABA_HEADER = {"name", "num_gpu", "gpu_milli", "creation_time", "deletion_time", "qos"}
+#: Most GPUs one job may ask for (a bound, so that ``gpus=1e400`` is an error, not an overflow).
+MAX_JOB_GPUS = 10_000_000
 #: Default deferral window of flexible (batch) work [s].
 DEFAULT_BATCH_DEFERRAL_S = 4 * 3600.0
 
@@ -124,50 +128,75 @@ def _fill_profiles(df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     return df
 
 
-def validate_jobs(df: pd.DataFrame, source: str = "jobs", seed: int = 0) -> pd.DataFrame:
-    """Check a job table; fill optional columns from the class profiles.
+def _plain(value: object) -> object:
+    """A cell as the message shows it: NumPy scalars as plain Python numbers."""
+    return value.item() if isinstance(value, np.generic) else value
 
-    Raises :class:`SpecError` naming the file, row, field, value and what was expected.
-    """
-    if df is None or len(df) == 0:
-        raise SpecError(source, "<no jobs>", "at least one job row (" + ",".join(COLUMNS) + ")")
+
+def _fail(source: str, df: pd.DataFrame, bad: pd.Series, col: str, expected: str, value=None):
+    """Raise :class:`SpecError` for the first row marked in ``bad`` (row, id, field, value)."""
+    i = int(np.flatnonzero(bad.to_numpy())[0])
+    raise SpecError(
+        f"{source}: row {i + 1} ({df.id[i]}) field {col}",
+        _plain(df[col][i] if value is None else value[i]),
+        expected,
+    )
+
+
+def _check_columns(df: pd.DataFrame, source: str) -> None:
+    """The job columns must all be there, and no other: an unknown column is a typo or a file
+    of another kind, never ignored."""
+    allowed = f"the job columns {', '.join(COLUMNS)} (optional: {', '.join(OPTIONAL)})"
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise SpecError(
-            f"{source}: column {missing[0]}",
-            "<missing>",
-            f"the job columns {', '.join(COLUMNS)} (optional: {', '.join(OPTIONAL)})",
-        )
-    df = df.reset_index(drop=True).copy()
-    df["id"] = df["id"].astype(str)
+        raise SpecError(f"{source}: column {missing[0]}", "<missing>", allowed)
+    unknown = [str(c) for c in df.columns if c not in COLUMNS + OPTIONAL]
+    if unknown:
+        raise SpecError(f"{source}: header", unknown[0], f"only {allowed}")
+
+
+def _numbers(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """arrival, duration and gpus as finite numbers in range; the optional columns numeric or
+    empty (empty: the class default)."""
     for col, lo, strict in (("arrival", 0.0, False), ("duration", 0.0, True)):
         vals = pd.to_numeric(df[col], errors="coerce")
         bad = vals.isna() | ~np.isfinite(vals) | ((vals <= lo) if strict else (vals < lo))
         if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise SpecError(
-                f"{source}: row {i + 1} ({df.id[i]}) field {col}",
-                df[col][i],
-                f"a number of seconds {'>' if strict else '>='} {lo:g}",
-            )
+            _fail(source, df, bad, col, f"a number of seconds {'>' if strict else '>='} {lo:g}")
         df[col] = vals.astype(float)
     g = pd.to_numeric(df["gpus"], errors="coerce")
-    bad = g.isna() | (g < 1) | (g != np.round(g))
+    bad = g.isna() | ~np.isfinite(g) | (g < 1) | (g > MAX_JOB_GPUS) | (g != np.round(g))
     if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise SpecError(
-            f"{source}: row {i + 1} ({df.id[i]}) field gpus", df.gpus[i], "an integer >= 1"
-        )
-    df["gpus"] = g.astype(int)
+        _fail(source, df, bad, "gpus", f"an integer from 1 to {MAX_JOB_GPUS:,}")
+    df["gpus"] = g.astype(np.int64)
+    for col in OPTIONAL:
+        if col not in df:
+            continue
+        vals = pd.to_numeric(df[col], errors="coerce")
+        given = df[col].notna() & (df[col].astype(str).str.strip() != "")
+        bad = given & (vals.isna() | ~np.isfinite(vals))
+        if bad.any():
+            _fail(source, df, bad, col, "a finite number, or empty for the class default")
+        df[col] = vals
+    return df
+
+
+def validate_jobs(df: pd.DataFrame, source: str = "jobs", seed: int = 0) -> pd.DataFrame:
+    """Check a job table; fill optional columns from the class profiles.
+
+    Raises :class:`SpecError` naming the file, row, field, value and what was expected; an
+    unknown column is rejected by name.
+    """
+    if df is None or len(df) == 0:
+        raise SpecError(source, "<no jobs>", "at least one job row (" + ",".join(COLUMNS) + ")")
+    _check_columns(df, source)
+    df = df.reset_index(drop=True).copy()
+    df["id"] = df["id"].astype(str)
+    df = _numbers(df, source)
     df["workload"] = df["workload"].astype(str).str.strip().str.lower()
     bad = ~df.workload.isin(list(WORKLOAD_CLASSES))
     if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise SpecError(
-            f"{source}: row {i + 1} ({df.id[i]}) field workload",
-            df.workload[i],
-            f"one of {', '.join(WORKLOAD_CLASSES)}",
-        )
+        _fail(source, df, bad, "workload", f"one of {', '.join(WORKLOAD_CLASSES)}")
     dup = df.id.duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
@@ -176,25 +205,14 @@ def validate_jobs(df: pd.DataFrame, source: str = "jobs", seed: int = 0) -> pd.D
     for col, lo, hi in (("power_low", 0.0, 1.2), ("power_high", 0.0, 1.2), ("period", 0.05, 3600)):
         bad = ~df[col].between(lo, hi)
         if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise SpecError(
-                f"{source}: row {i + 1} ({df.id[i]}) field {col}",
-                df[col][i],
-                f"a value between {lo:g} and {hi:g}",
-            )
+            _fail(source, df, bad, col, f"a value between {lo:g} and {hi:g}")
     bad = df.power_low > df.power_high
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise SpecError(
-            f"{source}: row {i + 1} ({df.id[i]}) field power_low",
-            df.power_low[i],
-            f"at most power_high ({df.power_high[i]:g})",
-        )
-    if (df.deferral < 0).any():
-        i = int(np.flatnonzero((df.deferral < 0).to_numpy())[0])
-        raise SpecError(
-            f"{source}: row {i + 1} ({df.id[i]}) field deferral", df.deferral[i], ">= 0 s"
-        )
+        _fail(source, df, bad, "power_low", f"at most power_high ({df.power_high[i]:g})")
+    bad = ~(df.deferral >= 0)
+    if bad.any():
+        _fail(source, df, bad, "deferral", ">= 0 s")
     df = df[list(COLUMNS + OPTIONAL)]
     return df.sort_values(["arrival", "id"], kind="stable").reset_index(drop=True)
 
@@ -216,7 +234,7 @@ def load_jobs(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"job file {str(path)!r} not found")
-    text = path.read_text()
+    text = read_text(path)
     if not text.strip():
         raise SpecError(str(path), "<empty file>", "a job file with a header and at least one job")
     if path.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
@@ -234,8 +252,46 @@ def load_jobs(
         if facility_gpus is None:
             raise SpecError("facility_gpus", None, "the facility's GPU count to scale the trace to")
         return load_alibaba_trace(path, facility_gpus, load, hours, seed=seed, **trace_options)
-    df = pd.read_csv(path, skipinitialspace=True)
+    df = _read_csv(text, path)
     return JobSet(validate_jobs(df, str(path), seed), {"source": str(path), "format": "csv"})
+
+
+def _read_csv(text: str, path: Path) -> pd.DataFrame:
+    """The CSV's cells as strings; a row with more or fewer cells than the header is an error
+    naming its line (pandas would shift a longer row's cells into an index)."""
+    rows = csv.reader(io.StringIO(text), skipinitialspace=True)
+    header = [h.strip() for h in next(rows)]
+    body = []
+    for row in rows:
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise SpecError(
+                f"{path}: line {rows.line_num}",
+                f"{len(row)} cells",
+                f"{len(header)} cells, one per column of the header",
+            )
+        body.append([c.strip() for c in row])
+    return pd.DataFrame(body, columns=header, dtype=object)
+
+
+def read_text(path: Path) -> str:
+    """The file as text; bytes that are not UTF-8 (or NUL: a binary file) are a
+    :class:`SpecError` naming the file, the line and the byte, never a traceback."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        at, byte = exc.start, f"byte 0x{data[exc.start]:02x}"
+    else:
+        if "\x00" not in text:
+            return text
+        at, byte = data.index(b"\x00"), "byte 0x00"
+    line = data.count(b"\n", 0, at) + 1
+    col = at - (data.rfind(b"\n", 0, at) + 1) + 1
+    raise SpecError(
+        f"{path}: line {line}, column {col}", byte, "UTF-8 text (a CSV or JSON job file)"
+    )
 
 
 def write_jobs(jobs: JobSet, path: str | Path) -> Path:

@@ -246,6 +246,8 @@ def summarize(
         "start": run.start.isoformat(),
         "hours": horizon / 3600.0,
         "jobs": int((arrival < horizon).sum()),
+        # arriving at or after the end of the replay: counted, never replayed
+        "jobs_after_horizon": int((arrival >= horizon).sum()),
         "jobs_started": int((started & (start_time < horizon)).sum()),
         "energy_kwh": energy,
         "carbon_kg": float(led.carbon_mass.sum()),
