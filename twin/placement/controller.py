@@ -79,6 +79,9 @@ class SetpointControl:
         u_hot = np.array([load.hottest(r) for r in range(r_n)])
         # every rack keeps room for a job at TDP: GPUs freed within the hour stay admissible
         u_hot = jnp.asarray(np.maximum(u_hot, topo.utilization(1.0, np.arange(r_n))))
+        # the hottest job's GPUs are checked as the simulation runs them: the rack's GPUs on
+        # one schedule, its valve at the flow of that level (docs/placement.md, "Hot GPUs")
+        u_valve = u_hot
         weight = jnp.asarray(self.w_hour[hour_idx])
         # warm start from the setpoints in force; the FWS supply falls at most
         # FWS_RAMP_DOWN_K_PER_H per hour and at most that much at a time, however long the
@@ -97,6 +100,7 @@ class SetpointControl:
             x0=self.setpoints,
             fws_floor=floor if self.ramp else None,
             power=power_now,
+            u_valve=u_valve,
         )
         self.fws_k, self.tcs_k, self.pump = opt.setpoints
         q = with_setpoints(p, *opt.setpoints)

@@ -75,22 +75,23 @@ def _pack(p, fws_k, tcs_k, pump):
     return jnp.concatenate([fws_k - ZERO_CELSIUS_K, tcs_k - fws_k[p.cdu_building], pump])
 
 
-def _objective(x, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale, power=None):
+def _objective(x, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale, power=None, u_valve=None):
     """Weighted steady facility power / ``scale`` plus 10 x the squared GPU and HBM temperature
     excess over ``t_lim``/``hbm_lim`` [K^2]; and the steady state (one pass)."""
     fws, tcs, pump = _unpack(p, x)
     q = with_setpoints(p, fws, tcs, pump)
     d = F.derive(q)
-    s = steady_state(q, d, u_mean, u_hot, hours, passes=1, power=power)
+    s = steady_state(q, d, u_mean, u_hot, hours, passes=1, power=power, u_valve=u_valve)
     over = jax.nn.relu(s.gpu_hot - t_lim) ** 2 + jax.nn.relu(s.hbm_hot - hbm_lim) ** 2
     return jnp.sum(weight * s.total) / scale + 10.0 * jnp.sum(over), s
 
 
 @eqx.filter_jit
-def _objective_value_and_grad(x, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale, power):
-    return jax.value_and_grad(
-        lambda xx: _objective(xx, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale, power)[0]
-    )(x)
+def _objective_value_and_grad(
+    x, p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale, power, u_valve
+):
+    args = (p, u_mean, u_hot, hours, weight, t_lim, hbm_lim, scale, power, u_valve)
+    return jax.value_and_grad(lambda xx: _objective(xx, *args)[0])(x)
 
 
 @eqx.filter_jit
@@ -122,6 +123,7 @@ def optimize_setpoints(
     x0=None,
     fws_floor=None,
     power: tuple | None = None,
+    u_valve=None,
 ) -> SetpointResult:
     """Minimize the weighted steady facility power over the FWS setpoint of every building and
     the TCS setpoint and pump speed of every CDU (L-BFGS-B, scipy, on the value and ``jax.grad``
@@ -134,7 +136,8 @@ def optimize_setpoints(
     design setpoints; clipped into the bounds); ``iterations``: at most this many L-BFGS-B
     iterations. ``fws_floor`` (B,) K: lowest FWS setpoint allowed per building (the ramp limit;
     repair may go below). ``power`` = (powered (R,), standby W): the racks' power state
-    (idle-rack parking).
+    (idle-rack parking); ``u_valve`` (R,): the utilization whose heat sets the valve flow the
+    hottest GPU is checked at (:func:`twin.placement.steady.steady_state`).
     """
     from scipy.optimize import minimize
 
@@ -152,7 +155,7 @@ def optimize_setpoints(
 
     def fun(x):
         v, g = _objective_value_and_grad(
-            jnp.asarray(x), p, u_mean, u_hot, h, weight, t_lim, hbm_lim, scale, power
+            jnp.asarray(x), p, u_mean, u_hot, h, weight, t_lim, hbm_lim, scale, power, u_valve
         )
         seen.append(float(v))
         return seen[-1], np.asarray(g, dtype=float)
@@ -168,12 +171,12 @@ def optimize_setpoints(
     x_opt = res.x if res.fun <= seen[0] else x_start
     fws_k, tcs_k, pump = _unpack(p, jnp.asarray(x_opt))
     (fws_k, tcs_k, pump), s, val, grad_u = _repair(
-        p, topo, (fws_k, tcs_k, pump), u_mean, u_hot, h, weight, power
+        p, topo, (fws_k, tcs_k, pump), u_mean, u_hot, h, weight, power, u_valve
     )
     return SetpointResult(jnp.asarray(x_opt), (fws_k, tcs_k, pump), s, float(val), grad_u)
 
 
-def _repair(p, topo: Topology, setpoints, u_mean, u_hot, h, weight, power):
+def _repair(p, topo: Topology, setpoints, u_mean, u_hot, h, weight, power, u_valve=None):
     """Lower the TCS supply of every CDU whose hottest GPU (or HBM) is within REPAIR_BUFFER_K of
     its limit by the excess (and its building's FWS supply with it), never below the setpoint
     bounds, at most 8 times; returns
@@ -182,7 +185,7 @@ def _repair(p, topo: Topology, setpoints, u_mean, u_hot, h, weight, power):
     n_cdu = p.n_cdus
     for _ in range(8):
         q = with_setpoints(p, fws_k, tcs_k, pump)
-        val, s, grad_u = evaluate(q, u_mean, u_hot, h, weight, power)
+        val, s, grad_u = evaluate(q, u_mean, u_hot, h, weight, power, u_valve)
         excess = np.maximum(
             np.asarray(s.gpu_hot) - topo.gpu_limit, np.asarray(s.hbm_hot) - topo.hbm_limit
         )

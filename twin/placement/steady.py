@@ -85,11 +85,16 @@ def steady_state(
     hours: jax.Array,
     passes: int = 2,
     power: tuple | None = None,
+    u_valve: jax.Array | None = None,
 ) -> Steady:
     """Steady state of the twin at hour-of-year ``hours`` for per-rack mean and hot utilization.
 
     ``power`` = (powered (R,), standby W): racks in that power state (:func:`with_power_state`)
     for the energy; the hottest-GPU temperatures are those of powered racks (a job wakes one).
+    ``u_valve`` (R,): the rack utilization whose heat sets the valve flow the hottest GPU is
+    checked at (default ``u_mean``). A rack kept free for jobs yet to come is checked at the
+    flow its valve opens to once they run (the valve follows the rack's heat within
+    ``tcs_control_time``, a minute), not at the minimum flow of an empty rack.
 
     GPU nodes at their time-mean temperature (exact for the linear die model), the loops by
     :func:`physics.facility.loop_substep` over a step long enough that every tank equals its
@@ -109,6 +114,8 @@ def steady_state(
         liquid = rack_conditions(p, dd, t_in, u_mean, u_hot, p_hot)[1]
         dd = F.at_tcs_flow(p, d, F.rack_flow_fraction(p, liquid))
         rack_it, liquid, air_heat, hot, hbm = rack_conditions(p, dd, t_in, u_mean, u_hot, p_hot)
+        if u_valve is not None:
+            hot, hbm = _hot_at_valve(p, d, t_in, u_mean, u_hot, u_valve, p_hot, liquid)
         cdu_liquid = F.rack_to_cdu(p, liquid) + dd.tcs_pump_heat
         tcs_cap = dd.cdu_capacity_rate
         mixed = p.tcs_supply_setpoint + cdu_liquid / tcs_cap
@@ -137,6 +144,16 @@ def steady_state(
         rack_it,
         fl.tcs_supply,
     )
+
+
+def _hot_at_valve(p, d, t_in, u_mean, u_hot, u_valve, p_hot, liquid):
+    """Hottest GPU die and HBM (R,) [K] at ``u_hot`` with each rack's valve at the flow of
+    the larger of its present liquid heat and that at ``u_valve``."""
+    u_v = jnp.maximum(u_mean, u_valve)
+    liquid_v = rack_conditions(p if p_hot is None else p_hot, d, t_in, u_v, u_hot)[1]
+    frac = F.rack_flow_fraction(p, jnp.maximum(liquid, liquid_v))
+    dv = F.at_tcs_flow(p, d, frac)
+    return rack_conditions(p, dv, t_in, u_mean, u_hot, p_hot)[3:]
 
 
 def rack_inlet(p: F.FacilityParams, tcs_supply: jax.Array) -> jax.Array:
@@ -250,13 +267,13 @@ def with_power_state(p: F.FacilityParams, powered, standby_w: float) -> F.Facili
 
 
 @eqx.filter_jit
-def evaluate(p, u_mean, u_hot, hours, weight, power=None):
+def evaluate(p, u_mean, u_hot, hours, weight, power=None, u_valve=None):
     """Weighted steady facility power, the steady state, and its gradient with respect to the
     per-rack mean utilization (each rack's marginal cost)."""
     d = F.derive(p)
 
     def f(u):
-        s = steady_state(p, d, u, u_hot, hours, power=power)
+        s = steady_state(p, d, u, u_hot, hours, power=power, u_valve=u_valve)
         return jnp.sum(weight * s.total), s
 
     (val, s), grad_u = jax.value_and_grad(f, has_aux=True)(u_mean)
