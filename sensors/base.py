@@ -47,6 +47,7 @@ REASONS: tuple[str, ...] = (
     "utilization_out_of_range",
     "time_backwards",
     "duplicate_timestamp",
+    "already_stored",
 )
 
 

@@ -321,4 +321,5 @@ class SimulatedSource(AbstractSource):
 def _hash(s: str) -> str:
     import zlib
 
-    return f"{zlib.crc32(s.encode()) & 0xFFFFFFFF:08x}"
+    # surrogatepass: a host name with an undecodable byte (surrogate-escaped) hashes too
+    return f"{zlib.crc32(s.encode('utf-8', 'surrogatepass')) & 0xFFFFFFFF:08x}"
