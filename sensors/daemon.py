@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from sensors.base import AbstractSource, hostname
 from sensors.errors import InputError
 from sensors.exporter import Exporter, MetricsServer
-from sensors.store import Store, check_synchronous
+from sensors.store import Store, check_synchronous, ensure_not_locked
 
 log = logging.getLogger("twin.sensors.daemon")
 
@@ -133,15 +133,11 @@ class Daemon:
     def __init__(self, cfg: DaemonConfig, source: AbstractSource | None = None) -> None:
         self.cfg = cfg
         self.stop = threading.Event()
-        # the store first: a second daemon on a locked store stops before starting a source
+        ensure_not_locked(cfg.store)  # a second daemon stops before starting a source
+        self.source = source if source is not None else make_source(cfg, self.stop)
         self.store = Store(
             cfg.store, max_buffer_samples=cfg.max_buffer_samples, synchronous=cfg.synchronous
         )
-        try:
-            self.source = source if source is not None else make_source(cfg, self.stop)
-        except BaseException:
-            self.store.close()
-            raise
         self.store.record_provenance(self.source.name, dict(self.source.provenance()))
         self.exporter = Exporter(cfg.hostname, self.source.name)
         self.server: MetricsServer | None = None

@@ -53,6 +53,7 @@ from sensors.integrity import (
     StoreLocked,
     WriterLock,
     file_id,
+    lock_path,
     meta_crc,
     meta_sane,
     safe_text,
@@ -127,6 +128,22 @@ class _DamagedChunk(Exception):
 
 class StoreBusy(StoreError):
     """Another process is writing this store; the message names its pid and host."""
+
+
+def ensure_not_locked(path: str | os.PathLike) -> None:
+    """Raise :class:`StoreBusy` now if another process holds ``path``'s writer lock.
+
+    A quick check before slow start-up work (a daemon's source); :class:`Store` takes the lock
+    itself.  Creates nothing: a store without a lock file has no writer.
+    """
+    path = Path(path)
+    if lock_path(path).exists():
+        try:
+            WriterLock(path).release()
+        except StoreLocked as exc:
+            raise StoreBusy(str(exc)) from None
+        except OSError:
+            pass  # Store reports it with the store's own message
 
 
 def check_synchronous(value: str, name: str = "synchronous") -> str:
