@@ -51,6 +51,7 @@ REASONS: tuple[str, ...] = (
     "time_implausible",
     "time_backwards",
     "duplicate_timestamp",
+    "already_stored",
 )
 
 #: Reasons about a whole column, not a row: the rows are stored without it, so these records are

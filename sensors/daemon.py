@@ -5,7 +5,9 @@ Logs are JSON lines on stderr.  After every committed flush the daemon logs
 ``{"event": "flush", "committed_total": ..., "last_time_ns": ...}``: those samples are
 *acknowledged* and survive any crash.  SIGTERM/SIGINT: final flush, exit 0.  A replay that
 reaches the end of its input: final flush, exit 0.  Data that could not be written at exit:
-exit 1 with the count in the log.
+exit 1 with the count in the log.  A store file deleted or replaced under the daemon (checked at
+every flush): nothing more is acknowledged, the daemon stops and exits 1 with the count of
+samples it could not write.  A store another process writes (its lock): exit 2 naming it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from sensors.base import AbstractSource, hostname
 from sensors.errors import InputError
 from sensors.exporter import Exporter, MetricsServer
-from sensors.store import Store
+from sensors.store import Store, check_synchronous, ensure_not_locked
 
 log = logging.getLogger("twin.sensors.daemon")
 
@@ -65,6 +67,7 @@ class DaemonConfig:
         for k, v in overrides.items():
             if v is not None:
                 setattr(cfg, k, v)
+        cfg.synchronous = check_synchronous(cfg.synchronous, cls.env_name("synchronous"))
         return cfg
 
 
@@ -133,6 +136,7 @@ class Daemon:
     def __init__(self, cfg: DaemonConfig, source: AbstractSource | None = None) -> None:
         self.cfg = cfg
         self.stop = threading.Event()
+        ensure_not_locked(cfg.store)  # a second daemon stops before starting a source
         self.source = source if source is not None else make_source(cfg, self.stop)
         self.store = Store(
             cfg.store, max_buffer_samples=cfg.max_buffer_samples, synchronous=cfg.synchronous
@@ -231,6 +235,9 @@ class Daemon:
                 if now - last_flush >= cfg.flush_interval:
                     self._flush()
                     last_flush = now
+                    if self.store.lost:
+                        status, reason = 1, "store file lost"
+                        break
                     if cfg.retention_days > 0 and now - last_compact >= 3600.0:
                         last_compact = now
                         self._info(
@@ -249,6 +256,19 @@ class Daemon:
         finally:
             self._flush()
             left = self.store.pending_samples
+            if self.store.lost:
+                reason = "store file lost"
+                log.error(
+                    f"{self.store.lost}; {left} samples not written, and the "
+                    f"{self._committed_total} acknowledged before went with the old file",
+                    extra={
+                        "fields": {
+                            "event": "store_lost",
+                            "unwritten": left,
+                            "acknowledged_lost": self._committed_total,
+                        }
+                    },
+                )
             if left:
                 log.error(
                     "exiting with unwritten samples",
@@ -261,12 +281,15 @@ class Daemon:
                     },
                 )
                 status = 1
-            info = self.store.info()
+            info = self.store.info()  # (of the file we hold open, even if it left its path)
             self._info(
                 "sensord exiting",
                 event="exit",
                 reason=reason,
-                samples=info["samples"],
+                samples=None if self.store.lost else info["samples"],
+                read=self.store.stats["rows"],
+                unwritten=left,
+                committed_into_lost_file=self.store.stats["committed_into_lost_file"],
                 quarantined=info["quarantined"],
                 dropped=info["dropped"],
                 status=status,

@@ -29,6 +29,7 @@ import operator
 import os
 import sqlite3
 import time
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -49,6 +50,15 @@ from sensors.base import (
     pack_in_order,
 )
 from sensors.errors import InputError
+from sensors.integrity import (
+    StoreLocked,
+    WriterLock,
+    file_id,
+    lock_path,
+    meta_crc,
+    meta_sane,
+    safe_text,
+)
 from sensors.validate import Limits, stacked, validate
 
 log = logging.getLogger("twin.sensors.store")
@@ -76,8 +86,13 @@ _DELTA_FIELDS = frozenset({"energy_total"})
 _ZLIB_LEVEL = 6
 _MMAP_BYTES = 1 << 40  # SQLite caps it at its compile-time SQLITE_MAX_MMAP_SIZE (2 GiB default)
 _ROWLOOP_MIN_GPUS = 128
+_NO_TIME = np.iinfo(np.int64).min
 _READ_WORKERS = min(4, os.cpu_count() or 1)
 _MAX_MERGE_SAMPLES = 1_000_000  # pending live polls are merged into chunks of at most this
+#: SQLite's ``PRAGMA synchronous`` levels (the value goes into SQL, so only these)
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: order failures that may be rows stored by an earlier run (see :meth:`Store._relabel_stored`)
+_ORDER_REASONS = frozenset({"time_backwards", "duplicate_timestamp"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,6 +117,42 @@ CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NUL
 
 class StoreError(RuntimeError):
     """The store cannot be opened or used; the message says which path and what to do."""
+
+
+class CorruptBlockWarning(UserWarning):
+    """A stored block failed its checksum and was skipped; the message names it."""
+
+
+class _DamagedChunk(Exception):
+    """A chunk's metadata failed its checksum after the read's layout was built from it."""
+
+
+class StoreBusy(StoreError):
+    """Another process is writing this store; the message names its pid and host."""
+
+
+def ensure_not_locked(path: str | os.PathLike) -> None:
+    """Raise :class:`StoreBusy` now if another process holds ``path``'s writer lock.
+
+    A quick check before slow start-up work (a daemon's source); :class:`Store` takes the lock
+    itself.  Creates nothing: a store without a lock file has no writer.
+    """
+    path = Path(path)
+    if lock_path(path).exists():
+        try:
+            WriterLock(path).release()
+        except StoreLocked as exc:
+            raise StoreBusy(str(exc)) from None
+        except OSError:
+            pass  # Store reports it with the store's own message
+
+
+def check_synchronous(value: str, name: str = "synchronous") -> str:
+    """``value`` as one of :data:`SYNCHRONOUS` (case-insensitive), else :class:`InputError`."""
+    up = str(value).strip().upper()
+    if up not in SYNCHRONOUS:
+        raise InputError(name, value, "one of " + ", ".join(SYNCHRONOUS) + " (SQLite synchronous)")
+    return up
 
 
 @dataclasses.dataclass
@@ -254,7 +305,7 @@ def _decode_block(
     spec: Sequence, payload: bytes | memoryview, shape: tuple[int, int], out: np.ndarray | None
 ) -> np.ndarray:
     """Inverse of :func:`_encode_block`, written into ``out`` (float64, ``shape``) if given."""
-    _, kind, scale, lo, dts, n_all, n_data = spec
+    _, kind, scale, lo, dts, n_all, n_data = spec[:7]  # spec[7]: CRC32 (checked by callers)
     if kind == "f8":
         a = np.frombuffer(payload, dtype="<f8").reshape(shape)
         if out is None:
@@ -332,6 +383,61 @@ def _split_blocks(
     return out
 
 
+def _checked_blocks(
+    crc_args: tuple, data_b: bytes, codec: str | None
+) -> tuple[dict[str, tuple[Sequence, memoryview]], str | None]:
+    """A chunk's blocks (:func:`_split_blocks`) after its metadata checksum, or why not.
+
+    ``crc_args`` are :func:`sensors.integrity.meta_crc`'s arguments from the row.  Chunks
+    written before checksums existed have none and pass.
+    """
+    nt, ng, fields = crc_args[3], crc_args[4], crc_args[5]
+    try:
+        if codec is not None:
+            m = json.loads(codec).get("m")
+            if m is not None and meta_crc(*crc_args) != m:
+                return {}, "chunk metadata checksum mismatch"
+        return _split_blocks(fields, data_b, codec, nt, ng), None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return {}, f"chunk codec entry unreadable ({type(exc).__name__}: {exc})"
+
+
+def _decode_checked(
+    spec: Sequence, payload: bytes | memoryview, shape: tuple[int, int], out: np.ndarray | None
+) -> np.ndarray | str:
+    """:func:`_decode_block` after the block's CRC32 (``spec[7]``); a damaged block gives the
+    reason as a string (and ``out``, if given, NaN).  Blocks without a CRC are only decoded."""
+    if len(spec) > 7 and zlib.crc32(payload) != spec[7]:
+        why = "block checksum mismatch"
+    else:
+        try:
+            return _decode_block(spec, payload, shape, out)
+        except (zlib.error, ValueError, TypeError) as exc:
+            why = f"block undecodable ({type(exc).__name__}: {exc})"
+    if out is not None:
+        out[...] = np.nan
+    return why
+
+
+def _iso(t: object) -> str | None:
+    if not isinstance(t, int):
+        return None
+    try:
+        return pd.Timestamp(t, unit="ns", tz="UTC").isoformat()
+    except (ValueError, OverflowError):
+        return str(t)
+
+
+def describe_corrupt(path: Path, b: dict) -> str:
+    """One line naming a damaged block of the store at ``path`` (a report from a read/check)."""
+    gpus = ", ".join(b["gpus"][:8]) + (", ..." if len(b["gpus"]) > 8 else "")
+    return (
+        f"{path}: skipped a corrupt block ({b['problem']}): chunk {b['chunk']}, "
+        f"field {', '.join(b['fields']) or '?'}, GPU {gpus or '?'}, "
+        f"{b['first']} .. {b['last']}, {b['samples']} samples"
+    )
+
+
 def _chunk_meta(
     times_b: bytes, gpus_b: bytes, pres_b: bytes | None, nt: int, ng: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -396,9 +502,15 @@ class Store:
         self._codec_col = "codec"
         self.stats = collections.Counter()  # this process: samples, quarantined:<reason>, ...
         self.last_error: str | None = None
+        self.lost: str | None = None  # why the file can no longer be written (deleted, replaced)
+        self.corrupt: list[dict] = []  # corrupt blocks met by this object's reads
+        self._lock: WriterLock | None = None
+        if not readonly:
+            synchronous = check_synchronous(synchronous)
         try:
             if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock = WriterLock(self.path)
             self._con = _connect(self.path, readonly)
             if not readonly:
                 self._con.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -419,7 +531,15 @@ class Store:
                 self._gpu_ids[key] = gid
                 if last is not None:
                     self._last_time[key] = int(last)
+            self._opened_time = dict(self._last_time)  # clocks of what earlier runs stored
+            self._file_id = file_id(self.path)
+        except StoreLocked as exc:
+            raise StoreBusy(str(exc)) from None
+        except StoreError:
+            self._release_lock()
+            raise
         except (sqlite3.Error, OSError) as exc:
+            self._release_lock()
             raise StoreError(
                 f"cannot open telemetry store {self.path}: {exc} (check that the directory "
                 "exists and is writable, the disk has space and the file is a twin store)"
@@ -458,6 +578,12 @@ class Store:
                 log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
         with contextlib.suppress(sqlite3.Error):
             self._con.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Store:
         return self
@@ -470,26 +596,28 @@ class Store:
     def register_gpus(self, gpus: Sequence[GpuInfo]) -> list[int]:
         """Make sure every GPU has an id; identity columns are refreshed at the next flush."""
         ids = []
-        for g in gpus:
-            if g.key not in self._gpu_ids:
+        keys = [safe_text(g.key) for g in gpus]  # the stored key: names may not be UTF-8
+        for g, key in zip(gpus, keys, strict=True):
+            if key not in self._gpu_ids:
                 cur = self._con.execute(
                     "INSERT OR IGNORE INTO gpus(key, idx, host) VALUES(?,?,?)",
-                    (g.key, g.index, g.host),
+                    (key, g.index, safe_text(g.host)),
                 )
                 if cur.lastrowid and cur.rowcount:
-                    self._gpu_ids[g.key] = cur.lastrowid
+                    self._gpu_ids[key] = cur.lastrowid
                 else:
-                    self._gpu_ids[g.key] = self._con.execute(
-                        "SELECT gpu_id FROM gpus WHERE key=?", (g.key,)
+                    self._gpu_ids[key] = self._con.execute(
+                        "SELECT gpu_id FROM gpus WHERE key=?", (key,)
                     ).fetchone()[0]
-            ids.append(self._gpu_ids[g.key])
-        self._gpu_info = {g.key: g for g in gpus} | getattr(self, "_gpu_info", {})
-        self._gpu_dirty.update(g.key for g in gpus)
+            ids.append(self._gpu_ids[key])
+        self._gpu_info = dict(zip(keys, gpus, strict=True)) | getattr(self, "_gpu_info", {})
+        self._gpu_dirty.update(keys)
         return ids
 
     def record_provenance(self, source: str, prov: dict[str, FieldProvenance]) -> None:
         self._prov_pending.extend(
-            (f, source, p.origin, p.kind, p.unit, p.window_s) for f, p in prov.items()
+            (f, safe_text(source), safe_text(p.origin), p.kind, p.unit, p.window_s)
+            for f, p in prov.items()
         )
 
     def append(self, batch: Batch, gpus: Sequence[GpuInfo], source: str = "") -> int:
@@ -500,10 +628,12 @@ class Store:
         if len(gpus) == len(cached) and all(map(operator.is_, gpus, cached)):
             keys, gids = self._last_keys, self._last_gids  # same GpuInfo objects as last time
         else:
-            keys = [g.key for g in gpus]
+            keys = [safe_text(g.key) for g in gpus]
             gids = np.asarray(self.register_gpus(gpus), dtype=np.int64)
             self._last_gpus, self._last_keys, self._last_gids = list(gpus), keys, gids
         accepted, records = validate(batch, keys, self._last_time, self.limits)
+        if records and self._opened_time:
+            records = self._relabel_stored(records)
         self.last_accepted = accepted
         q = list(batch.quarantine) + records
         self._pending_q.extend(q)
@@ -527,6 +657,54 @@ class Store:
         self.stats["rows"] += int(batch.rows or 0)
         self._enforce_buffer()
         return n_ok
+
+    def _relabel_stored(self, records: list[QuarantineRecord]) -> list[QuarantineRecord]:
+        """Order failures that are samples an earlier run stored become ``already_stored``.
+
+        Re-ingesting a file repeats rows the store holds; they are not time running backwards.
+        Only rows at or before a GPU's clock as it was when this store was opened can be such
+        rows (later ones were checked against this run's own samples); each is looked up in the
+        committed chunks.
+        """
+        cand = [
+            i
+            for i, r in enumerate(records)
+            if r.reason in _ORDER_REASONS
+            and r.time_ns is not None
+            and r.time_ns <= self._opened_time.get(r.gpu, _NO_TIME)
+        ]
+        if not cand:
+            return records
+        gids = np.array([self._gpu_ids.get(records[i].gpu, -1) for i in cand], np.int64)
+        times = np.array([records[i].time_ns for i in cand], np.int64)
+        hit = self._stored_cells(gids, times)
+        out = list(records)
+        for i, h in zip(cand, hit.tolist(), strict=True):
+            if h:
+                r = records[i]
+                out[i] = dataclasses.replace(r, reason="already_stored")
+        return out
+
+    def _stored_cells(self, gids: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Per (gid, time) pair: is there a committed sample of that GPU at that time?"""
+        hit = np.zeros(times.size, dtype=bool)
+        where, args = self._chunk_where(int(times.min()), int(times.max()))
+        for times_b, gpus_b, pres_b, nt, ng in self._con.execute(
+            "SELECT times, gpus, present, n_times, n_gpus FROM chunks" + where, args
+        ):
+            try:
+                ct, cg, present = _chunk_meta(times_b, gpus_b, pres_b, nt, ng)
+            except ValueError:  # damaged metadata: not evidence of anything
+                continue
+            ti = np.minimum(np.searchsorted(ct, times), ct.size - 1)
+            order = np.argsort(cg)
+            gj = np.minimum(np.searchsorted(cg[order], gids), cg.size - 1)
+            gi = order[gj]
+            ok = (ct[ti] == times) & (cg[gi] == gids)
+            if present is not None:
+                ok &= present[ti, gi]
+            hit |= ok
+        return hit
 
     def _enforce_buffer(self) -> None:
         while self._pending_samples > self.max_buffer_samples and len(self._pending) > 1:
@@ -555,6 +733,8 @@ class Store:
             return 0
         if not (self._pending or self._pending_q or self._gpu_dirty or self._prov_pending):
             return 0
+        if self.lost or self._file_moved():
+            return 0
         pending = list(self._pending)
         n = sum(c.n_samples for c in pending)
         qcounts = collections.Counter(r.reason for r in self._pending_q)
@@ -568,7 +748,10 @@ class Store:
             )
             con.executemany(
                 "INSERT INTO quarantine(reason,time_ns,gpu,detail) VALUES(?,?,?,?)",
-                [(r.reason, r.time_ns, r.gpu, r.detail) for r in self._pending_q],
+                [
+                    (r.reason, r.time_ns, safe_text(r.gpu), safe_text(r.detail))
+                    for r in self._pending_q
+                ],
             )
             inc = [(_counter(k), v) for k, v in qcounts.items()]
             inc += [("samples", n), ("rows", self._pending_rows)]
@@ -586,14 +769,14 @@ class Store:
                 [
                     (
                         g.index,
-                        g.host,
-                        g.uuid,
-                        g.name,
-                        g.pci_bus_id,
+                        safe_text(g.host),
+                        safe_text(g.uuid),
+                        safe_text(g.name),
+                        safe_text(g.pci_bus_id),
                         _nan_none(g.power_limit),
                         _nan_none(g.temp_slowdown),
                         _nan_none(g.temp_shutdown),
-                        g.location,
+                        safe_text(g.location),
                         self._last_time.get(k),
                         k,
                     )
@@ -605,18 +788,22 @@ class Store:
                 "INSERT OR IGNORE INTO provenance VALUES(?,?,?,?,?,?)", self._prov_pending
             )
             con.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: roll back, keep the data, count
             with contextlib.suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
-            self.last_error = str(exc)
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+            self.last_error = f"{type(exc).__name__}: {exc}"
             self.stats["write_errors"] += 1
             log.error(
                 "cannot write telemetry store %s: %s; %d samples kept in memory (limit %d)",
                 self.path,
-                exc,
+                self.last_error,
                 self._pending_samples,
                 self.max_buffer_samples,
             )
+            return 0
+        if self._file_moved():  # committed into a file no longer at our path: not written
+            self.stats["committed_into_lost_file"] += n
             return 0
         for _ in pending:
             self._pending.popleft()
@@ -629,6 +816,25 @@ class Store:
         self.last_error = None
         self.stats["committed"] += n
         return n
+
+    def _file_moved(self) -> bool:
+        """True (and ``lost`` set, logged) when the store's path no longer holds our file.
+
+        SQLite keeps writing into a deleted or replaced file's inode without an error; what it
+        commits there is lost, so a writer checks (device, inode) around every flush.
+        """
+        now = file_id(self.path)
+        if now == self._file_id:
+            return False
+        what = "was deleted" if now is None else "was replaced by another file"
+        self.lost = (
+            f"telemetry store {self.path} {what} while this process was writing it; "
+            "nothing more is written (restart the writer to start a new store)"
+        )
+        self.last_error = self.lost
+        self.stats["write_errors"] += 1
+        log.error("%s; %d samples not written", self.lost, self._pending_samples)
+        return True
 
     # ------------------------------------------------------------------ reading
     def counters(self) -> dict[str, int]:
@@ -726,15 +932,84 @@ class Store:
     ) -> Iterator[
         tuple[np.ndarray, np.ndarray, dict[str, tuple[Sequence, memoryview]], np.ndarray | None]
     ]:
-        """Per chunk: times, gpu ids, field -> encoded block (see :func:`_decode_block`), mask."""
+        """Per chunk: times, gpu ids, field -> encoded block (see :func:`_decode_checked`), mask.
+
+        Chunks whose metadata fails its checks are skipped with a :class:`CorruptBlockWarning`.
+        """
+        for row, data_b, codec in self._chunk_rows(start_ns, end_ns):
+            blocks, why = self._verify_meta(row, data_b, codec)
+            if why:
+                self._report_skipped(self._corrupt_report(row, None, why))
+                continue
+            _, times_b, gpus_b, pres_b, _, nt, ng = row[:7]
+            times, gids, present = _chunk_meta(times_b, gpus_b, pres_b, nt, ng)
+            yield times, gids, blocks, present
+
+    def _chunk_rows(self, start_ns: int | None, end_ns: int | None) -> Iterator[tuple]:
+        """Whole chunk rows: (pass-1 columns as :meth:`_read_chunk_meta` reads them, data, codec)."""
         where, args = self._chunk_where(start_ns, end_ns)
         sql = (
-            "SELECT times, gpus, present, fields, n_times, n_gpus, "
-            f"{self._codec_col}, data FROM chunks" + where
+            "SELECT chunk_id, times, gpus, present, fields, n_times, n_gpus, t_min, t_max, "
+            f"n_samples, data, {self._codec_col} FROM chunks" + where
         )
-        for times_b, gpus_b, pres_b, fields, nt, ng, codec, data_b in self._con.execute(sql, args):
-            times, gids, present = _chunk_meta(times_b, gpus_b, pres_b, nt, ng)
-            yield times, gids, _split_blocks(fields, data_b, codec, nt, ng), present
+        for r in self._con.execute(sql, args):
+            yield r[:10], r[10], r[11]
+
+    def _verify_meta(
+        self, row: tuple, data_b: bytes, codec: str | None
+    ) -> tuple[dict[str, tuple[Sequence, memoryview]], str | None]:
+        """A whole chunk row's blocks after its structural and checksum checks, or why not."""
+        _, times_b, gpus_b, pres_b, fields, nt, ng, t_min, t_max, n_samples = row
+        if not meta_sane(times_b, gpus_b, pres_b, nt, ng, self._known_gpus()):
+            return {}, "chunk metadata damaged"
+        crc_args = (t_min, t_max, n_samples, nt, ng, fields, times_b, gpus_b, pres_b)
+        return _checked_blocks(crc_args, data_b, codec)
+
+    def _known_gpus(self) -> np.ndarray:
+        ids = [r[0] for r in self._con.execute("SELECT gpu_id FROM gpus")]
+        known = np.zeros(max(ids, default=0) + 1, dtype=bool)
+        known[ids] = True
+        return known
+
+    def _report_skipped(self, b: dict) -> None:
+        self.corrupt.append(b)
+        self.stats["corrupt_blocks"] += 1
+        warnings.warn(CorruptBlockWarning(describe_corrupt(self.path, b)), stacklevel=3)
+
+    def check(self) -> dict[str, object]:
+        """Verify every block of the store: SQLite's ``quick_check``, then each chunk's metadata
+        and each block's checksum (blocks written before checksums: decoded instead).
+
+        Returns ``{"chunks", "blocks", "unchecksummed", "sqlite", "bad": [report, ...]}``;
+        ``bad`` names each damaged block (chunk, fields, GPUs, time range, problem).
+        """
+        res: dict = {"chunks": 0, "blocks": 0, "unchecksummed": 0, "sqlite": "ok", "bad": []}
+        try:
+            res["sqlite"] = ", ".join(r[0] for r in self._con.execute("PRAGMA quick_check"))
+            self._check_chunks(res)
+        except sqlite3.DatabaseError as exc:  # pages SQLite itself cannot read
+            res["sqlite"] = f"error: {exc}"
+        return res
+
+    def _check_chunks(self, res: dict) -> None:
+        for row, data_b, codec in self._chunk_rows(None, None):
+            res["chunks"] += 1
+            blocks, why = self._verify_meta(row, data_b, codec)
+            if why:
+                res["bad"].append(self._corrupt_report(row, None, why))
+                continue
+            nt, ng = row[5], row[6]
+            for f, (spec, payload) in blocks.items():
+                res["blocks"] += 1
+                res["unchecksummed"] += len(spec) <= 7
+                if len(spec) > 7:  # a CRC32 decides; no need to inflate
+                    ok = zlib.crc32(payload) == spec[7]
+                    problem = "block checksum mismatch"
+                else:
+                    problem = _decode_checked(spec, payload, (nt, ng), None)
+                    ok = not isinstance(problem, str)
+                if not ok:
+                    res["bad"].append(self._corrupt_report(row, f, problem))
 
     def read(
         self,
@@ -765,9 +1040,10 @@ class Store:
     def _read(self, start_ns: int | None, end_ns: int | None, want: list[str]) -> xr.Dataset:
         # pass 1: chunk metadata (small) -> output layout; pass 2: stream the blobs, decode
         # into place on worker threads (zlib and numpy release the GIL; reading the next blobs
-        # from disk overlaps decoding the previous ones)
+        # from disk overlaps decoding the previous ones).  A block whose checksum fails is
+        # skipped and named; a chunk whose metadata fails its checksum in pass 2 (the layout
+        # was built from it) is skipped and the read starts again without it.
         where, args = self._chunk_where(start_ns, end_ns)
-        chunks = self._read_chunk_meta(where, args)
         gpu_rows = {
             r[0]: r[1:]
             for r in self._con.execute(
@@ -775,24 +1051,48 @@ class Store:
                 "FROM gpus ORDER BY gpu_id"
             )
         }
-        layout = _read_layout(chunks, want)
-        alloc = np.empty if layout.covered else (lambda shape: np.full(shape, np.nan))
-        out = {f: alloc((layout.times.size, layout.all_g.size)) for f in layout.fields}
-        self._decode_into(chunks, layout, out, where, args)
+        skip: dict[int, dict] = {}  # chunk_id -> report of a chunk with damaged metadata
+        while True:
+            chunks = self._read_chunk_meta(where, args, skip, gpu_rows)
+            layout = _read_layout(chunks, want)
+            alloc = np.empty if layout.covered else (lambda shape: np.full(shape, np.nan))
+            out = {f: alloc((layout.times.size, layout.all_g.size)) for f in layout.fields}
+            try:
+                bad = self._decode_into(chunks, layout, out, where, args, skip)
+                break
+            except _DamagedChunk:
+                continue
         times, out = _trim_window(layout.times, out, start_ns, end_ns)
-        return self._read_dataset(times, out, [gpu_rows[int(g)] for g in layout.all_g])
+        ds = self._read_dataset(times, out, [gpu_rows[int(g)] for g in layout.all_g])
+        return self._report_corrupt(ds, [*skip.values(), *bad])
 
-    def _read_chunk_meta(self, where: str, args: list[int]) -> list[_ChunkMeta]:
-        """Pass 1 of :meth:`_read`: every selected chunk's times, GPUs, fields and mask."""
+    def _read_chunk_meta(
+        self, where: str, args: list[int], skip: dict[int, dict], gpu_rows: dict[int, tuple]
+    ) -> list[_ChunkMeta]:
+        """Pass 1 of :meth:`_read`: every selected chunk's times, GPUs, fields and mask.
+
+        Chunks in ``skip`` are left out; one whose metadata is structurally impossible is added
+        to it (its checksum is only read in pass 2).
+        """
+        known = np.zeros(max(gpu_rows, default=0) + 1, dtype=bool)
+        known[list(gpu_rows)] = True
         chunks = []
         # (columns stored before ``data`` only: reading one after a blob walks its overflow pages)
-        for cid, times_b, gpus_b, pres_b, fields, nt, ng in self._con.execute(
-            "SELECT chunk_id, times, gpus, present, fields, n_times, n_gpus FROM chunks" + where,
+        for row in self._con.execute(
+            "SELECT chunk_id, times, gpus, present, fields, n_times, n_gpus, t_min, t_max, "
+            "n_samples FROM chunks" + where,
             args,
         ):
+            cid, times_b, gpus_b, pres_b, fields, nt, ng, t_min, t_max, n_samples = row
+            if cid in skip:
+                continue
+            if not meta_sane(times_b, gpus_b, pres_b, nt, ng, known):
+                skip[cid] = self._corrupt_report(row, None, "chunk metadata damaged")
+                continue
             times, gids, present = _chunk_meta(times_b, gpus_b, pres_b, nt, ng)
             names = fields.split(",") if fields else []
-            chunks.append(_ChunkMeta(times, gids, names, present, cid, fields))
+            crc_args = (t_min, t_max, n_samples, nt, ng, fields, times_b, gpus_b, pres_b)
+            chunks.append(_ChunkMeta(times, gids, names, present, cid, fields, crc_args))
         return chunks
 
     def _decode_into(
@@ -802,20 +1102,27 @@ class Store:
         out: dict[str, np.ndarray],
         where: str,
         args: list[int],
-    ) -> None:
+        skip: dict[int, dict],
+    ) -> list[dict]:
         """Pass 2 of :meth:`_read`: stream the chunks' blobs and decode them into ``out``.
 
         Blocks that fill whole rows of the output (every GPU, no mask, times in order) are
         decoded in place on worker threads; the others are merged over what is already there
-        (:func:`_merge_block`).
+        (:func:`_merge_block`).  Returns a report per block that failed its checksum (its
+        cells stay NaN); raises :class:`_DamagedChunk` after adding a chunk whose metadata
+        fails its checksum to ``skip``.
         """
         times = layout.times
         offset = 0
-        blobs = self._con.execute(
-            f"SELECT chunk_id, data, {self._codec_col} FROM chunks" + where, args
+        blobs = (
+            r
+            for r in self._con.execute(
+                f"SELECT chunk_id, data, {self._codec_col} FROM chunks" + where, args
+            )
+            if r[0] not in skip
         )
-        workers = _READ_WORKERS
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        bad: list[dict] = []
+        with concurrent.futures.ThreadPoolExecutor(_READ_WORKERS) as pool:
             jobs = []
             for c, full_g, (cid2, data_b, codec) in zip(chunks, layout.full, blobs, strict=True):
                 if c.chunk_id != cid2:  # cannot happen inside one snapshot
@@ -827,20 +1134,64 @@ class Store:
                     tsl = np.searchsorted(times, c.times)
                 if not layout.wanted.intersection(c.names):
                     continue
-                gi = layout.gpos[c.gpu_ids]
                 shape = (c.times.size, c.gpu_ids.size)
-                data = _split_blocks(c.fields, data_b, codec, shape[0], shape[1])
+                data, why = _checked_blocks(c.crc_args, data_b, codec)
+                if why:
+                    skip[c.chunk_id] = self._corrupt_report(c, None, why)
+                    raise _DamagedChunk(c.chunk_id)
                 for f, (spec, payload) in data.items():
                     if f not in out:
                         continue
                     dst = out[f]
                     if full_g and isinstance(tsl, slice):  # disjoint rows: in parallel
-                        jobs.append(pool.submit(_decode_block, spec, payload, shape, dst[tsl]))
+                        job = pool.submit(_decode_checked, spec, payload, shape, dst[tsl])
+                        jobs.append((job, c, f))
                         continue
-                    block = _decode_block(spec, payload, shape, None)
-                    _merge_block(dst, block, c.present, np.arange(times.size)[tsl], gi)
-            for job in jobs:
-                job.result()
+                    block = _decode_checked(spec, payload, shape, None)
+                    if isinstance(block, str):
+                        bad.append(self._corrupt_report(c, f, block))
+                        continue
+                    _merge_block(
+                        dst, block, c.present, np.arange(times.size)[tsl], layout.gpos[c.gpu_ids]
+                    )
+            for job, c, f in jobs:
+                if isinstance(why := job.result(), str):
+                    bad.append(self._corrupt_report(c, f, why))
+        return bad
+
+    def _corrupt_report(self, c: _ChunkMeta | tuple, field: str | None, why: str) -> dict:
+        """Name a damaged block: chunk, field, GPUs and time range (from the chunk row)."""
+        if isinstance(c, _ChunkMeta):
+            cid, names, gids = c.chunk_id, c.names, c.gpu_ids
+            t_min, t_max, n_samples = c.crc_args[:3]
+        else:  # a pass-1 row whose metadata is unusable
+            cid, _, gpus_b, _, fields, _, _, t_min, t_max, n_samples = c
+            names = fields.split(",") if isinstance(fields, str) and fields else []
+            gids = np.frombuffer(gpus_b[: len(gpus_b) // 8 * 8], "<i8") if gpus_b else []
+        keys = self._gpu_keys()
+        return {
+            "chunk": int(cid),
+            "fields": [field] if field else names,
+            "gpus": [keys.get(int(g), f"?{int(g)}") for g in gids][:64],
+            "first": _iso(t_min),
+            "last": _iso(t_max),
+            "samples": int(n_samples) if isinstance(n_samples, int) else None,
+            "problem": why,
+        }
+
+    def _gpu_keys(self) -> dict[int, str]:
+        return dict(self._con.execute("SELECT gpu_id, key FROM gpus"))
+
+    def _report_corrupt(self, ds: xr.Dataset, bad: list[dict]) -> xr.Dataset:
+        """Warn about each skipped block and record them in ``ds.attrs`` and ``self.corrupt``."""
+        ds.attrs["corrupt_blocks"] = len(bad)
+        if bad:
+            ds.attrs["corrupt_detail"] = json.dumps(bad)
+            self.corrupt.extend(bad)
+            self.stats["corrupt_blocks"] += len(bad)
+            for b in bad:
+                warnings.warn(CorruptBlockWarning(describe_corrupt(self.path, b)), stacklevel=4)
+        return ds
 
     def _read_dataset(
         self, times: np.ndarray, out: dict[str, np.ndarray], ginfo: list[tuple]
@@ -905,50 +1256,59 @@ class Store:
         rows = list(con.execute("SELECT chunk_id, n_samples FROM chunks ORDER BY chunk_id"))
         groups = pack_in_order([r[0] for r in rows], [r[1] for r in rows], merge_target_samples)
         for grp in groups:
-            if len(grp) < 2:
-                continue
-            lo, hi = grp[0], grp[-1]
-            con.execute("BEGIN IMMEDIATE")
-            parts = []
-            for times_b, gpus_b, pres_b, fields, data_b, nt, ng, src, codec in con.execute(
-                "SELECT times,gpus,present,fields,data,n_times,n_gpus,source,codec FROM chunks "
-                "WHERE chunk_id BETWEEN ? AND ? ORDER BY chunk_id",
-                (lo, hi),
-            ):
-                times = np.frombuffer(times_b, np.int64)
-                gids = np.frombuffer(gpus_b, np.int64)
-                pres = (
-                    np.ones((nt, ng), bool)
-                    if pres_b is None
-                    else np.unpackbits(np.frombuffer(pres_b, np.uint8), count=nt * ng)
-                    .reshape(nt, ng)
-                    .astype(bool)
-                )
-                blocks = {
-                    f: _decode_block(spec, payload, (nt, ng), None)
-                    for f, (spec, payload) in _split_blocks(fields, data_b, codec, nt, ng).items()
-                }
-                ti, gi = np.nonzero(pres)
-                parts.append((times[ti], gids[gi], {f: b[ti, gi] for f, b in blocks.items()}, src))
-            t = np.concatenate([p[0] for p in parts])
-            g = np.concatenate([p[1] for p in parts])
-            names = sorted({f for p in parts for f in p[2]}, key=FIELD_NAMES.index)
-            vals = {
-                f: np.concatenate([p[2].get(f, np.full(p[0].size, np.nan)) for p in parts])
-                for f in names
-            }
-            merged = _dense(t, g, vals, parts[-1][3] or "")
-            con.execute("DELETE FROM chunks WHERE chunk_id BETWEEN ? AND ?", (lo, hi))
-            con.execute(
-                "INSERT INTO chunks(chunk_id,t_min,t_max,n_samples,n_times,n_gpus,fields,times,"
-                "gpus,present,data,source,codec) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (hi, *_chunk_row(merged)),
-            )
-            con.execute("COMMIT")
-            res["merged_chunks"] += len(grp)
-            res["new_chunks"] += 1
+            if len(grp) >= 2 and self._compact_group(grp[0], grp[-1]):
+                res["merged_chunks"] += len(grp)
+                res["new_chunks"] += 1
         con.execute("PRAGMA incremental_vacuum")
         return res
+
+    def _compact_group(self, lo: int, hi: int) -> bool:
+        """Replace chunks ``lo..hi`` by one, in one transaction; False (nothing changed) when
+        one of them is damaged: a merged chunk would carry fresh checksums over bad data."""
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        parts = []
+        for r in con.execute(
+            "SELECT chunk_id, times, gpus, present, fields, n_times, n_gpus, t_min, t_max, "
+            "n_samples, data, codec, source FROM chunks WHERE chunk_id BETWEEN ? AND ? "
+            "ORDER BY chunk_id",
+            (lo, hi),
+        ):
+            row, (data_b, codec, src) = r[:10], r[10:]
+            blocks, why = self._verify_meta(row, data_b, codec)
+            nt, ng = row[5], row[6]
+            decoded = {f: _decode_checked(sp, pl, (nt, ng), None) for f, (sp, pl) in blocks.items()}
+            bad = [(f, d) for f, d in decoded.items() if isinstance(d, str)]
+            if why or bad:
+                con.execute("ROLLBACK")
+                f, problem = bad[0] if bad else (None, why)
+                log.warning(
+                    "compaction leaves chunks %d..%d as they are: %s",
+                    lo,
+                    hi,
+                    describe_corrupt(self.path, self._corrupt_report(row, f, problem)),
+                )
+                return False
+            times, gids, pres = _chunk_meta(row[1], row[2], row[3], nt, ng)
+            pres = np.ones((nt, ng), bool) if pres is None else pres
+            ti, gi = np.nonzero(pres)
+            parts.append((times[ti], gids[gi], {f: b[ti, gi] for f, b in decoded.items()}, src))
+        t = np.concatenate([p[0] for p in parts])
+        g = np.concatenate([p[1] for p in parts])
+        names = sorted({f for p in parts for f in p[2]}, key=FIELD_NAMES.index)
+        vals = {
+            f: np.concatenate([p[2].get(f, np.full(p[0].size, np.nan)) for p in parts])
+            for f in names
+        }
+        merged = _dense(t, g, vals, parts[-1][3] or "")
+        con.execute("DELETE FROM chunks WHERE chunk_id BETWEEN ? AND ?", (lo, hi))
+        con.execute(
+            "INSERT INTO chunks(chunk_id,t_min,t_max,n_samples,n_times,n_gpus,fields,times,"
+            "gpus,present,data,source,codec) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (hi, *_chunk_row(merged)),
+        )
+        con.execute("COMMIT")
+        return True
 
 
 class _ChunkMeta(NamedTuple):
@@ -960,6 +1320,7 @@ class _ChunkMeta(NamedTuple):
     present: np.ndarray | None  # (T, G) mask; None when every cell has a sample
     chunk_id: int
     fields: str  # the stored comma-separated field list
+    crc_args: tuple  # the row's metadata, as :func:`sensors.integrity.meta_crc` takes it
 
 
 class _ReadLayout(NamedTuple):
@@ -1029,28 +1390,22 @@ def _trim_window(
 
 
 def _chunk_row(c: _Chunk) -> tuple:
+    """The ``chunks`` row of ``c``; its codec entry holds a CRC32 per block and of the metadata."""
     names = [f for f in FIELD_NAMES if f in c.data]
     specs, payloads = [], []
     for f in names:
         spec, payload = _encode_block(f, c.data[f])
-        specs.append(spec)
+        specs.append([*spec, zlib.crc32(payload)])
         payloads.append(payload)
     data = b"".join(payloads)
     present = None if c.present.all() else np.packbits(c.present.ravel()).tobytes()
-    return (
-        int(c.times[0]),
-        int(c.times[-1]),
-        c.n_samples,
-        int(c.times.size),
-        int(c.gpu_ids.size),
-        ",".join(names),
-        c.times.astype(np.int64).tobytes(),
-        c.gpu_ids.astype(np.int64).tobytes(),
-        present,
-        data,
-        c.source,
-        json.dumps({"f": specs}, separators=(",", ":")),
-    )
+    meta = (int(c.times[0]), int(c.times[-1]), c.n_samples, int(c.times.size), int(c.gpu_ids.size))
+    fields = ",".join(names)
+    times_b = c.times.astype(np.int64).tobytes()
+    gpus_b = c.gpu_ids.astype(np.int64).tobytes()
+    crc = meta_crc(*meta, fields, times_b, gpus_b, present)
+    codec = json.dumps({"f": specs, "m": crc}, separators=(",", ":"))
+    return (*meta, fields, times_b, gpus_b, present, data, safe_text(c.source), codec)
 
 
 def _counter(reason: str) -> str:
@@ -1067,12 +1422,17 @@ def _none_nan(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
-def export(store_path: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Write the whole store to ``out``: netCDF (``.nc``) or long-format CSV (``.csv``)."""
+def export(store_path: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, list[dict]]:
+    """Write the whole store to ``out``: netCDF (``.nc``) or long-format CSV (``.csv``).
+
+    Returns the path and the corrupt blocks skipped (each named; also in the netCDF's
+    ``corrupt_detail`` attribute).
+    """
     out = Path(out)
     with contextlib.closing(Store(store_path, readonly=True)) as st:
         ds = st.read()
         info = st.info()
+        skipped = list(st.corrupt)
     if out.suffix.lower() in (".nc", ".nc4", ".netcdf"):
         ds.attrs["quarantined"] = json.dumps(info["quarantined"])
         ds.to_netcdf(out)
@@ -1083,4 +1443,4 @@ def export(store_path: str | os.PathLike, out: str | os.PathLike) -> Path:
         df.rename(columns={f: f"{f} [{FIELDS[f][0]}]" for f in fields}).to_csv(out, index=False)
     else:
         raise InputError("--out", str(out), "a file ending in .nc (netCDF) or .csv")
-    return out
+    return out, skipped

@@ -170,9 +170,10 @@ def test_retention_and_compaction_keep_data(tmp_path):
     # new samples after compaction still validated against the stored per-GPU clocks
     st.close()
     st = Store(tmp_path / "s.db")
-    assert st.append(dense_batch(100, 5), GPUS) == 0
+    assert st.append(dense_batch(100, 5), GPUS) == 0  # kept by the retention: stored
+    assert st.append(dense_batch(50, 2), GPUS) == 0  # deleted by the retention: not stored
     st.flush()
-    assert st.info()["quarantined"] == {"time_backwards": 15}
+    assert st.info()["quarantined"] == {"already_stored": 15, "time_backwards": 6}
     st.close()
 
 

@@ -76,6 +76,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--store", required=True)
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_export)
+    k = tsub.add_parser(
+        "check",
+        help="verify every block's checksum; exit 1 naming each damaged block",
+    )
+    k.add_argument("--store", required=True)
+    k.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    k.set_defaults(func=cmd_check)
     c = tsub.add_parser("compact", help="apply retention and merge small chunks")
     c.add_argument("--store", required=True)
     c.add_argument("--retention-days", type=float, default=None)
@@ -145,12 +152,48 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sensors.store import StoreError, export
 
     try:
-        out = export(args.store, args.out)
+        out, skipped = export(args.store, args.out)
     except StoreError as exc:
         print(f"twin telemetry export: error: {exc}", file=sys.stderr)
         return 2
+    if skipped:  # each was also warned about by name
+        print(
+            f"wrote {out} WITHOUT {len(skipped)} corrupt block(s) (see the warnings above and "
+            "`twin telemetry check`); everything else is in it",
+            file=sys.stderr,
+        )
+        return 1
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``twin telemetry check``: 0 when every block verifies, 1 naming each that does not."""
+    import contextlib
+
+    from sensors.store import Store, StoreError, describe_corrupt
+
+    try:
+        with contextlib.closing(Store(args.store, readonly=True)) as st:
+            res = st.check()
+    except StoreError as exc:
+        print(f"twin telemetry check: error: {exc}", file=sys.stderr)
+        return 2
+    ok = not res["bad"] and res["sqlite"] == "ok"
+    if args.json:
+        json.dump({**res, "ok": ok}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(
+            f"{args.store}: {res['chunks']} chunks, {res['blocks']} blocks "
+            f"({res['unchecksummed']} written before checksums, decoded instead); "
+            f"SQLite quick_check: {res['sqlite']}"
+        )
+    for b in res["bad"]:
+        print(describe_corrupt(Path(args.store), b), file=sys.stderr)
+    if not ok:
+        print(f"twin telemetry check: {len(res['bad'])} damaged block(s)", file=sys.stderr)
+    return 0 if ok else 1
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
