@@ -85,6 +85,7 @@ def plot_savings(results: dict[str, PolicyResult], strongest: str | None, path: 
     ]
     ax.scatter(x, tot, marker="D", color="black", zorder=3, label="total")
     ax.axhline(0.0, color="grey", lw=0.8)
+    ax.margins(y=0.1)
     ax.set_xticks(x, pols, rotation=20)
     ax.set_ylabel(f"saving vs {strongest} [Wh per completed GPU-h]")
     ax.set_title("Savings by mechanism against the strongest baseline (positive: less energy)")
