@@ -403,9 +403,16 @@ def comparison_table(results: dict) -> pd.DataFrame:
                 "max_gpu_temperature_c": s["max_gpu_temperature_c"],
                 "jobs_started": s["jobs_started"],
                 "jobs": s["jobs"],
-                "mean_wait_s": s["mean_wait_seconds"],
+                "job_wait_mean_s": s["job_wait_mean_s"],
+                "job_wait_p95_s": s["job_wait_p95_s"],
+                "completed_gpu_hours": s["completed_gpu_hours"],
+                "kwh_per_completed_gpu_hour": s["kwh_per_completed_gpu_hour"],
                 "parked_rack_hours": s["parked_rack_hours"],
                 "violations": s["violations"],
+                # saving per completed GPU-hour against the strongest baseline replayed
+                "saving_vs_strongest_percent": s["savings_by_mechanism"]
+                .get(s.get("strongest_baseline"), {})
+                .get("per_completed_gpu_hour_percent"),
             }
         )
     return pd.DataFrame(rows).set_index("policy")

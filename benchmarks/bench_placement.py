@@ -123,9 +123,9 @@ def table(results: dict) -> str:
                     f"{s['throttle_minutes']:.0f}",
                     f"{s['deferred_jobs']}",
                     f"{s['work_gpu_hours']:,.0f}",
-                    f"{s['kwh_per_gpu_hour']:.4f}",
+                    f"{s['kwh_per_completed_gpu_hour']:.4f}",
                     f"{s['parked_rack_hours']:,.0f}",
-                    f"{s['mean_wait_seconds']:.0f}",
+                    f"{s['job_wait_mean_s']:.0f}",
                     f"{s['wall_seconds']:.0f}",
                 ]
             )
@@ -142,7 +142,7 @@ def savings(results: dict) -> str:
         d_tot = 1 - tw["energy_kwh"]["total"] / b["energy_kwh"]["total"]
         d_cool = 1 - tw["energy_kwh"]["cooling"] / b["energy_kwh"]["cooling"]
         d_co2 = 1 - tw["carbon_kg"] / b["carbon_kg"]
-        d_work = 1 - tw["kwh_per_gpu_hour"] / b["kwh_per_gpu_hour"]
+        d_work = 1 - tw["kwh_per_completed_gpu_hour"] / b["kwh_per_completed_gpu_hour"]
         lines.append(
             f"twin vs {base}: total {d_tot:+.2%}, cooling {d_cool:+.2%}, carbon {d_co2:+.2%}, "
             f"energy per GPU-hour {d_work:+.2%}"

@@ -14,7 +14,7 @@ from apps import data
 
 SOURCES = ("Generated (Alibaba openb statistics)", "Job file (upload)", "Job file (path)")
 #: Policies run by default: today's schedulers and the twin's optimizer.
-DEFAULT_POLICIES = ("pack", "spread", "twin")
+DEFAULT_POLICIES = ("pack", "pack-park", "pack-static", "twin")
 
 
 def bar(table: pd.DataFrame, column: str, title: str) -> alt.Chart:

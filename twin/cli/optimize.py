@@ -27,12 +27,19 @@ from twin.units import SpecError
 SUMMARY_KEYS = (
     "energy_kwh",
     "carbon_kg",
-    "cost",
+    "cost_usd",
     "pue",
     "max_gpu_temperature_c",
     "throttle_minutes",
     "violations",
+    "completed_gpu_hours",
+    "kwh_per_completed_gpu_hour",
+    "work_lost_gpu_hours",
+    "job_wait_mean_s",
+    "job_wait_p95_s",
+    "job_wait_max_s",
     "deferred_jobs",
+    "savings_by_mechanism",
     "jobs",
     "jobs_after_horizon",
     "wall_seconds",
@@ -69,7 +76,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "optimize", "energy-optimal job placement and cooling setpoints", __doc__)
     _common(p)
-    p.add_argument("--policy", default="twin", help="twin, pack, spread, coolest or random")
+    p.add_argument(
+        "--policy",
+        default="twin",
+        help="twin; baselines pack, spread, coolest, random, pack-park (idle-rack parking), "
+        "pack-static (the best fixed setpoints); ablations twin-setpoints, twin-placement",
+    )
     p.add_argument(
         "--compare", action="store_true", help="run every policy on the same jobs and twin"
     )
@@ -97,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-park",
         dest="park",
         action="store_false",
-        help="twin policy: keep idle racks powered (no idle-rack parking)",
+        help="twin and pack-park: keep idle racks powered (no idle-rack parking)",
     )
     p.add_argument(
         "--wake-time",
@@ -110,7 +122,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="idle-rack parking: power of a parked rack (default 1.5 kW, an estimate)",
     )
     p.add_argument(
-        "--out", default=None, help="write the plan (xarray/netCDF); per policy with --compare"
+        "--out",
+        default=None,
+        help="write the plan (xarray/netCDF); per policy with --compare, and a PNG of the "
+        "savings by mechanism next to it",
     )
     p.add_argument(
         "--json", action="store_true", help="print one JSON object (per policy) on stdout"
@@ -163,7 +178,14 @@ def run(args: argparse.Namespace) -> int:
             )
         args.policy = [args.policy] if not args.compare else None
         return run_sweep_cli(args)
-    from twin.placement import POLICIES, build_topology, check_feasible, parse_caps, replay
+    from twin.placement import (
+        POLICIES,
+        attach_savings,
+        build_topology,
+        check_feasible,
+        parse_caps,
+        replay,
+    )
     from twin.simulation import prepare, progress_printer, write_netcdf
     from twin.spec import load_facility
 
@@ -221,17 +243,37 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             path = args.out if len(policies) == 1 else _suffixed(args.out, pol)
             print(f"wrote {write_netcdf(res.plan, path)}", file=sys.stderr)
+    strongest = attach_savings(results)
+    if args.out and len(policies) > 1:
+        from twin.cli.placement_report import plot_savings
+
+        print(
+            f"wrote {plot_savings(results, strongest, _suffixed(args.out, 'savings', 'png'))}",
+            file=sys.stderr,
+        )
     _say_after_horizon(results, len(jobs))
     cal = {"calibration": run_.calibration} if run_.calibration is not None else {}
     out = {
         pol: {k: r.summary[k] for k in SUMMARY_KEYS} | cal | {"details": r.summary}
         for pol, r in results.items()
     }
+    if len(policies) > 1:
+        from twin.cli.placement_report import headline
+
+        out = {
+            "strongest_baseline": strongest,
+            "twin_vs_strongest": headline(results, strongest),
+        } | out
     if args.json:
         json.dump(out if len(policies) > 1 else out[policies[0]], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
+        from twin.cli.placement_report import mechanism_table
+
         _table({p: r.summary for p, r in results.items()})
+        if strongest is not None:
+            print()
+            print(mechanism_table(results, strongest))
     return 0
 
 
@@ -247,9 +289,11 @@ def _say_after_horizon(results: dict, n_jobs: int) -> None:
         )
 
 
-def _suffixed(path: str, policy: str) -> str:
-    root, dot, ext = path.rpartition(".")
-    return f"{root}-{policy}.{ext}" if dot else f"{path}-{policy}"
+def _suffixed(path: str, policy: str, ext: str | None = None) -> str:
+    root, dot, old = path.rpartition(".")
+    root, old = (root, old) if dot else (path, "")
+    ext = ext or old
+    return f"{root}-{policy}.{ext}" if ext else f"{root}-{policy}"
 
 
 def _table(summaries: dict) -> None:
@@ -261,19 +305,26 @@ def _table(summaries: dict) -> None:
         ("fans kWh", lambda s: s["energy_kwh"]["fans"], "{:,.1f}"),
         ("chillers kWh", lambda s: s["energy_kwh"]["chillers"], "{:,.1f}"),
         ("carbon kg", lambda s: s["carbon_kg"], "{:,.0f}"),
+        ("cost USD", lambda s: s["cost_usd"], "{:,.0f}"),
         ("PUE", lambda s: s["pue"], "{:.4f}"),
         ("max GPU degC", lambda s: s["max_gpu_temperature_c"], "{:.1f}"),
         ("violations", lambda s: s["violations"], "{:d}"),
         ("deferred jobs", lambda s: s["deferred_jobs"], "{:d}"),
         ("after horizon", lambda s: s["jobs_after_horizon"], "{:d}"),
         ("work GPU-h", lambda s: s["work_gpu_hours"], "{:,.0f}"),
+        ("lost GPU-h", lambda s: s["work_lost_gpu_hours"], "{:,.1f}"),
+        ("completed GPU-h", lambda s: s["completed_gpu_hours"], "{:,.0f}"),
+        ("kWh/compl. GPU-h", lambda s: s["kwh_per_completed_gpu_hour"], "{:.4f}"),
         ("parked rack-h", lambda s: s["parked_rack_hours"], "{:,.0f}"),
-        ("mean wait s", lambda s: s["mean_wait_seconds"], "{:,.0f}"),
+        ("mean wait s", lambda s: s["job_wait_mean_s"], "{:,.0f}"),
+        ("p95 wait s", lambda s: s["job_wait_p95_s"], "{:,.0f}"),
+        ("max wait s", lambda s: s["job_wait_max_s"], "{:,.0f}"),
+        ("p95 delay s", lambda s: s["job_delay_p95_s"], "{:,.0f}"),
         ("wall s", lambda s: s["wall_seconds"], "{:.1f}"),
     ]
-    print(f"{'':16}" + "".join(f"{p:>14}" for p in summaries))
+    print(f"{'':17}" + "".join(f"{p:>15}" for p in summaries))
     for name, get, fmt in rows:
-        print(f"{name:16}" + "".join(f"{fmt.format(get(s)):>14}" for s in summaries.values()))
+        print(f"{name:17}" + "".join(f"{fmt.format(get(s)):>15}" for s in summaries.values()))
 
 
 def run_sweep_cli(args: argparse.Namespace) -> int:

@@ -15,8 +15,14 @@ re-optimization and deferral forecast), :mod:`.accounting` (epoch schedule, the 
 audit, summary and plan), :mod:`.replay` (the loop), :mod:`.compare`.
 """
 
-from twin.placement.allocation import POLICIES
-from twin.placement.compare import compare
+from twin.placement.accounting import ENERGY_PARTS
+from twin.placement.allocation import BASELINES, MECHANISMS, POLICIES
+from twin.placement.compare import (
+    attach_savings,
+    compare,
+    savings_by_mechanism,
+    strongest_baseline,
+)
 from twin.placement.parking import RACK_STANDBY_W, RACK_WAKE_S
 from twin.placement.replay import PolicyResult, replay
 from twin.placement.setpoints import FWS_RAMP_DOWN_K_PER_H, SetpointResult, optimize_setpoints
@@ -41,6 +47,9 @@ from twin.placement.topology import (
 )
 
 __all__ = [
+    "BASELINES",
+    "ENERGY_PARTS",
+    "MECHANISMS",
     "FWS_RAMP_DOWN_K_PER_H",
     "POLICIES",
     "RACK_STANDBY_W",
@@ -51,6 +60,7 @@ __all__ = [
     "SetpointResult",
     "Steady",
     "Topology",
+    "attach_savings",
     "build_topology",
     "check_feasible",
     "compare",
@@ -62,8 +72,10 @@ __all__ = [
     "rack_inlet",
     "rack_steady",
     "replay",
+    "savings_by_mechanism",
     "snapshot_objective",
     "steady_state",
+    "strongest_baseline",
     "with_power_state",
     "with_schedule",
     "with_setpoints",

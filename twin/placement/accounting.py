@@ -107,10 +107,13 @@ def epoch_schedule(
 @dataclass
 class FacilityTrace:
     """The twin's state and ledger carried across epochs, and per epoch its records and the
-    setpoints in force (degC, degC, -)."""
+    setpoints in force (degC, degC, -); the GPUs' idle energy and the parked racks' standby
+    energy [J], which the ledger does not separate (:func:`energy_parts`)."""
 
     state: F.State
     ledger: F.Ledger
+    gpu_idle_j: float = 0.0
+    standby_j: float = 0.0
     records: list = field(default_factory=list)
     fws: list = field(default_factory=list)
     tcs: list = field(default_factory=list)
@@ -131,6 +134,16 @@ class FacilityTrace:
         self.fws.append(np.asarray(fws_k) - ZERO_CELSIUS_K)
         self.tcs.append(np.asarray(tcs_k) - ZERO_CELSIUS_K)
         self.pump.append(np.asarray(pump))
+
+    def note_power_state(
+        self, q: F.FacilityParams, powered: np.ndarray, standby_w: float, epoch: float
+    ) -> None:
+        """Add an epoch's GPU idle energy (the temperature-independent idle power of every GPU,
+        scaled by its rack's powered share in ``q``, :func:`.steady.with_power_state`) and
+        standby energy (``standby_w`` [W] over the parked share of each rack, ``powered`` (R,))."""
+        idle = np.broadcast_to(np.asarray(q.gpu_power_idle), q.gpu_shape)
+        self.gpu_idle_j += float(idle.sum()) * epoch
+        self.standby_j += float((1.0 - np.asarray(powered)).sum()) * standby_w * epoch
 
 
 @dataclass
@@ -188,7 +201,38 @@ class Audit:
         c["site_cap"] += int((racks.site_peak > topo.site_cap * (1 + 1e-9)).sum())
 
 
-def _energy_kwh(led) -> dict:
+#: The parts of the total energy (kWh keys of ``energy_kwh``), which add up to it: IT as GPU
+#: dynamic (utilization) power, GPU idle, GPU leakage, rack CPUs/switches/NICs of powered racks
+#: and parked racks' standby; then pumps, fans, chillers and electrical losses.
+ENERGY_PARTS = (
+    "gpu_dynamic",
+    "gpu_idle",
+    "gpu_leakage",
+    "rack_overhead",
+    "parked_standby",
+    "pumps",
+    "fans",
+    "chillers",
+    "electrical_losses",
+)
+
+
+def energy_parts(led, trace: FacilityTrace) -> dict:
+    """IT energy split as :data:`ENERGY_PARTS` [kWh]: the ledger's GPU energy and GPU leakage;
+    GPU idle and parked standby as accounted each epoch (:meth:`FacilityTrace.note_power_state`);
+    GPU dynamic = GPU - leakage - idle, rack overhead = IT - GPU - standby."""
+    it, gpu = float(led.it_energy.sum()), float(led.gpu_energy.sum())
+    leak = float(led.leakage_energy.sum())
+    return {
+        "gpu_dynamic": (gpu - leak - trace.gpu_idle_j) / _KWH,
+        "gpu_idle": trace.gpu_idle_j / _KWH,
+        "gpu_leakage": leak / _KWH,
+        "rack_overhead": (it - gpu - trace.standby_j) / _KWH,
+        "parked_standby": trace.standby_j / _KWH,
+    }
+
+
+def _energy_kwh(led, trace: FacilityTrace) -> dict:
     energy = {
         "it": float(led.it_energy.sum() / _KWH),
         "pumps": float(led.pump_energy.sum() / _KWH),
@@ -198,7 +242,28 @@ def _energy_kwh(led) -> dict:
     }
     energy["cooling"] = energy["pumps"] + energy["fans"] + energy["chillers"]
     energy["total"] = energy["it"] + energy["cooling"] + energy["electrical_losses"]
-    return energy
+    return energy | energy_parts(led, trace)
+
+
+def _waits(sched: Scheduler, horizon: float) -> dict:
+    """Waits for capacity of the jobs not deferred (start, or the horizon for a job still
+    queued, minus arrival) and delays of every job (deferral included) [s]."""
+    arrival, start_time, deferred = sched.jobs.arrival, sched.start_time, sched.deferred
+    started = ~np.isnan(start_time)
+    seen = started | (arrival < horizon)
+    delay = np.where(started, start_time, horizon) - arrival
+    wait, delay = delay[seen & ~deferred], delay[seen]
+
+    def stat(x, f):
+        return float(f(x)) if len(x) else 0.0
+
+    return {
+        "job_wait_mean_s": stat(wait, np.mean),
+        "job_wait_p95_s": stat(wait, lambda x: np.percentile(x, 95)),
+        "job_wait_max_s": stat(wait, np.max),
+        "job_delay_p95_s": stat(delay, lambda x: np.percentile(x, 95)),
+        "job_delay_max_s": stat(delay, np.max),
+    }
 
 
 def _site_summary(led, topo: Topology) -> dict:
@@ -217,6 +282,7 @@ def _site_summary(led, topo: Topology) -> dict:
 
 
 def summarize(
+    policy: str,
     run: Run,
     objective: str,
     horizon: float,
@@ -229,18 +295,16 @@ def summarize(
 ) -> dict:
     """The replay's summary (energies in kWh, waits in s, see docs/placement.md)."""
     led = jax.tree.map(np.asarray, trace.ledger)
-    energy = _energy_kwh(led)
+    energy = _energy_kwh(led, trace)
     arrival, start_time, deferred = sched.jobs.arrival, sched.start_time, sched.deferred
     started = ~np.isnan(start_time)
-    # waits of jobs not deferred; a job still queued at the end counts up to the horizon
-    wait = (np.where(started, start_time, horizon) - arrival)[
-        (started | (arrival < horizon)) & ~deferred
-    ]
     max_t = max(float(led.max_gpu_temp.max()), audit.hot_max)
     counters = {**audit.counters, "overcommit": sched.overcommits}
     busy_gpu_s, total_gpus = audit.busy_gpu_s, float(sched.topo.n_racks * sched.topo.gpus_per_rack)
+    lost_gpu_s = float(led.work_lost_gpu_seconds.sum())
+    completed = (busy_gpu_s - lost_gpu_s) / 3600.0
     return {
-        "policy": sched.policy,
+        "policy": policy,
         "objective": objective,
         "facility": run.spec.name,
         "start": run.start.isoformat(),
@@ -251,7 +315,7 @@ def summarize(
         "jobs_started": int((started & (start_time < horizon)).sum()),
         "energy_kwh": energy,
         "carbon_kg": float(led.carbon_mass.sum()),
-        "cost": float(led.cost.sum()),
+        "cost_usd": float(led.cost.sum()),
         "pue": energy["total"] / energy["it"],
         "max_gpu_temperature_c": max_t - ZERO_CELSIUS_K,
         "throttle_minutes": (audit.throttle_gpu_s + float(led.throttle_gpu_seconds.sum())) / 60.0,
@@ -259,9 +323,7 @@ def summarize(
         "violations_by_constraint": counters,
         "deferred_jobs": int(deferred.sum()),
         "queued_jobs": int(len(sched.queue)),
-        # waiting for capacity (deferral excluded): start (or the horizon) - arrival
-        "mean_wait_seconds": float(np.mean(wait)) if len(wait) else 0.0,
-        "max_wait_seconds": float(np.max(wait)) if len(wait) else 0.0,
+        **_waits(sched, horizon),
         "parking": parking.enabled,
         "parked_rack_hours": parking.parked_rack_seconds / 3600.0,
         "rack_parks": parking.parks,
@@ -270,9 +332,11 @@ def summarize(
         "mean_gpu_load": busy_gpu_s / (total_gpus * horizon),
         "work_gpu_hours": busy_gpu_s / 3600.0,
         # the facility model's power and thermal caps: GPU-hours at reduced clocks
-        "work_lost_gpu_hours": float(led.work_lost_gpu_seconds.sum()) / 3600.0,
-        "kwh_per_gpu_hour": energy["total"]
-        / max((busy_gpu_s - float(led.work_lost_gpu_seconds.sum())) / 3600.0, 1e-9),
+        "work_lost_gpu_hours": lost_gpu_s / 3600.0,
+        # GPU-hours of jobs' work done in the replay: busy less lost to the caps
+        "completed_gpu_hours": completed,
+        "kwh_per_completed_gpu_hour": energy["total"] / max(completed, 1e-9),
+        "savings_by_mechanism": {},  # filled by compare (against the baselines replayed)
         "placement_seconds": placement_seconds,
         "wall_seconds": wall,
         "sites": _site_summary(led, sched.topo),

@@ -9,6 +9,14 @@ Policies
 ``random``   a random feasible rack.
 ``twin``     the least marginal cost (the gradient of the optimized steady objective with
              respect to the rack's utilization); within 1 % of it, the fullest rack.
+
+A policy (:data:`MECHANISMS`) is one of these rack orders together with its setpoints
+(``design``: the spec's, held; ``static``: the twin's optimizer run once for the period, then
+held; ``twin``: re-optimized hourly), idle-rack parking (:mod:`.parking`) and the deferral of
+flexible jobs to cheaper hours. ``pack-park`` and ``pack-static`` are the baselines an operator
+compares with (Slurm's power saving; the best fixed setpoints); ``twin-setpoints`` and
+``twin-placement`` are ablations of ``twin``: its setpoints alone, its placement (and
+deferral) alone. Parking alone is ``pack-park``.
 """
 
 from __future__ import annotations
@@ -19,7 +27,32 @@ import numpy as np
 
 from twin.placement.topology import Topology, peak_power
 
-POLICIES = ("twin", "pack", "spread", "coolest", "random")
+
+@dataclass(frozen=True)
+class Mechanisms:
+    """What a policy does: rack order (:func:`rack_score`), setpoints (design, static or twin),
+    idle-rack parking, deferral of flexible jobs (needs the twin's marginal-cost forecast)."""
+
+    placement: str
+    setpoints: str
+    park: bool
+    defer: bool
+
+
+MECHANISMS = {
+    "twin": Mechanisms("twin", "twin", park=True, defer=True),
+    "pack": Mechanisms("pack", "design", park=False, defer=False),
+    "spread": Mechanisms("spread", "design", park=False, defer=False),
+    "coolest": Mechanisms("coolest", "design", park=False, defer=False),
+    "random": Mechanisms("random", "design", park=False, defer=False),
+    "pack-park": Mechanisms("pack", "design", park=True, defer=False),
+    "pack-static": Mechanisms("pack", "static", park=False, defer=False),
+    "twin-setpoints": Mechanisms("pack", "twin", park=False, defer=False),
+    "twin-placement": Mechanisms("twin", "design", park=False, defer=True),
+}
+POLICIES = tuple(MECHANISMS)
+#: Policies that use none of the twin's mechanisms: what ``twin`` is measured against.
+BASELINES = ("pack", "spread", "coolest", "random", "pack-park", "pack-static")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from twin.placement.scheduler import RackLoad
 from twin.placement.setpoints import FWS_RAMP_DOWN_K_PER_H, optimize_setpoints
 from twin.placement.steady import (
     derive_jit,
+    evaluate,
     hot_coefficients,
     marginal_factor,
     with_setpoints,
@@ -67,11 +68,18 @@ class SetpointControl:
         return self.fws_k, self.tcs_k, self.pump
 
     def reoptimize(
-        self, t0: float, hours_now: float, load: RackLoad, racks: RackState, parked: np.ndarray
+        self,
+        t0: float,
+        hours_now: float,
+        load: RackLoad,
+        racks: RackState,
+        parked: np.ndarray,
+        optimize: bool = True,
     ) -> None:
         """Optimize the setpoints for the racks' load and power state at hour-of-year
-        ``hours_now``; set the racks' hottest-GPU coefficients and marginal costs there, and the
-        marginal-cost forecast from ``t0`` [s]."""
+        ``hours_now`` (``optimize`` False: keep the setpoints in force, as the
+        ``twin-placement`` ablation does); set the racks' hottest-GPU coefficients and marginal
+        costs there, and the marginal-cost forecast from ``t0`` [s]."""
         p, topo = self.p, self.topo
         r_n = topo.n_racks
         hour_idx = int(hours_now) % self.w_hour.shape[0]
@@ -89,30 +97,52 @@ class SetpointControl:
         ramp_hours = min(self.setpoint_interval, 3600.0) / 3600.0
         floor = np.asarray(self.fws_k) - FWS_RAMP_DOWN_K_PER_H * ramp_hours
         power_now = (jnp.asarray((~parked).astype(float)), jnp.asarray(self.standby_w))
-        opt = optimize_setpoints(
-            p,
-            topo,
-            u_mean,
-            u_hot,
-            hours_now,
-            weight,
-            self.iterations,
-            x0=self.setpoints,
-            fws_floor=floor if self.ramp else None,
-            power=power_now,
-            u_valve=u_valve,
-        )
-        self.fws_k, self.tcs_k, self.pump = opt.setpoints
-        q = with_setpoints(p, *opt.setpoints)
+        if optimize:
+            opt = optimize_setpoints(
+                p,
+                topo,
+                u_mean,
+                u_hot,
+                hours_now,
+                weight,
+                self.iterations,
+                x0=self.setpoints,
+                fws_floor=floor if self.ramp else None,
+                power=power_now,
+                u_valve=u_valve,
+            )
+            self.fws_k, self.tcs_k, self.pump = opt.setpoints
+            steady, grad_u = opt.steady, opt.grad_u
+        else:
+            h = jnp.asarray(hours_now, dtype=float)
+            q_now = with_setpoints(p, *self.setpoints)
+            _, steady, grad_u = evaluate(q_now, u_mean, u_hot, h, weight, power_now, u_valve)
+        q = with_setpoints(p, *self.setpoints)
         dq = derive_jit(q)
-        tcs_rack = np.asarray(opt.steady.tcs_supply)[topo.rack_cdu]
+        tcs_rack = np.asarray(steady.tcs_supply)[topo.rack_cdu]
         racks.hot_a, racks.hot_b = hot_coefficients(q, dq, tcs_rack)
-        racks.cost = np.asarray(opt.grad_u)
+        racks.cost = np.asarray(grad_u)
         horizon_h = jnp.asarray(hours_now + np.arange(float(FORECAST_HOURS)))
         ahead = (hour_idx + np.arange(FORECAST_HOURS)) % self.w_hour.shape[0]
         wv = jnp.asarray(self.w_hour[ahead])
         self.factor = np.asarray(marginal_factor(q, u_mean, u_hot, horizon_h, wv, power_now))
         self.factor_t0 = t0
+
+    def hold_static(self, hours: float, u_mean: np.ndarray, u_hot: np.ndarray) -> None:
+        """Optimize the setpoints once for the steady load ``u_mean``/``u_hot`` (R,) at
+        hour-of-year ``hours`` (every rack powered) and hold them (``pack-static``)."""
+        hour_idx = int(hours) % self.w_hour.shape[0]
+        opt = optimize_setpoints(
+            self.p,
+            self.topo,
+            jnp.asarray(u_mean),
+            jnp.asarray(u_hot),
+            hours,
+            jnp.asarray(self.w_hour[hour_idx]),
+            self.iterations,
+            u_valve=jnp.asarray(u_hot),  # as reoptimize: at the flow of a TDP job's rack
+        )
+        self.fws_k, self.tcs_k, self.pump = opt.setpoints
 
     def deferral_hours(self, now: float, window: float, duration: float, horizon: float) -> int:
         """Whole hours to defer a flexible job (``window`` [s] of deferral, ``duration`` [s])

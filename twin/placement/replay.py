@@ -6,7 +6,8 @@ advances the twin in epochs (default 15 min), each with the per-rack workload sc
 jobs that ran in it (GPU-seconds weighted, so rack energy is exact: GPU power and leakage are
 linear in utilization and temperature) and the setpoints the policy chose (:mod:`.controller`);
 the state is carried across epochs (:mod:`.accounting`). The twin policy re-optimizes its
-setpoints hourly and parks idle racks (:mod:`.parking`).
+setpoints hourly and parks idle racks (:mod:`.parking`); the baselines and ablations use some
+of these mechanisms (:data:`twin.placement.allocation.MECHANISMS`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from twin.placement.accounting import (
     plan_dataset,
     summarize,
 )
-from twin.placement.allocation import POLICIES, RackState
+from twin.placement.allocation import MECHANISMS, POLICIES, Mechanisms, RackState
 from twin.placement.controller import SetpointControl
 from twin.placement.events import Event, EventKind, EventQueue
 from twin.placement.parking import RACK_STANDBY_W, RACK_WAKE_S, Parking
@@ -78,8 +79,8 @@ def replay(
     [s]: how often the twin policy re-optimizes its setpoints (``iterations`` L-BFGS-B
     iterations, the FWS supply ramped down at most FWS_RAMP_DOWN_K_PER_H unless ``ramp`` is
     False) for ``objective`` (energy, carbon or cost); ``seed``: job phases and the random
-    policy. ``park`` (twin policy only): power down idle racks beyond each site's reserve and
-    wake them when demand returns (``wake_time`` [s] until a woken rack takes jobs;
+    policy. ``park`` (policies that park: ``twin``, ``pack-park``; False turns it off): power
+    down idle racks beyond each site's reserve and wake them when demand returns (``wake_time`` [s] until a woken rack takes jobs;
     ``standby_w`` [W] drawn by a parked rack); see :mod:`twin.placement.parking`.
     """
     _check_arguments(policy, objective, hours, wake_time, standby_w)
@@ -122,6 +123,36 @@ def _check_arguments(policy, objective, hours, wake_time, standby_w) -> None:
         raise SpecError("--wake-time", wake_time, "a wake time >= 0 s")
     if not (math.isfinite(standby_w) and standby_w >= 0):
         raise SpecError("--standby-power", standby_w, "a standby power >= 0 W")
+
+
+def period_load(
+    run: Run, jobs: JobArrays, topo: Topology, horizon: float
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """The period's load for ``pack-static``'s one optimization: (hour of year, mean rack
+    utilization (R,), hottest-GPU utilization (R,)).
+
+    Taken from the job set before the replay, as a planner would: the GPU-seconds of the jobs
+    arriving in [0, ``horizon``) that fall inside it (each started at arrival), at the
+    GPU-seconds weighted mean of their low- and high-phase power, filled into racks in pack
+    order (the mean number of busy GPUs on the first racks). Every rack keeps room for a job at
+    TDP, as the twin's hourly optimization does (the setpoints must admit any placement all
+    period). The hour is the one whose site-mean outdoor dry-bulb temperature is nearest the
+    period's mean.
+    """
+    inside = np.clip(np.minimum(jobs.arrival + jobs.duration, horizon) - jobs.arrival, 0.0, None)
+    gpu_s = jobs.gpus * inside * (jobs.arrival < horizon)
+    frac = 0.5 * (jobs.frac_low + jobs.frac_high)
+    frac_mean = float((gpu_s * frac).sum() / max(gpu_s.sum(), 1e-30))
+    busy = gpu_s.sum() / horizon  # mean busy GPUs
+    gpr = topo.gpus_per_rack
+    share = np.clip((busy - gpr * np.arange(topo.n_racks)) / gpr, 0.0, 1.0)
+    racks = np.arange(topo.n_racks)
+    u_mean = share * topo.utilization(frac_mean, racks)
+    u_hot = topo.utilization(1.0, racks)
+    temp = np.asarray(run.params.weather_temp_air).mean(axis=1)  # (hours of the year,)
+    hours = run.hour0 + np.arange(max(1, int(math.ceil(horizon / 3600.0))))
+    t_h = temp[hours.astype(int) % len(temp)]
+    return float(hours[np.argmin(np.abs(t_h - t_h.mean()))]), u_mean, u_hot
 
 
 def _hourly_weights(run: Run, objective: str) -> np.ndarray:
@@ -186,8 +217,9 @@ class _Replay:
         rack_temp = np.asarray(trace.state.gpu_temp).reshape(r_n, -1).mean(axis=1)
         racks = RackState.idle(topo, p0.n_cdus, hot, rack_temp, rng)
         events = EventQueue()
+        mech = MECHANISMS[policy]
         parking = Parking.start(
-            policy == "twin" and options.park, racks, events, arrays.gpus, epoch, options.wake_time
+            mech.park and options.park, racks, events, arrays.gpus, epoch, options.wake_time
         )
         control = SetpointControl.at_design(
             p0,
@@ -198,6 +230,8 @@ class _Replay:
             options.ramp,
             options.standby_w,
         )
+        if mech.setpoints == "static":
+            control.hold_static(*period_load(run, arrays, topo, n_epochs * epoch))
         return cls(
             run,
             policy,
@@ -210,26 +244,47 @@ class _Replay:
             racks=racks,
             events=events,
             parking=parking,
-            sched=Scheduler.start(policy, arrays, racks, events, parking),
+            sched=Scheduler.start(mech.placement, arrays, racks, events, parking),
             control=control,
             trace=trace,
             audit=Audit.of(p0, topo),
         )
 
     # ------------------------------------------------------------------ setpoints (twin)
+    @property
+    def mech(self) -> Mechanisms:
+        return MECHANISMS[self.policy]
+
+    def _steers(self) -> bool:
+        """Whether the policy needs the twin's marginal costs (placement, deferral) or setpoints."""
+        m = self.mech
+        return m.setpoints == "twin" or m.placement == "twin" or m.defer
+
     def reoptimize_due(self, e: int, t0: float) -> bool:
-        """Twin policy: at the first epoch and every ``setpoint_interval``."""
+        """Policies that park or steer by the twin: at the first epoch and every
+        ``setpoint_interval``."""
         interval = self.options.setpoint_interval
-        return self.policy == "twin" and (e == 0 or (t0 % interval) < 1e-9)
+        due = self.parking.enabled or self._steers()
+        return due and (e == 0 or (t0 % interval) < 1e-9)
 
     def reoptimize(self, t0: float) -> None:
         """Parking first, so that the optimizer sees the racks' power state for the interval
-        (only bursts wake racks in between); then setpoints and marginal costs."""
+        (only bursts wake racks in between); then setpoints (``twin`` setpoints only) and
+        marginal costs."""
         if self.parking.enabled:
             self.parking.control(t0, self.sched.queue)
+        if not self._steers():
+            return
         s0 = time.perf_counter()
         hours_now = self.run.hour0 + t0 / 3600.0
-        self.control.reoptimize(t0, hours_now, self.sched.load, self.racks, self.parking.parked)
+        self.control.reoptimize(
+            t0,
+            hours_now,
+            self.sched.load,
+            self.racks,
+            self.parking.parked,
+            optimize=self.mech.setpoints == "twin",
+        )
         self.control_seconds += time.perf_counter() - s0
 
     # ------------------------------------------------------------------ events
@@ -247,7 +302,7 @@ class _Replay:
     def _arrive(self, i: int, now: float, tally: EpochTally) -> None:
         """Job ``i`` arrives (or its deferral ends): defer it (twin, flexible), start or queue."""
         jobs, sched = self.jobs, self.sched
-        if jobs.deferral[i] > 0 and not sched.deferred[i]:
+        if self.mech.defer and jobs.deferral[i] > 0 and not sched.deferred[i]:
             horizon = self.n_epochs * self.epoch
             k = self.control.deferral_hours(now, jobs.deferral[i], jobs.duration[i], horizon)
             if k > 0:
@@ -270,12 +325,14 @@ class _Replay:
         q_hot = with_setpoints(run.params, *self.control.setpoints)  # powered: temperatures
         q = with_power_state(q_hot, powered, self.options.standby_w)
         q = with_schedule(q, low, high, load.periods, load.phases)
-        dq = derive_jit(q) if self.policy == "twin" else run.derived
+        as_spec = self.mech.setpoints == "design" and not self.parking.enabled
+        dq = run.derived if as_spec else derive_jit(q)
         self.trace.advance(q, dq, run, self.steps, self.control.setpoints)
+        self.trace.note_power_state(q, powered, self.options.standby_w, self.epoch)
         state = self.trace.state
-        if self.policy == "coolest":
+        if self.mech.placement == "coolest":
             racks.rack_temp = np.asarray(state.gpu_temp).reshape(topo.n_racks, -1).mean(axis=1)
-        if self.policy != "twin":
+        if self.mech.setpoints != "twin":
             tcs_rack = np.asarray(state.tcs_supply)[topo.rack_cdu]
             racks.hot_a, racks.hot_b = hot_coefficients(q_hot, dq, tcs_rack)
         self.audit.check(q_hot, dq, state, tally.hot, racks, self.epoch)
@@ -285,6 +342,7 @@ class _Replay:
         sched, trace = self.sched, self.trace
         horizon = self.n_epochs * self.epoch
         summary = summarize(
+            self.policy,
             self.run,
             self.options.objective,
             horizon,
