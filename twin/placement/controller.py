@@ -84,12 +84,13 @@ class SetpointControl:
         r_n = topo.n_racks
         hour_idx = int(hours_now) % self.w_hour.shape[0]
         u_mean = jnp.asarray(load.low + 0.5 * (load.high - load.low))
-        u_hot = np.array([load.hottest(r) for r in range(r_n)])
-        # every rack keeps room for a job at TDP: GPUs freed within the hour stay admissible
-        u_hot = jnp.asarray(np.maximum(u_hot, topo.utilization(1.0, np.arange(r_n))))
-        # the hottest job's GPUs are checked as the simulation runs them: the rack's GPUs on
-        # one schedule, its valve at the flow of that level (docs/placement.md, "Hot GPUs")
-        u_valve = u_hot
+        # The hottest GPU as the simulation runs it: the rack's GPUs on one schedule, at its
+        # high phase, the valve at the flow of its (filtered, so mean) heat; every rack keeps
+        # room for jobs at TDP on its free GPUs, at the flow their heat opens the valve to
+        # (docs/placement.md, "The hottest GPU")
+        room = racks.free / topo.gpus_per_rack * topo.utilization(1.0, np.arange(r_n))
+        u_hot = jnp.asarray(np.asarray(load.high) + room)
+        u_valve = jnp.asarray(np.asarray(u_mean) + room)
         weight = jnp.asarray(self.w_hour[hour_idx])
         # warm start from the setpoints in force; the FWS supply falls at most
         # FWS_RAMP_DOWN_K_PER_H per hour and at most that much at a time, however long the
@@ -140,7 +141,7 @@ class SetpointControl:
             hours,
             jnp.asarray(self.w_hour[hour_idx]),
             self.iterations,
-            u_valve=jnp.asarray(u_hot),  # as reoptimize: at the flow of a TDP job's rack
+            u_valve=jnp.asarray(u_hot),  # room for a whole-rack job at TDP, at its flow
         )
         self.fws_k, self.tcs_k, self.pump = opt.setpoints
 
