@@ -60,6 +60,8 @@ from twin.io.telemetry import Grid, fleet_hosts
 from twin.units import SpecError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from twin.calibration import CalibrationResult
 
 
@@ -487,14 +489,17 @@ def anomalies(
     loops: list[str],
     cfg: FilterConfig | None = None,
     t0_ns: int = 0,
+    clock: Callable[[float], int] | None = None,
 ) -> list[dict]:
     """Current drift anomalies as records (``kind``, ``gpu``/``loop``, values, time); GPUs hot
-    against their peers: :func:`peer_anomalies`."""
+    against their peers: :func:`peer_anomalies`.  ``clock`` maps the filter's seconds to a time
+    [ns] (:meth:`Grid.time_at`, which skips a grid's cuts); default ``t0_ns`` plus them."""
     r_hat = resistance_estimate(model, state)
     ok = np.ones(len(gpus), bool) if model.r_ok is None else np.asarray(model.r_ok, bool)
 
     def record(kind: str, where: tuple[str, str], t: float, **values: object) -> dict:
-        since = str(np.datetime64(int(t0_ns + t * 1e9), "ns"))
+        ns = clock(t) if clock is not None else t0_ns + t * 1e9
+        since = str(np.datetime64(int(ns), "ns"))
         return {"kind": kind, where[0]: where[1], "since": since, **values}
 
     return [
@@ -613,7 +618,7 @@ def rolling_forecast(
     if k < n:
         state, _ = assimilate(model, state, power[k:], temp[k:], dt, record_every=n - k)
     loops, _ = fleet_hosts(grid)
-    flags = anomalies(model, state, list(grid.gpu), loops, t0_ns=grid.t0_ns)
+    flags = anomalies(model, state, list(grid.gpu), loops, clock=grid.time_at)
     flags += peer_anomalies(grid, anomaly_resistance(result.params))
     g = len(grid.gpu)
     return RollingForecast(

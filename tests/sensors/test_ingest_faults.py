@@ -219,9 +219,11 @@ def test_messages_print_plain_numbers():
 
 # ------------------------------------------------------------------ twin: calibrate, validate
 def test_grid_is_bounded_before_allocating(tmp_path):
-    """A Dataset with a 2099 time (e.g. a store written before these checks) is refused with
-    the span named, without the 17 GiB grid (old code allocated it)."""
-    from twin.io.telemetry import to_grid
+    """A Dataset with a 2099 time (e.g. a store written before these checks) gets a grid of
+    its readings (the 73 years without any are left out; old code allocated a 17 GiB grid);
+    readings too sparse for the grid (one every 29 min, under the cut) are refused with the
+    span named before anything is allocated."""
+    from twin.io.telemetry import GRID_CUT_GAP_S, to_grid
     from twin.units import SpecError
 
     t = np.array(["2025-09-24T00:00:00", "2025-09-24T00:00:01", "2099-01-01T00:00:00"],
@@ -231,9 +233,18 @@ def test_grid_is_bounded_before_allocating(tmp_path):
          "power_average": (("time", "gpu"), [[100.0], [101.0], [102.0]])},
         coords={"time": t, "gpu": ["g0"]},
     )  # fmt: skip
+    g = to_grid(ds)
+    assert g.n_steps < 1000 and len(g.cuts) == 1 and g.times[-1] == t[-1].astype(np.int64)
+    n = 2400
+    sparse = xr.Dataset(
+        {"temp_gpu": (("time", "gpu"), np.full((n, 1), 40.0)),
+         "power_average": (("time", "gpu"), np.full((n, 1), 100.0))},
+        coords={"time": t[0] + np.arange(n) * np.timedelta64(int(GRID_CUT_GAP_S) - 1, "s"),
+                "gpu": ["g0"]},
+    )  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(SpecError, match=r"26,7\d\d.\d days.*--start/--end"):
-        to_grid(ds)
+    with pytest.raises(SpecError, match=r"50.0 days on the grid.*--start/--end"):
+        to_grid(sparse)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
 
 

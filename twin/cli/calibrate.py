@@ -231,7 +231,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     _emit(E.calibration_anomalies(params, grid.gpu), args, seen)
     _warn_unidentified(model, cfg)
     state = None
-    t_end_ns = grid.t0_ns + int(grid.n_steps * grid.dt * 1e9)
+    t_end_ns = grid.end_ns
     polls = 0
     batch = max(int(args.batch_seconds / grid.dt), 1)
     if not args.follow and start >= grid.n_steps:
@@ -242,10 +242,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if P.shape[0]:
             if state is None:
                 state = E.init_state(model, P[0], T[0])
-                t0_ns = rest.t0_ns
+                clock = rest.time_at
             for a in range(0, P.shape[0], batch):
                 state, _ = E.assimilate(model, state, P[a : a + batch], T[a : a + batch], grid.dt, cfg, record_every=max(1, min(batch, P.shape[0] - a)))  # fmt: skip
-                _emit(E.anomalies(model, state, grid.gpu, loops, cfg, t0_ns), args, seen)
+                _emit(E.anomalies(model, state, grid.gpu, loops, cfg, clock=clock), args, seen)
             # GPUs hot against their peers at equal power, in the latest readings
             recent = _recent_readings(telemetry, rest, args.follow, cfg.peer_history_s)
             _emit(E.peer_anomalies(recent, r_peer), args, seen)
@@ -264,7 +264,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if grid.gpu != [str(g) for g in model_gpus]:
             model = E.model_from_calibration(params, grid.gpu)
             state = None
-        t_end_ns = grid.t0_ns + int(grid.n_steps * grid.dt * 1e9)
+        t_end_ns = grid.end_ns
         start = 1
     if state is not None and not args.json:
         r = E.resistance_estimate(model, state)
@@ -324,7 +324,7 @@ def _recent_readings(telemetry: str, rest: Grid, follow: bool, seconds: float) -
 
     if not follow:
         return rest
-    end_ns = rest.t0_ns + int(rest.n_steps * rest.dt * 1e9)
+    end_ns = rest.end_ns
     start = np.datetime64(int(end_ns - seconds * 1e9), "ns")
     recent = to_grid(open_telemetry(telemetry, start=str(start)))
     return recent.select(np.array([recent.gpu.index(g) for g in rest.gpu if g in recent.gpu]))

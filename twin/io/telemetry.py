@@ -51,6 +51,15 @@ GRID_CELLS_PER_SAMPLE = 64
 GRID_MIN_CELLS = 4_000_000
 #: bytes per grid cell at the peak of :func:`to_grid` (its arrays and temporaries), for messages
 GRID_BYTES_PER_CELL = 200
+#: A stretch with no reading of any GPU longer than this [s] is cut out of the grid (two 1 h
+#: stretches a month apart make a grid of ~2 h, not of a month) ...
+GRID_CUT_GAP_S = 1800.0
+#: ... except its last GRID_BRIDGE_S seconds, kept as a bridge: power held at the first reading
+#: after the gap, no temperature compared (``gap``), so the model reaches the steady state at the
+#: next stretch's first power, the same state it starts the record from, and never integrates
+#: the readings before the gap into the stretch after it.  600 s is six times the slow branch's
+#: prior time constant (100 s): what is left of the state before the gap is ~0.25 %.
+GRID_BRIDGE_S = 600.0
 
 #: clocks-event reason bits that mean thermal throttling (NVML ``nvmlClocksEventReason*``):
 #: HW slowdown 0x8, SW thermal slowdown 0x20, HW thermal slowdown 0x40, HW power brake 0x80.
@@ -241,6 +250,9 @@ class Grid:
     likewise for HBM.  ``gap`` marks steps with no reading within ``gap_s``; ``throttled`` steps
     whose clocks-event reasons show thermal throttling or whose temperature reached the slowdown
     limit.
+
+    Steps are ``dt`` apart except across a cut (see :data:`GRID_CUT_GAP_S`): ``time_ns`` then
+    holds each step's time and ``cuts`` the (start, end) [ns] of each interval left out.
     """
 
     gpu: list[str]
@@ -258,6 +270,10 @@ class Grid:
     #: each GPU's identity from the telemetry's coordinates, where given: ``uuid``, ``index``,
     #: ``name`` (NVML product name), ``location`` (operator's label); lists over ``gpu``
     identity: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: each step's time [ns] where the grid has cuts (``None``: ``t0_ns + k * dt``)
+    time_ns: np.ndarray | None = None
+    #: (start, end) [ns since the epoch] of each interval without readings left out of the grid
+    cuts: tuple[tuple[int, int], ...] = ()
 
     @property
     def n_steps(self) -> int:
@@ -265,7 +281,21 @@ class Grid:
 
     @property
     def times(self) -> np.ndarray:
+        if self.time_ns is not None:
+            return self.time_ns
         return self.t0_ns + (np.arange(self.n_steps) * self.dt * 1e9).astype(np.int64)
+
+    @property
+    def end_ns(self) -> int:
+        """The end of the last step's cell [ns]."""
+        return int(self.times[-1] + self.dt * 1e9) if self.n_steps else int(self.t0_ns)
+
+    def time_at(self, seconds: float) -> int:
+        """The time [ns] ``seconds`` of grid steps after the first step (cuts skipped)."""
+        if self.time_ns is None or not self.n_steps:
+            return int(self.t0_ns + seconds * 1e9)
+        k = min(max(int(round(seconds / self.dt)), 0), self.n_steps - 1)
+        return int(self.time_ns[k] + (seconds - k * self.dt) * 1e9)
 
     def window(self, start: int, stop: int) -> Grid:
         """Steps ``start`` to ``stop`` (exclusive)."""
@@ -273,9 +303,12 @@ class Grid:
         def sub(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[:, start:stop]
 
+        t = self.times[start:stop]
         return dataclasses.replace(
             self,
-            t0_ns=int(self.t0_ns + start * self.dt * 1e9),
+            t0_ns=int(t[0]) if t.size else int(self.t0_ns + start * self.dt * 1e9),
+            time_ns=None if self.time_ns is None else t,
+            cuts=tuple(c for c in self.cuts if t.size and c[0] < t[-1] and c[1] > t[0]),
             power=self.power[:, start:stop],
             temp=self.temp[:, start:stop],
             frac=self.frac[:, start:stop],
@@ -388,16 +421,21 @@ def to_grid(
     dt: float = 1.0,
     gap_s: float = 5.0,
     slowdown_c: float = 87.0,
+    cut_gap_s: float = GRID_CUT_GAP_S,
+    bridge_s: float = GRID_BRIDGE_S,
 ) -> Grid:
-    """Resample a telemetry Dataset onto a regular grid (see :class:`Grid`)."""
+    """Resample a telemetry Dataset onto a regular grid (see :class:`Grid`); stretches with
+    no reading longer than ``cut_gap_s`` are cut down to ``bridge_s`` (:data:`GRID_CUT_GAP_S`)."""
     ds = check_telemetry(ds)
     if not dt > 0:
         raise SpecError("dt", dt, "a positive grid step in seconds")
+    if not cut_gap_s > bridge_s >= 0:
+        raise SpecError("cut_gap_s", cut_gap_s, f"more than bridge_s ({bridge_s:g} s) >= 0")
     tns = ds["time"].values.astype("datetime64[ns]").astype(np.int64)
     t0 = int(tns.min())
-    ts = (tns - t0) / 1e9
+    ts, cuts = _cut_gaps((tns - t0) / 1e9, dt, cut_gap_s, bridge_s)
     g_n = ds.sizes["gpu"]
-    n = _grid_steps(ds, ts, dt, g_n)
+    n = _grid_steps(ds, ts, dt, g_n, cuts)
     grid_t = np.arange(n) * dt
     power = np.full((g_n, n), np.nan)
     temp = np.full((g_n, n), np.nan)
@@ -427,6 +465,10 @@ def to_grid(
         ok_u = usable & (np.isfinite(U).sum(0) >= 2)
         util_v, _ = _interp_rows(ts, U, grid_t, ok_u)
         util[ok_u] = util_v[ok_u]
+    bridge, k_next = cuts.bridge(grid_t, dt)
+    if bridge.any():  # power held at the next stretch's first step; nothing compared there
+        power[:, bridge] = power[:, k_next[bridge]]
+        gap[:, bridge] = True
     throttled[:] = usable[:, None] & (temp >= slowdown_c)
     if "clocks_event_reasons" in ds.data_vars:
         r = ds["clocks_event_reasons"].values
@@ -458,11 +500,71 @@ def to_grid(
         gap=gap,
         throttled=throttled,
         identity=_identity(ds),
+        time_ns=cuts.times(t0, grid_t, dt) if cuts.removed.size else None,
+        cuts=cuts.real(t0),
     )
     return grid.select(np.flatnonzero(keep)) if not keep.all() else grid
 
 
-def _grid_steps(ds: xr.Dataset, ts: np.ndarray, dt: float, g_n: int) -> int:
+@dataclasses.dataclass(frozen=True)
+class _Cuts:
+    """Intervals without readings cut out of the grid, on the cut time axis [s since t0]:
+    ``after``/``before`` the last reading before and the first after each, ``removed`` the
+    seconds taken out there (a multiple of ``dt``, so readings keep their place in the cell)."""
+
+    after: np.ndarray
+    before: np.ndarray
+    removed: np.ndarray
+
+    def _shift(self, grid_t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """Cuts whose last reading is before each step's cell, and those whose next is by its end."""
+        ja = np.searchsorted(self.after, grid_t - dt, side="right")
+        jb = np.searchsorted(self.before, grid_t, side="right")
+        return ja, jb
+
+    def bridge(self, grid_t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """Steps whose cell lies inside a cut interval, and the first step after that interval."""
+        if not self.removed.size:
+            return np.zeros(grid_t.size, bool), np.zeros(grid_t.size, np.int64)
+        ja, jb = self._shift(grid_t, dt)
+        k_after = np.minimum(np.ceil(self.before / dt - 1e-9).astype(np.int64), grid_t.size - 1)
+        return ja > jb, k_after[np.maximum(ja - 1, 0)]
+
+    def times(self, t0: int, grid_t: np.ndarray, dt: float) -> np.ndarray:
+        """Each step's real time [ns]."""
+        ja, _ = self._shift(grid_t, dt)
+        shift = np.concatenate([[0.0], np.cumsum(self.removed)])[ja]
+        return t0 + np.round((grid_t + shift) * 1e9).astype(np.int64)
+
+    def real(self, t0: int) -> tuple[tuple[int, int], ...]:
+        """(last reading before, first reading after) of each cut [ns since the epoch]."""
+        shift = np.concatenate([[0.0], np.cumsum(self.removed)])
+        return tuple(
+            (int(t0 + round((a + shift[i]) * 1e9)), int(t0 + round((b + shift[i + 1]) * 1e9)))
+            for i, (a, b) in enumerate(zip(self.after, self.before, strict=True))
+        )
+
+
+def _cut_gaps(
+    ts: np.ndarray, dt: float, cut_gap_s: float, bridge_s: float
+) -> tuple[np.ndarray, _Cuts]:
+    """Times ``ts`` [s since the first] with every interval of more than ``cut_gap_s`` without
+    a reading shortened to ``bridge_s`` (plus less than ``dt``), and what was cut."""
+    order = np.argsort(ts, kind="stable")
+    srt = ts[order]
+    d = np.diff(srt)
+    i = np.flatnonzero(d > cut_gap_s)
+    removed = np.floor((d[i] - bridge_s) / dt) * dt
+    step = np.zeros(srt.size)
+    step[i + 1] = removed
+    shift = np.cumsum(step)
+    out = np.empty_like(ts)
+    out[order] = srt - shift
+    cuts = _Cuts(after=srt[i] - shift[i], before=srt[i + 1] - shift[i + 1], removed=removed)
+    return out, cuts
+
+
+def _grid_steps(ds: xr.Dataset, ts: np.ndarray, dt: float, g_n: int, cuts: _Cuts) -> int:
     """Steps of the grid, checked against the readings present before anything is allocated."""
     span = float(ts.max())
     steps = math.floor(span / dt) + 1
@@ -474,12 +576,17 @@ def _grid_steps(ds: xr.Dataset, ts: np.ndarray, dt: float, g_n: int) -> int:
         first = np.datetime_as_string(ds["time"].values.min(), unit="s")
         last = np.datetime_as_string(ds["time"].values.max(), unit="s")
         need = steps * g_n * GRID_BYTES_PER_CELL / 2**30
+        cut = (
+            f", {cuts.removed.size:,} gaps over {GRID_CUT_GAP_S:g} s left out"
+            if cuts.removed.size
+            else ""
+        )
         raise SpecError(
             "--telemetry",
             f"{g_n} GPUs x {steps:,} steps of {dt:g} s ({first} to {last}, {span / 86400:,.1f} "
-            f"days; ~{need:,.1f} GiB) for {readings:,} readings",
-            f"a time span in proportion to the readings (at most {limit:,} GPU-steps): choose "
-            "--start/--end, or remove stray times from the file",
+            f"days on the grid{cut}; ~{need:,.1f} GiB) for {readings:,} readings",
+            f"readings in proportion to the time they cover (at most {limit:,} GPU-steps): "
+            "choose --start/--end, or remove stray times from the file",
         )
     return steps
 
