@@ -133,6 +133,9 @@ _PROM_LINE = re.compile(
 _PROM_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 
 MAX_BATCH_ROWS = 50_000
+#: The longest line read [characters]: a longer one (a binary file, a file without newlines) is
+#: read in pieces of this size and never held whole; a data line that long is ``malformed_line``.
+MAX_LINE_CHARS = 1 << 16
 
 _Row = tuple[int, int, dict[str, float]] | QuarantineRecord
 
@@ -265,8 +268,8 @@ class ReplaySource(AbstractSource):
         self._devices: list[GpuInfo] = []
         self._dev_pos: dict[str, int] = {}
         self._fh = self.path.open(newline="", encoding="utf-8", errors="replace")
-        first = self._fh.readline()
-        self.format = self._detect(first)
+        first = self._fh.readline(MAX_LINE_CHARS)
+        self.format = self._detect(first, self.path)
         self._prov = self._provenance()
         gens = {"smi": self._smi, "nvprof": self._nvprof, "prom": self._prom}
         self._rows: Iterator[_Row] = gens[self.format](first)
@@ -279,19 +282,20 @@ class ReplaySource(AbstractSource):
 
     # ------------------------------------------------------------------ formats
     @staticmethod
-    def _detect(first: str) -> str:
+    def _detect(first: str, path: Path) -> str:
         s = first.strip()
-        if s.startswith("#") or _PROM_LINE.match(s):
-            return "prom"
-        cols = [c.strip().lower() for c in s.split(",")]
-        if cols[:2] == ["t_s", "metric"]:
-            return "nvprof"
-        if "timestamp" in [c.split(" [")[0] for c in cols]:
-            return "smi"
-
+        if len(first) < MAX_LINE_CHARS or first.endswith("\n"):
+            if s.startswith("#") or _PROM_LINE.match(s):
+                return "prom"
+            cols = [c.strip().lower() for c in s.split(",")]
+            if cols[:2] == ["t_s", "metric"]:
+                return "nvprof"
+            if "timestamp" in [c.split(" [")[0] for c in cols]:
+                return "smi"
+        # never the line itself: the file may be anything the reader can open (a secret)
         raise InputError(
-            "replay input",
-            s[:120],
+            f"replay input {path} line 1",
+            _describe_line(first),
             "an nvidia-smi --query-gpu CSV header with 'timestamp', an nvprof 't_s,metric,...' "
             "header or Prometheus text exposition",
         )
@@ -350,9 +354,16 @@ class ReplaySource(AbstractSource):
         return pos
 
     def _lines(self) -> Iterator[tuple[int, str]]:
-        for lineno, line in enumerate(self._fh, start=2):
-            if line.strip():
-                yield lineno, line
+        """Data lines (not blank); one longer than :data:`MAX_LINE_CHARS` comes as ``""``."""
+        for lineno, line in enumerate(_bounded_lines(self._fh), start=2):
+            if line is _TOO_LONG or line.strip():
+                yield lineno, "" if line is _TOO_LONG else line
+
+    @staticmethod
+    def _too_long(lineno: int) -> QuarantineRecord:
+        return QuarantineRecord(
+            "malformed_line", f"line {lineno}: longer than {MAX_LINE_CHARS:,} characters"
+        )
 
     def _column(self, i: int, text: str) -> tuple[str, _Col] | None:
         """(kind, column) for a value or identity column; ``None`` for anything else."""
@@ -418,9 +429,12 @@ class ReplaySource(AbstractSource):
         i_idx = next((i for i, c in enumerate(names) if c in SMI_INDEX), None)
         fields, ident, unknown = self._smi_header(cols)
         if i_idx is None and not {"uuid", "pci_bus_id"} & {c.field for c in ident.values()}:
+            known = [
+                c for c, n in zip(cols, names, strict=True) if n in SMI_TIME or self._column(0, c)
+            ]
             raise InputError(
-                "replay input header",
-                header.strip()[:160],
+                f"replay input {self.path} line 1 (header)",
+                f"{len(cols)} columns, of which understood: {', '.join(known)}",
                 "a GPU column: 'index' (or 'gpu_index'), 'uuid' or 'pci.bus_id' (nvidia-smi "
                 "--query-gpu=timestamp,index,...); without one every GPU's rows collapse onto one",
             )
@@ -430,6 +444,9 @@ class ReplaySource(AbstractSource):
         ok_time = self._time_check(lambda p: _parse_time(p[i_time], cache), ncol)
         for lineno, line in self._lines():
             self.rows_read += 1
+            if not line:
+                yield self._too_long(lineno)
+                continue
             complete = line.endswith("\n")
             parts = line.rstrip("\r\n").split(",")
             if len(parts) != ncol:
@@ -474,19 +491,25 @@ class ReplaySource(AbstractSource):
         """A first pass over the file's times; returns ``t -> why it is implausible`` ("" if
         not): before the GPU era, past the reader's clock plus skew, or outside the file's
         robust span (see the module docstring)."""
+
+        def times(line: str) -> int | None:
+            parts = line.rstrip("\r\n").split(",")
+            return get(parts) if len(parts) == ncol else None
+
+        return self._span_check(times)
+
+    def _span_check(self, time_of: Callable[[str], int | None]) -> Callable[[int], str]:
+        """The first pass: ``time_of(line)`` of each data line (None or an error: no time);
+        returns ``t -> why it is implausible``."""
         lo, hi = self.limits.time_bounds()
         sample = _TimeSample()
         with self.path.open(newline="", encoding="utf-8", errors="replace") as fh:
-            fh.readline()
-            for line in fh:
-                parts = line.rstrip("\r\n").split(",")
-                if len(parts) != ncol:
-                    continue
+            for line in _bounded_lines(fh):
                 try:
-                    t = get(parts)
+                    t = time_of(line)
                 except (ValueError, TypeError, OverflowError):
                     continue
-                if lo <= t <= hi:
+                if t is not None and lo <= t <= hi:
                     sample.add(t)
         span = sample.robust_span(self.span_margin_s)
 
@@ -507,6 +530,9 @@ class ReplaySource(AbstractSource):
         ok_time = self._time_check(lambda p: t0 + int(round(float(p[0]) * 1e9)), 4)
         for lineno, line in self._lines():
             self.rows_read += 1
+            if not line:
+                yield self._too_long(lineno)
+                continue
             parts = line.rstrip("\r\n").split(",")
             if len(parts) != 4:
                 reason = "truncated_line" if len(parts) < 4 else "malformed_line"
@@ -550,11 +576,15 @@ class ReplaySource(AbstractSource):
             yield 1, first
             yield from self._lines()
 
+        ok_time = self._span_check(_prom_time)
         for lineno, line in lines():
             s = line.strip()
-            if not s or s.startswith("#"):
+            if line and (not s or s.startswith("#")):
                 continue
             self.rows_read += 1
+            if not line:
+                yield self._too_long(lineno)
+                continue
             m = _PROM_LINE.match(s)
             if not m:
                 yield QuarantineRecord("malformed_line", f"line {lineno}: {s[:160]}")
@@ -579,11 +609,13 @@ class ReplaySource(AbstractSource):
                 seen.clear()
                 scrape += 1
             seen.add(series)
-            t = (
-                int(m["ts"]) * 1_000_000
-                if m["ts"] is not None
-                else t_base + int(round(scrape * self.step * 1e9))
-            )
+            if m["ts"] is not None:
+                t = int(m["ts"]) * 1_000_000
+                if why := ok_time(t):  # a scrape's own time: checked as nvidia-smi times are
+                    yield QuarantineRecord("time_implausible", f"line {lineno}: time {why}")
+                    continue
+            else:
+                t = t_base + int(round(scrape * self.step * 1e9))
             pos = self._device(
                 idx,
                 labels.get("UUID", ""),
@@ -684,6 +716,39 @@ class _TimeSample:
         q01, q99 = (int(x) for x in np.quantile(t, [0.01, 0.99], method="inverted_cdf"))
         w = max(q99 - q01, int(margin_s * 1e9))
         return q01 - w, q99 + w
+
+
+_TOO_LONG = "\x00too long\x00"
+
+
+def _bounded_lines(fh) -> Iterator[str]:
+    """The lines of ``fh``, never more than :data:`MAX_LINE_CHARS` held: a longer line is read
+    through in pieces and comes as ``_TOO_LONG``."""
+    while line := fh.readline(MAX_LINE_CHARS):
+        if len(line) < MAX_LINE_CHARS or line.endswith("\n"):
+            yield line
+            continue
+        while (rest := fh.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
+            pass
+        yield _TOO_LONG
+
+
+def _prom_time(line: str) -> int | None:
+    """The timestamp [ns] of a Prometheus sample line, None without one."""
+    m = _PROM_LINE.match(line.strip())
+    return int(m["ts"]) * 1_000_000 if m and m["ts"] is not None else None
+
+
+def _describe_line(line: str) -> str:
+    """What a line looks like, without a character of it (for errors about unknown files)."""
+    if not line:
+        return "an empty file"
+    if len(line) >= MAX_LINE_CHARS and not line.endswith("\n"):
+        return f"a line longer than {MAX_LINE_CHARS:,} characters"
+    if "\x00" in line or "\ufffd" in line:
+        return f"{len(line):,} characters that are not UTF-8 text (a binary file?)"
+    fields = line.count(",") + 1
+    return f"a line of {len(line.rstrip()):,} characters, {fields} comma-separated field(s)"
 
 
 def _flush_pending(pending: dict[tuple[int, int], dict[str, float]]) -> Iterator[_Row]:

@@ -41,7 +41,7 @@ from physics import coolant, gpu
 from twin.calibration.config import Z95
 from twin.calibration.metrics import ashrae_metrics
 from twin.calibration.uncertainty import prediction_sd
-from twin.io.telemetry import Grid, open_telemetry, to_grid
+from twin.io.telemetry import Grid, cuts_report, open_telemetry, to_grid
 from twin.model.calibrated import Calibration, load_calibration, package_split
 from twin.model.components import (
     die_share_at_tdp,
@@ -176,6 +176,7 @@ def backtest(
         "facility": spec.name,
         "calibration": cal.path,
         "gpus_uncalibrated": len(set(ds["gpu"].values.astype(str)) - set(cal.gpu)),
+        "gaps_left_out": cuts_report(grid),
     }
 
 

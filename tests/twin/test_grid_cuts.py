@@ -65,3 +65,5 @@ def test_calibrates_two_stretches_a_month_apart():
     assert res.grid.n_steps < 3000 + GRID_BRIDGE_S + 10 and len(res.grid.cuts) == 1
     np.testing.assert_allclose(res.params.resistance.values, truth.resistance, rtol=0.03)
     assert res.summary["holdout_rmse_k"] < 0.6
+    (gap,) = res.summary["gaps_left_out"]  # said, never silent
+    assert abs(gap["seconds"] - MONTH / np.timedelta64(1, "s")) < 5

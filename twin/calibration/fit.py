@@ -35,7 +35,7 @@ from twin.calibration.result import CalibrationResult, Fit, build_dataset, summa
 from twin.calibration.solver import fit_structure
 from twin.calibration.spec_check import check_spec
 from twin.calibration.uncertainty import parameter_uncertainty, prediction_sd
-from twin.io.telemetry import Grid, open_telemetry, to_grid
+from twin.io.telemetry import Grid, cuts_report, open_telemetry, to_grid
 from twin.spec import load_spec
 from twin.units import SpecError
 
@@ -108,7 +108,8 @@ def calibrate(
     params.attrs["telemetry_source"] = _source_name(telemetry)
     params.attrs["spec_check"] = json.dumps(spec_check)
     params.attrs["wall_seconds"] = round(time.perf_counter() - t_start, 3)
-    return CalibrationResult(params, summarize(params), grid, pred, pred_sd, n_train, theta, cov)
+    summary = summarize(params) | {"gaps_left_out": cuts_report(grid)}
+    return CalibrationResult(params, summary, grid, pred, pred_sd, n_train, theta, cov)
 
 
 def _source_name(telemetry: object) -> str:

@@ -112,7 +112,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         plot_fit,
         summary_json,
     )
-    from twin.io.telemetry import open_telemetry
+    from twin.io.telemetry import format_cuts, open_telemetry
     from twin.spec import load_spec
 
     telemetry = _need(args, "telemetry")
@@ -126,6 +126,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     result = calibrate(ds, spec, CalibrationConfig(train_fraction=args.train_fraction))
     result.summary["wall_seconds"] = round(time.perf_counter() - t0, 3)
     result.summary["ingest"] = ingest
+    if cut := format_cuts(result.grid):
+        print(f"twin calibrate: {cut}", file=sys.stderr)
     _warn_spec_check(result.summary)
     if args.out:
         result.write(args.out)
@@ -213,12 +215,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     from twin import estimate as E
     from twin.calibration import Priors, load_params
-    from twin.io.telemetry import open_telemetry, to_grid
+    from twin.io.telemetry import format_cuts, open_telemetry, to_grid
     from twin.spec import load_spec
 
     telemetry = _need(args, "telemetry")
     spec = load_spec(_need(args, "facility"))
-    grid = to_grid(open_telemetry(telemetry))
+    ds = open_telemetry(telemetry)
+    print_ingest(ds, "twin watch")
+    grid = to_grid(ds)
+    if cut := format_cuts(grid):
+        print(f"twin watch: {cut}", file=sys.stderr)
     if args.params:
         params, start = load_params(args.params), 0
     else:

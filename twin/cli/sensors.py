@@ -68,9 +68,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     t = subparsers.add_parser("telemetry", help="inspect and export a telemetry store")
     tsub = t.add_subparsers(dest="telemetry_command", metavar="ACTION")
-    i = tsub.add_parser("info", help="summary of a store")
+    i = tsub.add_parser(
+        "info",
+        help="summary of a store, from its index (cheap; blocks not verified unless --verify)",
+    )
     i.add_argument("--store", required=True)
     i.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    i.add_argument(
+        "--verify",
+        action="store_true",
+        help="also verify every block's checksum (reads the whole store, as `twin telemetry "
+        "check`): damaged blocks and the samples in them; exit 1 if any",
+    )
     i.set_defaults(func=cmd_info)
     e = tsub.add_parser("export", help="write a store to netCDF (.nc) or CSV (.csv)")
     e.add_argument("--store", required=True)
@@ -131,21 +140,34 @@ def cmd_sensord(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import contextlib
 
-    from sensors.store import Store, StoreError
+    from sensors.store import Store, StoreError, describe_corrupt
 
     try:
         with contextlib.closing(Store(args.store, readonly=True)) as st:
             info = st.info()
+            bad = st.check()["bad"] if args.verify else []
     except StoreError as exc:
         print(f"twin telemetry info: error: {exc}", file=sys.stderr)
         return 2
+    info["verified"] = bool(args.verify)
+    if args.verify:
+        chunks = {b["chunk"]: b.get("samples") or 0 for b in bad}
+        info["damaged_blocks"] = len(bad)
+        info["samples_in_damaged_blocks"] = int(sum(chunks.values()))
     if args.json:
         json.dump(info, sys.stdout)
         sys.stdout.write("\n")
     else:
         for k, v in info.items():
             print(f"{k:12s} {v}")
-    return 0
+        if not args.verify:
+            print(
+                "(samples counted from the store's index, blocks not verified: "
+                "--verify or `twin telemetry check` reads and checks every block)"
+            )
+    for b in bad:
+        print(describe_corrupt(Path(args.store), b), file=sys.stderr)
+    return 1 if bad else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

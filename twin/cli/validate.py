@@ -51,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     ingest = print_ingest(ds, "twin validate")
     out = backtest(ds, args.facility, args.calibration, args.start, args.end)
     out["ingest"] = ingest
+    if out["gaps_left_out"]:
+        n = len(out["gaps_left_out"])
+        print(
+            f"twin validate: {n:,} stretches without readings left out of the grid", file=sys.stderr
+        )
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -604,6 +604,31 @@ def _identity(ds: xr.Dataset) -> dict[str, list[str]]:
     }
 
 
+def cuts_report(grid: Grid) -> list[dict]:
+    """The intervals without readings left out of ``grid`` (for a command's JSON): ``after``
+    the last reading before, ``before`` the first after (ISO times), ``seconds`` between."""
+    return [
+        {
+            "after": str(np.datetime64(a, "ns")),
+            "before": str(np.datetime64(b, "ns")),
+            "seconds": round((b - a) / 1e9, 3),
+        }
+        for a, b in grid.cuts
+    ]
+
+
+def format_cuts(grid: Grid) -> str:
+    """One line for people, "" without cuts."""
+    if not grid.cuts:
+        return ""
+    total = sum(b - a for a, b in grid.cuts) / 1e9
+    return (
+        f"{len(grid.cuts):,} stretches without readings over {GRID_CUT_GAP_S:g} s ({total / 3600:,.1f} h "
+        f"in all) left out of the grid, the model restarted after each at its next power "
+        f"({GRID_BRIDGE_S:g} s bridge)"
+    )
+
+
 def fleet_hosts(grid: Grid) -> tuple[list[str], np.ndarray]:
     """Distinct hosts (loops) and each GPU's loop position."""
     names = sorted(set(grid.host))
