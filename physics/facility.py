@@ -45,6 +45,7 @@ References
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import equinox as eqx
@@ -298,6 +299,9 @@ class State(NamedTuple):
     rack_heat_filtered: jax.Array  # (R,) rack heat its flow valve acts on (filtered) [W]
     #: (R,T,P,S) rise of each GPU's sink node over its plate inlet [K]; () zero without sinks
     gpu_sink_rise: jax.Array = 0.0
+    #: (R,) the valves' feed-forward estimate of the rack heat at the last step [W]; NaN
+    #: before the first step (:func:`valve_heat`)
+    rack_heat_estimate: jax.Array = jnp.nan
 
 
 class Ledger(NamedTuple):
@@ -591,6 +595,7 @@ def initial_state(p: FacilityParams, d: Derived) -> State:
         tcs_supply_tanks=jnp.broadcast_to(tcs_sup[:, None], (p.n_cdus, p.n_tcs_tanks)) + 0.0,
         rack_heat_filtered=p.rack_design_heat + 0.0,  # the valves start fully open
         gpu_sink_rise=sink0,
+        rack_heat_estimate=jnp.full(p.n_racks, jnp.nan),
     )
 
 
@@ -1354,11 +1359,62 @@ def rack_other_power(p: FacilityParams, diurnal, t0, dt):
     .. math:: u = \bigl(u_{low} + (u_{high} - u_{low})\,t_{on}/\Delta t\bigr)\,d(t),\quad
               P = P_{idle} + (P_{max} - P_{idle})\,\mathrm{clip}(u, 0, 1)
     """
-    rack_on = workload.square_wave_on_time(p.load_period, p.load_duty, p.load_phase, t0, dt) / dt
-    rack_u = (p.load_low + (p.load_high - p.load_low) * rack_on) * diurnal
+    rack_u = rack_step_utilization(p, diurnal, t0, dt)
     return p.rack_other_power_idle + (p.rack_other_power_max - p.rack_other_power_idle) * (
         jnp.clip(rack_u, 0.0, 1.0)
     )
+
+
+def rack_step_utilization(p: FacilityParams, diurnal, t0, dt):
+    """Each rack's step-mean utilization (R,): its square wave's on-time share over
+    [t0, t0 + dt] between ``load_low`` and ``load_high``, times the diurnal factor."""
+    rack_on = workload.square_wave_on_time(p.load_period, p.load_duty, p.load_phase, t0, dt) / dt
+    return (p.load_low + (p.load_high - p.load_low) * rack_on) * diurnal
+
+
+def rack_heat_estimate(p: FacilityParams, rack_u):
+    r"""The valves' feed-forward estimate of each rack's liquid heat [W], (R,), from its
+    step-mean utilization u and the rack's parameters (leakage at its reference temperature):
+
+    .. math:: \hat Q = n_{gpu}\,(1 - f_{air})\,\overline{P_{idle} + P_{leak,ref} + u P_{dyn}}
+              + f_{liq}\,\bigl(P_{o,idle} + (P_{o,max} - P_{o,idle})\,u\bigr)
+
+    Only its change from step to step is used (:func:`valve_heat`), so its error in level
+    never reaches a steady flow.
+    """
+    r = p.n_racks
+    n_gpu = float(math.prod(p.gpu_shape[1:]))
+
+    def rack_mean(x):
+        x = jnp.asarray(x)
+        if x.ndim <= 1:
+            return jnp.broadcast_to(x, (r,))
+        return jnp.broadcast_to(x, (r,) + x.shape[1:]).reshape(r, -1).mean(axis=1)
+
+    u = jnp.clip(rack_u, 0.0, 1.0)
+    per_gpu = rack_mean(p.gpu_power_idle + p.gpu_leakage_ref) + u * rack_mean(p.gpu_power_dynamic)
+    air = rack_mean(p.gpu_air_fraction)
+    other = p.rack_other_power_idle + (p.rack_other_power_max - p.rack_other_power_idle) * u
+    return n_gpu * (1.0 - air) * per_gpu + p.rack_other_liquid_fraction * other
+
+
+def valve_heat(p: FacilityParams, s: State, estimate, dt):
+    r"""The rack heat each valve acts on over the step [W], (R,): the filtered heat of the
+    steps before (:func:`controller_heat`) plus the step-mean response of that first-order
+    filter (time constant :math:`\tau`) to the estimated change of heat at the step's start:
+
+    .. math:: \bar Q = \tilde Q + \Bigl(1 - \frac{\tau}{\Delta t}
+              \bigl(1 - e^{-\Delta t/\tau}\bigr)\Bigr)(\hat Q - \hat Q_{prev})
+
+    So a rack whose load steps (a job starts, a parked rack wakes) opens its valve within
+    :math:`\tau` whatever the step (a 300 s step held it at the old flow for the whole step);
+    at 1 s steps the response is 0.8 % of the change, and at a steady load it is zero.
+    """
+    tau = p.tcs_control_time[p.rack_cdu]
+    x = dt / tau
+    gain = 1.0 - (1.0 - jnp.exp(-x)) / x
+    delta = jnp.where(jnp.isnan(s.rack_heat_estimate), 0.0, estimate - s.rack_heat_estimate)
+    return s.rack_heat_filtered + gain * delta
 
 
 def liquid_loops_step(
@@ -1537,13 +1593,14 @@ def step(
     Returns the new state, the per-site step output, and the per-site ledger increments.
     """
     t0 = s.t
-    d = at_tcs_flow(p, d, rack_flow_fraction(p, s.rack_heat_filtered))
-    c = jax.lax.optimization_barrier(_step_constants(p, d, s, dt))
-    # ---------------- GPUs and the rest of the racks ----------------
     t_mid = t0 + 0.5 * dt
     diurnal = workload.diurnal_factor(
         p.load_diurnal_amplitude, p.load_diurnal_peak_hour, t_mid / 3600.0 + hour0
     )
+    estimate = rack_heat_estimate(p, rack_step_utilization(p, diurnal, t0, dt))
+    d = at_tcs_flow(p, d, rack_flow_fraction(p, valve_heat(p, s, estimate, dt)))
+    c = jax.lax.optimization_barrier(_step_constants(p, d, s, dt))
+    # ---------------- GPUs and the rest of the racks ----------------
     g = gpu_step(p, d, s, c, dt, t0, diurnal)
     other = rack_other_power(p, diurnal, t0, dt)
     rack_liquid = g.rack_heat_liquid / dt + p.rack_other_liquid_fraction * other
@@ -1584,6 +1641,7 @@ def step(
         tcs_supply_tanks=loop1.tcs_supply_tanks,
         rack_heat_filtered=controller_heat(p, s.rack_heat_filtered, rack_liquid, dt),
         gpu_sink_rise=g.sink_rise,
+        rack_heat_estimate=estimate,
     )
     return new_state, out, ledger
 

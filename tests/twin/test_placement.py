@@ -408,14 +408,6 @@ def _parking_jobs():
     return JobSet(validate_jobs(pd.DataFrame(rows).assign(deferral=0.0)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="throttle_minutes 1,440 = 288 GPUs x one 300 s step: a rack's valve acts on the "
-    "filtered heat of the steps before (physics.facility.step), so a woken rack runs its "
-    "burst's first step at the valve's 30 % minimum flow (110.8 degC); with tau = 60 s that lag "
-    "should not outlast a minute whatever the step (issue 13's step-independent delays)",
-)
 def test_twin_parks_idle_racks_and_wakes_them_for_a_burst(mini):
     """Parking saves the idle power of the parked rack-hours (less standby), independently
     computed from the spec's idle figures; the burst job waits for its racks to wake (at most
