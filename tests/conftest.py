@@ -26,6 +26,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _compilation_cache(tmp_path_factory):
+    """The session's own JAX compilation cache (twin.jaxcache), for this process and the twin
+    commands the tests start: never the user's, and on from the first test whatever the order
+    (the CLI's ``main`` turns it on in-process too)."""
+    from twin import jaxcache
+
+    os.environ["TWIN_CACHE_DIR"] = str(tmp_path_factory.mktemp("twin-cache"))
+    jaxcache.configure()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
     """Drop each test file's compiled XLA programs when it ends: a long session otherwise keeps

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from twin.resources import env_default
+from twin import jaxcache
 from twin.units import SpecError
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,6 @@ def parse_weather_years(
     return out
 
 
-def _enable_compile_cache() -> None:
-    import jax
-
-    path = env_default("jax_cache", os.path.join(os.path.expanduser("~"), ".cache", "twin-jax"))
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 def run_case(case: Case) -> dict:
     """Run one sweep case (in a worker process); returns a flat result row."""
     import twin  # noqa: F401  (float64)
@@ -84,7 +76,7 @@ def run_case(case: Case) -> dict:
     from twin.simulation import prepare
     from twin.spec import load_facility
 
-    _enable_compile_cache()
+    jaxcache.configure()  # a worker started outside the CLI gets the CLI's cache too
     t0 = time.perf_counter()
     spec = load_facility(case.facility)
     run = prepare(

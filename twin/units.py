@@ -2,20 +2,34 @@
 
 Physics code is SI only (K, Pa, kg, s, W, m); pint appears only at the boundaries (TOML specs,
 files, CLI, UI).  Temperatures inside ``physics`` are absolute, in kelvin.
+
+pint (half a second to import) is loaded on first use: ``ureg`` and ``Q_`` are resolved by the
+module's ``__getattr__``, so the command line's parser and ``--help``, which only need
+:class:`SpecError`, start without it.
 """
 
 from __future__ import annotations
 
-import pint
+from typing import TYPE_CHECKING, Any
 
 from physics.constants import ZERO_CELSIUS_K
 from sensors.errors import InputError
 
+if TYPE_CHECKING:
+    from sensors.units import ureg
+
+    Q_ = ureg.Quantity
+
 __all__ = ["ZERO_CELSIUS_K", "InputError", "SpecError", "Q_", "ureg", "parse_quantity"]
 
-from sensors.units import ureg  # the registry lives in sensors so that readers use it too
 
-Q_ = ureg.Quantity
+def __getattr__(name: str) -> Any:
+    if name not in ("ureg", "Q_"):
+        raise AttributeError(f"module 'twin.units' has no attribute {name!r}")
+    from sensors.units import ureg  # the registry lives in sensors so that readers use it too
+
+    globals().update(ureg=ureg, Q_=ureg.Quantity)
+    return globals()[name]
 
 
 class SpecError(InputError):
@@ -33,6 +47,11 @@ def parse_quantity(text: object, path: str, unit: str) -> float:
     Raises :class:`SpecError` naming ``path`` when the string is not a quantity or has the
     wrong dimension.  Temperatures given in degC/degF are converted as absolute values.
     """
+    import pint
+
+    from sensors.units import ureg
+
+    Q_ = ureg.Quantity
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise SpecError(path, text, f"a quantity string with units of {unit}, e.g. '1 {unit}'")
     try:

@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from twin import jaxcache
 from twin.units import InputError
 
 log = logging.getLogger("twin")
@@ -26,6 +27,9 @@ SUBCOMMAND_MODULES = (
     "twin.cli.validate",
     "twin.cli.demo",
 )
+
+#: Commands that compile the facility model (the others never import JAX for themselves).
+COMPILING = frozenset({"simulate", "optimize", "calibrate", "validate", "demo"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("jax").setLevel(logging.WARNING)
+    jaxcache.configure()  # compiled programs kept per user (TWIN_CACHE_DIR; off: TWIN_CACHE_DIR=off)
+    if args.command in COMPILING:
+        jaxcache.announce_compiles()  # "compiling the facility step ..." on stderr
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

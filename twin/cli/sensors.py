@@ -11,13 +11,22 @@ import json
 import sys
 from pathlib import Path
 
-from sensors.daemon import DaemonConfig
 from twin.cli.options import add_command
+
+#: :class:`sensors.daemon.DaemonConfig`'s defaults shown in ``--help``, written out here so that
+#: building the parser does not import the daemon (its store pulls in pandas and xarray);
+#: tests/twin/test_cli_startup.py checks them against the dataclass.
+HELP_DEFAULTS = {"source": "sim", "store": "telemetry.db"}
+
+
+def _env(field: str) -> str:
+    """``DaemonConfig.env_name``: the ``TWIN_*`` variable of a daemon option."""
+    return "TWIN_" + field.upper()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sensord`` and ``telemetry`` to the ``twin`` command line."""
-    d = DaemonConfig()
+    d = HELP_DEFAULTS
     p = add_command(
         subparsers,
         "sensord",
@@ -25,9 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Poll nvml|sim|replay:PATH, store every sample, serve /metrics. Each option "
         "also reads TWIN_<OPTION> from the environment (e.g. TWIN_STORE, TWIN_METRICS_ADDR).",
     )
-    env = DaemonConfig.env_name
-    p.add_argument("--source", help=f"nvml, sim or replay:PATH [{env('source')}; {d.source}]")
-    p.add_argument("--store", help=f"store file [{env('store')}; {d.store}]")
+    env = _env
+    p.add_argument("--source", help=f"nvml, sim or replay:PATH [{env('source')}; {d['source']}]")
+    p.add_argument("--store", help=f"store file [{env('store')}; {d['store']}]")
     p.add_argument("--interval", type=float, help=f"poll interval, s [{env('interval')}; 1]")
     p.add_argument(
         "--flush-interval",
@@ -104,7 +113,7 @@ def cmd_sensord(args: argparse.Namespace) -> int:
         FIELDS,  # noqa: F401 - fail early on a broken install
         printable,
     )
-    from sensors.daemon import Daemon, setup_json_logging
+    from sensors.daemon import Daemon, DaemonConfig, setup_json_logging
     from sensors.nvml import NvmlUnavailable
     from sensors.store import StoreError
 

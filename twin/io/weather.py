@@ -158,6 +158,7 @@ def _fill_gaps(values: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 _wet_bulb_jit = jax.jit(psychrometrics.wet_bulb_temperature)
+_relative_humidity_jit = jax.jit(psychrometrics.relative_humidity)  # one program per call
 
 
 def _wet_bulb_celsius(temp_air_c, rh_percent, pressure_pa) -> np.ndarray:
@@ -709,7 +710,7 @@ def _fitted_dew_point(
     def humid(scale: float) -> tuple[np.ndarray, np.ndarray]:
         temp_dew = np.minimum(td_clim + scale * anomaly_d, temp_air)
         rh = 100.0 * np.asarray(
-            psychrometrics.relative_humidity(temp_air + ZERO_CELSIUS_K, temp_dew + ZERO_CELSIUS_K)
+            _relative_humidity_jit(temp_air + ZERO_CELSIUS_K, temp_dew + ZERO_CELSIUS_K)
         )
         return temp_dew, rh
 
