@@ -123,12 +123,19 @@ class CompileNotice:
     """
 
     def __init__(self, stream: TextIO | None = None, after_s: float = NOTICE_AFTER_S):
-        self.stream = stream or sys.stderr
+        self._stream = stream  # None: sys.stderr as it is when a notice is printed
         self.after_s = after_s
         self.announced: list[str] = []
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._shown = False
+
+    @property
+    def stream(self) -> TextIO:
+        """Where notices go: the given stream, else the process's stderr at the time (looked
+        up each time: a notice installed under a redirected stderr, as in tests, must not keep
+        writing to it once it is closed)."""
+        return self._stream if self._stream is not None else sys.stderr
 
     def install(self) -> CompileNotice:
         from jax import monitoring

@@ -127,3 +127,22 @@ def test_second_run_reads_the_cache_and_gives_the_same_results(tmp_path):
     off = _simulate("off")
     assert "compiling the facility step (the compilation cache is off)" in off.stderr
     assert _results(off.stdout) == _results(cold.stdout)
+
+
+def test_compile_notice_writes_to_the_stderr_of_the_moment(monkeypatch):
+    """The process's notice is installed once, under whatever stderr the first command had (in
+    the test suite: pytest's capture, closed after that test); later notices go to the stderr in
+    force when they are printed (a closed one gave 'I/O operation on closed file' in 10 tests)."""
+    import io
+
+    from twin.jaxcache import CompileNotice
+
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    notice = CompileNotice()
+    first.close()
+    later = io.StringIO()
+    monkeypatch.setattr("sys.stderr", later)
+    notice._shown = True
+    notice._on_duration("/jax/core/compile/backend_compile_duration", 2.0)
+    assert "twin: compiled in 2 s" in later.getvalue()
