@@ -158,11 +158,18 @@ def printable(s: str) -> str:
     """``s`` as text that any consumer can show: bytes that were not UTF-8 (surrogate escapes,
     as ``os.fsdecode`` and ``surrogateescape`` decoding leave them) become ``\\xff``, control
     characters ``\\r`` and ``\\x00`` (the backslash is literal text); ``\\n`` is kept."""
+    return escape_undecodable(s).translate(_CONTROL)
+
+
+def escape_undecodable(s: str) -> str:
+    """``s`` with each byte that was not UTF-8 (a surrogate escape, as ``os.fsdecode`` and
+    ``sys.argv`` leave it) written as the text ``\\xff``, and any other lone surrogate as
+    ``\\udXXX``; valid text is returned unchanged."""
     try:
         raw = s.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a surrogate that no undecodable byte left
         raw = s.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class AbstractSource(abc.ABC):

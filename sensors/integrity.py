@@ -31,25 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
+from sensors.base import escape_undecodable
+
 
 class StoreLocked(RuntimeError):
     """Another process holds the store's writer lock (see :class:`WriterLock`)."""
 
 
 def safe_text(s: str | None) -> str | None:
-    """``s`` if it encodes as UTF-8, else with each undecodable byte / lone surrogate escaped."""
-    if s is None or s.isascii():
-        return s
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        pass
-    try:  # surrogate-escaped bytes (os.fsdecode, sys.argv): show the byte, \xff
-        raw = s.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # other lone surrogates: \udXXX
-        raw = s.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")
+    """``s`` as it is stored: :func:`sensors.base.escape_undecodable` (None stays None)."""
+    return None if s is None else escape_undecodable(s)
 
 
 def file_id(path: Path) -> tuple[int, int] | None:
